@@ -1,0 +1,121 @@
+"""Safe, atomic model checkpoints.
+
+A checkpoint is a dict of tensors and plain values (``state_dict`` plus ``meta`` describing the
+architecture), loaded with ``torch.load(weights_only=True)``: no arbitrary pickles from disk.
+Writes go to a temporary file renamed into place, so a crash mid-write keeps the old file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedkd.errors import CheckpointError
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(path: str | Path, model: nn.Module, **meta: Any) -> None:
+    """Save ``model``'s weights with ``meta`` (e.g. ``model="lenet5", dataset="mnist"``)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_save({"format": "fedkd-model-v1", "meta": meta, "state_dict": state}, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a fedkd checkpoint safely; a :class:`CheckpointError` says what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a .pt file a fedkd run saved")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, random bytes, pickled objects refused by weights_only
+        reason = str(exc).splitlines()[0][:120]
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({reason}); it is truncated, corrupted or not a fedkd "
+            "checkpoint: re-create it with fedkd-train"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "fedkd-model-v1":
+        raise CheckpointError(f"checkpoint {path} is not a fedkd model checkpoint; re-create it with fedkd-train")
+    return ckpt
+
+
+def _check_meta(path: Path, meta: dict[str, Any], expect: dict[str, Any]) -> None:
+    for key, want in expect.items():
+        have = meta.get(key)
+        if have is not None and have != want:
+            raise CheckpointError(
+                f"checkpoint {path} has {key}={have} but this run needs {key}={want}; "
+                f"use a checkpoint trained with {key}={want} or change the config to match"
+            )
+
+
+def _load_state(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:160]
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model ({first}); use a checkpoint of the same architecture"
+        ) from None
+
+
+def load_model(path: str | Path, model: nn.Module, expect: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load weights from ``path`` into ``model``; return the checkpoint's ``meta``.
+
+    ``expect`` (e.g. ``{"num_classes": 10}``) is compared with the checkpoint's meta first, so a
+    checkpoint of another architecture or class count gets a clear message.
+    """
+    ckpt = load_checkpoint(path)
+    _check_meta(Path(path), ckpt["meta"], expect or {})
+    _load_state(Path(path), model, ckpt["state_dict"])
+    return ckpt["meta"]
+
+
+def model_from_checkpoint(path: str | Path, spec, expect: dict[str, Any] | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint describes (``meta["model_config"]``) for ``spec``, load it.
+
+    The checkpoint's class count and input channels must match ``spec``.
+    """
+    from fedkd.models.registry import build_from_config
+
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    meta = ckpt["meta"]
+    _check_meta(path, meta, {"num_classes": spec.num_classes, "channels": spec.channels, **(expect or {})})
+    if "model_config" not in meta:
+        raise CheckpointError(f"checkpoint {path} does not record its architecture; re-create it with fedkd-train")
+    model = build_from_config(meta["model_config"], spec)
+    _load_state(path, model, ckpt["state_dict"])
+    return model, meta
+
+
+def model_meta(model_cfg, spec) -> dict[str, Any]:
+    """The ``meta`` a model checkpoint carries so it can be rebuilt and checked later."""
+    from fedkd.models.registry import model_config
+
+    return {
+        "model_config": model_config(model_cfg),
+        "dataset": spec.name,
+        "num_classes": spec.num_classes,
+        "channels": spec.channels,
+        "image_size": spec.image_size,
+    }
