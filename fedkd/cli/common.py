@@ -39,6 +39,15 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def _user_error(exc: BaseException | None) -> FedkdError | None:
+    """The :class:`FedkdError` behind ``exc``, if any (Hydra's ``instantiate`` wraps errors)."""
+    while exc is not None:
+        if isinstance(exc, FedkdError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], Callable[[], None]]:
     """Turn ``task(cfg)`` into a console entry point on ``conf/<config_name>.yaml``.
 
@@ -52,10 +61,11 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
             quiet_libraries()
             try:
                 return task(cfg)
-            except FedkdError as exc:
-                if cfg.get("debug", False):
+            except Exception as exc:
+                user_error = _user_error(exc)
+                if user_error is None or cfg.get("debug", False):
                     raise
-                fail(str(exc))
+                fail(str(user_error))
 
         register_schemas()
         return hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")(run)

@@ -1,0 +1,51 @@
+"""Every registry classifier: output and feature shapes for 1- and 3-channel inputs, BN exposure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fedkd.data import get_spec
+from fedkd.errors import ConfigError
+from fedkd.models import Classifier, batchnorm_layers, build_model, list_models
+
+CLASSIFIERS = list_models("classifier")
+
+
+def test_registry_has_the_documented_models():
+    assert {"lenet5", "lenet5_half", "small_cnn", "resnet8", "resnet18", "resnet34", "wrn16_2", "wrn40_2"} <= set(CLASSIFIERS)
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar100"])
+def test_output_and_feature_shapes(name, dataset):
+    spec = get_spec(dataset)
+    torch.manual_seed(0)
+    model = build_model(name, spec).eval()
+    x = torch.randn(2, *spec.shape)
+    with torch.no_grad():
+        logits, feats = model(x, return_features=True)
+    assert isinstance(model, Classifier)
+    assert logits.shape == (2, spec.num_classes)
+    assert feats.shape == (2, model.feature_dim)
+    assert torch.allclose(model.head(feats), logits, atol=1e-5)
+    assert torch.isfinite(logits).all()
+
+
+def test_lenet_half_is_smaller_and_bn_is_optional():
+    spec = get_spec("mnist")
+    full, half = build_model("lenet5", spec), build_model("lenet5_half", spec)
+    assert sum(p.numel() for p in half.parameters()) < sum(p.numel() for p in full.parameters()) / 2
+    assert len(batchnorm_layers(full)) == 2
+    assert batchnorm_layers(build_model("lenet5", spec, batch_norm=False)) == []
+    assert len(batchnorm_layers(build_model("resnet8", spec))) > 5
+
+
+def test_lenet_accepts_32x32():
+    spec = get_spec("mnist").resized(32)
+    assert build_model("lenet5", spec)(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(ConfigError, match="resnet8"):
+        build_model("vgg99", get_spec("mnist"))
