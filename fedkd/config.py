@@ -53,9 +53,50 @@ class TrainConfig(RunConfig):
     cosine_lr: bool = True
 
 
+@dataclass
+class ClientResourcesConfig:
+    """Resources Ray reserves for one simulated client (``fedkd-sim``)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float | None = None  # null: 0 without CUDA, a quarter GPU per client with CUDA
+
+
+@dataclass
+class BackendConfig:
+    """Flower's Ray simulation backend (``fedkd-sim`` only; ``flwr run`` takes its own settings)."""
+
+    num_cpus: int | None = None  # CPUs Ray may use (null: all of this machine's)
+    num_gpus: int | None = None  # GPUs Ray may use (null: all visible)
+    log_to_driver: bool = False  # true shows the client processes' stdout/stderr (debugging)
+    temp_dir: str | None = None  # Ray's session folder (null: a fresh folder under the system temp dir)
+    keep_logs: bool = False  # keep Ray's session folder (its logs) after the run
+
+
+@dataclass
+class SimConfig(RunConfig):
+    """``fedkd-sim``: federated training on Flower (FedAvg, FedProx, ...) with N simulated clients."""
+
+    model: Any = MISSING
+    client_models: Any = None  # optional per-client model configs (see fedkd.federated.data)
+    optim: Any = MISSING
+    partition: Any = MISSING
+    strategy: Any = MISSING
+    num_clients: int = 10
+    rounds: int = 10
+    local_epochs: int = 1
+    batch_size: int = 32
+    eval_batch_size: int = 1024
+    keep_local_model: bool = False  # clients keep their trained weights in Context.state
+    node_timeout: float = 120.0  # seconds the server waits for all clients to connect
+    round_timeout: float = 3600.0  # seconds the server waits for one round's replies
+    client_resources: ClientResourcesConfig = field(default_factory=ClientResourcesConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="sim_schema", node=SimConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
 
 
@@ -71,3 +112,8 @@ def require_positive(cfg: DictConfig, *keys: str) -> None:
 
 def check_train(cfg: DictConfig) -> None:
     require_positive(cfg, "epochs", "batch_size", "eval_batch_size")
+
+
+def check_sim(cfg: DictConfig) -> None:
+    require_positive(cfg, "num_clients", "rounds", "local_epochs", "batch_size", "eval_batch_size")
+    require_positive(cfg, "client_resources.num_cpus")

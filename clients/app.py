@@ -1,0 +1,200 @@
+"""The fedkd ``ClientApp``: one Flower client per data partition.
+
+``app`` (the object ``flwr run`` loads, see ``[tool.flwr.app.components]``) composes the
+``fedkd-sim`` config from the run config (``overrides``); :func:`make_client_app` builds the
+same app around a config already composed (``fedkd-sim``, in-process simulation).
+
+The client's partition comes from its node config (``partition-id``, ``num-partitions``: set by
+the simulation engine, or ``flower-supernode --node-config``). Handlers:
+
+- ``train``: load the global model (or, when the server sends none that fits this client's
+  architecture, the model kept in ``Context.state``), train ``local-epochs`` on the partition,
+  reply weights plus metrics (``num-examples``, ``partition-id``, ``label-counts``, loss,
+  accuracy, seconds);
+- ``evaluate``: loss and accuracy of the received model on the local partition;
+- ``query``: report ``partition-id`` and ``num-partitions`` (the server samples by partition id).
+
+State that outlives a round lives in ``Context.state``: ``fedkd-client`` (rounds trained, last
+round) and, with ``keep_local_model=true``, ``local-model`` (the client's trained weights).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from clients.train import local_train
+from fedkd.errors import ConfigError
+from fedkd.federated import records as R
+from fedkd.federated.config import RUN_CONFIG_OVERRIDES, config_from_run_config, plain
+from fedkd.federated.data import build_client_model, check_partition_id, client_split, load_data
+from fedkd.training import evaluate
+from fedkd.utils.device import resolve_device
+
+STATE_KEY = "fedkd-client"
+LOCAL_MODEL_KEY = "local-model"
+
+
+@functools.lru_cache(maxsize=4)
+def _config_from_json(text: str) -> DictConfig:
+    return OmegaConf.create(json.loads(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _config_from_overrides(overrides: str) -> DictConfig:
+    return config_from_run_config({RUN_CONFIG_OVERRIDES: overrides})
+
+
+def client_config(context: Context, fixed: str | None) -> DictConfig:
+    """The run's config: the one the app was built with, else composed from the run config (cached)."""
+    if fixed is not None:
+        return _config_from_json(fixed)
+    return _config_from_overrides(str(context.run_config.get(RUN_CONFIG_OVERRIDES, "")))
+
+
+def partition_of(context: Context, cfg: DictConfig) -> int:
+    """This client's partition id, checked against ``num_clients``."""
+    node = context.node_config
+    if R.PARTITION_ID not in node:
+        raise ConfigError(
+            "this SuperNode has no partition-id; start it with --node-config 'partition-id=<k> num-partitions=<n>'"
+        )
+    pid, parts = int(node[R.PARTITION_ID]), int(node.get(R.NUM_PARTITIONS, cfg.num_clients))
+    if parts != cfg.num_clients:
+        raise ConfigError(f"num-partitions={parts} on this SuperNode but num_clients={cfg.num_clients}; make them equal")
+    check_partition_id(cfg, pid)
+    return pid
+
+
+def _seed(cfg: DictConfig, partition_id: int, server_round: int) -> int:
+    # Distinct, reproducible streams per (run seed, client, round).
+    return (int(cfg.seed) * 1_000_003 + partition_id * 10_007 + server_round) % 2**63
+
+
+def _config_value(config: ConfigRecord, key: str, default: Any) -> Any:
+    return config[key] if key in config else default
+
+
+def _start_model(cfg: DictConfig, pid: int, msg: Message, context: Context) -> tuple[torch.nn.Module, bool]:
+    """The model to train: the global one if it fits, else the one kept in state, else a fresh one.
+
+    Returns the model and whether it came from the server.
+    """
+    torch.manual_seed(_seed(cfg, pid, 0))  # a fresh model is the same in every run
+    model = build_client_model(cfg, pid, load_data(cfg).spec)
+    if R.ARRAYS in msg.content.array_records and R.fits(model, msg.content[R.ARRAYS]):
+        model.load_state_dict(R.state_dict(msg.content[R.ARRAYS]))
+        return model, True
+    if LOCAL_MODEL_KEY in context.state.array_records:
+        model.load_state_dict(R.state_dict(context.state[LOCAL_MODEL_KEY]))
+    return model, False
+
+
+def handle_train(msg: Message, context: Context, cfg: DictConfig) -> Message:
+    """Train on this client's partition and reply the new weights and metrics."""
+    started = time.perf_counter()
+    pid = partition_of(context, cfg)
+    split = client_split(cfg, pid)
+    config = msg.content.config_records.get(R.CONFIG, ConfigRecord())
+    server_round = int(_config_value(config, R.SERVER_ROUND, 0))
+    device = resolve_device(cfg.device)
+    model, _ = _start_model(cfg, pid, msg, context)
+    generator = torch.Generator().manual_seed(_seed(cfg, pid, server_round))
+    train_started = time.perf_counter()
+    result = local_train(
+        model,
+        split,
+        instantiate(cfg.optim),
+        lr=float(_config_value(config, R.LEARNING_RATE, cfg.optim.lr)),
+        epochs=int(_config_value(config, R.LOCAL_EPOCHS, cfg.local_epochs)),
+        batch_size=int(_config_value(config, R.BATCH_SIZE, cfg.batch_size)),
+        device=device,
+        generator=generator,
+        proximal_mu=float(_config_value(config, R.PROXIMAL_MU, 0.0)),
+    )
+    train_seconds = time.perf_counter() - train_started
+    model.cpu()
+    arrays = R.to_arrays(model)
+
+    state = context.state.metric_records.get(STATE_KEY, MetricRecord({"rounds-trained": 0, "last-round": 0}))
+    context.state[STATE_KEY] = MetricRecord(
+        {"rounds-trained": int(state["rounds-trained"]) + 1, "last-round": server_round}
+    )
+    if cfg.keep_local_model:
+        context.state[LOCAL_MODEL_KEY] = R.to_arrays(model)
+
+    labels = torch.bincount(split.y, minlength=load_data(cfg).spec.num_classes)
+    metrics = MetricRecord(
+        {
+            R.NUM_EXAMPLES: len(split),
+            R.PARTITION_ID: pid,
+            R.LABEL_COUNTS: [int(c) for c in labels.tolist()],
+            R.TRAIN_LOSS: float(result["loss"]),
+            R.TRAIN_ACCURACY: float(result["accuracy"]),
+            R.TRAIN_SECONDS: train_seconds,
+            R.CLIENT_SECONDS: time.perf_counter() - started,
+        }
+    )
+    return Message(RecordDict({R.ARRAYS: arrays, R.METRICS: metrics}), reply_to=msg)
+
+
+def handle_evaluate(msg: Message, context: Context, cfg: DictConfig) -> Message:
+    """Loss and accuracy of the received model on this client's partition (it holds no test split)."""
+    pid = partition_of(context, cfg)
+    split = client_split(cfg, pid)
+    device = resolve_device(cfg.device)
+    model, from_server = _start_model(cfg, pid, msg, context)
+    if not from_server and R.ARRAYS in msg.content.array_records:
+        raise ConfigError(f"client {pid}: the server's model does not fit this client's architecture")
+    result = evaluate(model.to(device), split, device, batch_size=int(cfg.eval_batch_size))
+    metrics = MetricRecord(
+        {
+            R.NUM_EXAMPLES: len(split),
+            R.PARTITION_ID: pid,
+            R.EVAL_LOSS: float(result["loss"]),
+            R.EVAL_ACCURACY: float(result["accuracy"]),
+        }
+    )
+    return Message(RecordDict({R.METRICS: metrics}), reply_to=msg)
+
+
+def handle_query(msg: Message, context: Context, cfg: DictConfig) -> Message:
+    """Report this node's partition id (how the server maps random node ids to clients)."""
+    pid = partition_of(context, cfg)
+    metrics = MetricRecord({R.PARTITION_ID: pid, R.NUM_PARTITIONS: int(cfg.num_clients)})
+    return Message(RecordDict({R.METRICS: metrics}), reply_to=msg)
+
+
+def make_client_app(cfg: DictConfig | None = None) -> ClientApp:
+    """The ClientApp; with ``cfg`` it uses that config, else the one composed from the run config.
+
+    The config travels to the simulation's worker processes as JSON inside the app (Flower
+    pickles the app for them), and each process loads its data once.
+    """
+    fixed = json.dumps(plain(cfg)) if cfg is not None else None
+    client = ClientApp()
+
+    @client.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle_train(msg, context, client_config(context, fixed))
+
+    @client.evaluate()
+    def evaluate_(msg: Message, context: Context) -> Message:
+        return handle_evaluate(msg, context, client_config(context, fixed))
+
+    @client.query()
+    def query(msg: Message, context: Context) -> Message:
+        return handle_query(msg, context, client_config(context, fixed))
+
+    return client
+
+
+app = make_client_app()

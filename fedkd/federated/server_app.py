@@ -1,0 +1,180 @@
+"""The fedkd ``ServerApp``: global model, strategy from the config, central evaluation, summary.
+
+``app`` (what ``flwr run`` loads) composes the ``fedkd-sim`` config from the run config
+(``overrides``) and writes to the run config's ``out-dir``; :func:`make_server_app` builds the
+same app around a config already composed (``fedkd-sim``, in-process simulation).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from fedkd.cli.common import RunContext, quiet_libraries
+from fedkd.config import check_sim
+from fedkd.data import Split
+from fedkd.errors import ConfigError
+from fedkd.federated import records as R
+from fedkd.federated.config import RUN_CONFIG_OUT_DIR, config_from_run_config
+from fedkd.federated.data import client_model_configs, load_data
+from fedkd.federated.metrics import RoundRecorder
+from fedkd.models import build_from_config, count_parameters, model_config
+from fedkd.training import evaluate
+from fedkd.utils.checkpoint import model_meta, save_model
+
+log = logging.getLogger("fedkd.sim")
+
+CHECKPOINT = "model.pt"
+
+
+class CentralEvaluator:
+    """``evaluate_fn`` for strategies: loads the global arrays into a model, evaluates on the test set.
+
+    Returns a MetricRecord with ``test_accuracy`` and ``test_loss``.
+    """
+
+    def __init__(self, model: torch.nn.Module, test: Split, device: torch.device, batch_size: int) -> None:
+        self.model = model.to(device)
+        self.test = test.to(device)
+        self.device = device
+        self.batch_size = batch_size
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        self.model.load_state_dict(R.state_dict(arrays))
+        result = evaluate(self.model, self.test, self.device, self.batch_size)
+        return MetricRecord({"test_accuracy": result["accuracy"], "test_loss": result["loss"]})
+
+
+def train_config(cfg: DictConfig) -> ConfigRecord:
+    """What every train instruction tells clients (strategies may change it per round)."""
+    return ConfigRecord(
+        {R.LOCAL_EPOCHS: int(cfg.local_epochs), R.BATCH_SIZE: int(cfg.batch_size), R.LEARNING_RATE: float(cfg.optim.lr)}
+    )
+
+
+def check_models(cfg: DictConfig, strategy: Any) -> None:
+    """Weight-averaging strategies need every client to train ``cfg.model``'s architecture."""
+    if not getattr(strategy, "averages_weights", True):
+        return
+    want = model_config(cfg.model)
+    for pid, have in enumerate(client_model_configs(cfg)):
+        if have != want:
+            raise ConfigError(
+                f"{type(strategy).__name__} averages weights, but client {pid} trains {have} instead of {want}; "
+                "set client_models=null or use a strategy that supports mixed architectures"
+            )
+
+
+def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Run ``cfg.rounds`` federated rounds with ``cfg.strategy``; return (and write) the summary.
+
+    Writes to ``out_dir``: ``metrics.jsonl`` (one row per round), ``tb/``, ``model.pt`` (the
+    final global model), ``summary.json``, ``resolved_config.yaml``.
+    """
+    started = time.perf_counter()
+    quiet_flower()
+    _ensure_console()
+    check_sim(cfg)
+    ctx = RunContext.create(cfg, out_dir)
+    with ctx.logger:
+        data = load_data(cfg)
+        model = build_from_config(cfg.model, data.spec)  # seeded by RunContext: same start every run
+        initial = R.to_arrays(model)
+        evaluator = CentralEvaluator(model, data.test, ctx.device, int(cfg.eval_batch_size))
+        recorder = RoundRecorder(ctx.logger, int(cfg.rounds))
+        strategy = instantiate(
+            cfg.strategy,
+            num_clients=int(cfg.num_clients),
+            seed=int(cfg.seed),
+            evaluate_fn=evaluator,
+            recorder=recorder,
+            node_timeout=float(cfg.node_timeout),
+        )
+        check_models(cfg, strategy)
+        log.info(
+            "%s: %d clients, %d rounds, %s (%d parameters) on %s; output %s",
+            type(strategy).__name__, cfg.num_clients, cfg.rounds, cfg.model.name, count_parameters(model),
+            data.spec.name, ctx.out_dir,
+        )
+        result = strategy.start(
+            grid, initial, num_rounds=int(cfg.rounds), timeout=float(cfg.round_timeout), train_config=train_config(cfg)
+        )
+        model.load_state_dict(R.state_dict(result.arrays))
+        checkpoint = ctx.out_dir / CHECKPOINT
+        save_model(checkpoint, model.cpu(), **model_meta(cfg.model, data.spec), rounds=int(cfg.rounds),
+                   strategy=type(strategy).__name__)
+        summary = recorder.summary(
+            total_seconds=time.perf_counter() - started, checkpoint=str(checkpoint),
+            strategy=type(strategy).__name__, num_clients=int(cfg.num_clients),
+        )
+    log.info(summary_line(summary))
+    return summary
+
+
+def summary_line(summary: Mapping[str, Any]) -> str:
+    if not summary.get("rounds_completed"):
+        return "no round completed"
+    return (
+        f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds_completed']} rounds; "
+        f"best {summary['best_test_accuracy']:.4f} at round {summary['best_round']}; "
+        f"total {summary['total_seconds']:.1f}s ({summary['mean_round_seconds']:.1f}s per round); "
+        f"checkpoint {summary['checkpoint']}"
+    )
+
+
+def out_dir_from_run_config(run_config: Mapping[str, Any]) -> Path:
+    """``out-dir`` from the run config, else ``outputs/sim/<time>`` under the server's working folder."""
+    out = str(run_config.get(RUN_CONFIG_OUT_DIR, "") or "")
+    if not out:
+        out = f"outputs/sim/{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    return Path(out).expanduser().resolve()
+
+
+def quiet_flower() -> None:
+    """Flower, Ray and the SQL migrations of Flower's link state log at WARNING and above only."""
+    quiet_libraries()
+    for name in ("alembic", "sqlalchemy", "httpx", "uvicorn"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _ensure_console() -> None:
+    """Give fedkd's progress lines a console when no handler is set up (``flwr run`` processes)."""
+    fedkd = logging.getLogger("fedkd")
+    if not logging.getLogger().handlers and not fedkd.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[fedkd] %(message)s"))
+        fedkd.addHandler(handler)
+        fedkd.setLevel(logging.INFO)
+
+
+def make_server_app(
+    cfg: DictConfig | None = None, out_dir: str | Path | None = None, result: dict[str, Any] | None = None
+) -> ServerApp:
+    """The ServerApp; with ``cfg``/``out_dir`` it uses those, else the run config's ``overrides``/``out-dir``.
+
+    ``result``, when given, receives the run summary (in-process simulation reads it there).
+    """
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_cfg = cfg if cfg is not None else config_from_run_config(context.run_config)
+        out = Path(out_dir) if out_dir is not None else out_dir_from_run_config(context.run_config)
+        summary = run_server(grid, run_cfg, out)
+        if result is not None:
+            result.update(summary)
+
+    return server
+
+
+app = make_server_app()

@@ -1,0 +1,101 @@
+"""The one place that calls Flower's simulation engine.
+
+``flwr.simulation.run_simulation`` is deprecated in Flower 1.41 (it still works); when fedkd moves
+to ``flwr run`` for in-process runs, :func:`simulate` is the only function to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from clients.app import make_client_app
+from fedkd.config import check_sim
+from fedkd.federated.server_app import make_server_app, quiet_flower
+
+log = logging.getLogger("fedkd.sim")
+
+GPU_SHARE = 0.25  # with CUDA and client_resources.num_gpus=null, four clients share one GPU
+
+
+def client_resources(cfg: DictConfig) -> dict[str, float]:
+    """Ray resources of one client: ``num_cpus`` and ``num_gpus`` (null: 0 on CPU, a quarter GPU on CUDA)."""
+    gpus = cfg.client_resources.num_gpus
+    if gpus is None:
+        gpus = GPU_SHARE if torch.cuda.is_available() and cfg.device != "cpu" else 0.0
+    return {"num_cpus": float(cfg.client_resources.num_cpus), "num_gpus": float(gpus)}
+
+
+def parallel_clients(cfg: DictConfig) -> int:
+    """How many clients train at once: Ray's CPUs (and GPUs) divided by one client's share."""
+    res = client_resources(cfg)
+    cpus = cfg.backend.num_cpus or os.cpu_count() or 1
+    slots = int(cpus // res["num_cpus"])
+    if res["num_gpus"] > 0:
+        gpus = cfg.backend.num_gpus if cfg.backend.num_gpus is not None else torch.cuda.device_count()
+        slots = min(slots, int(gpus // res["num_gpus"]))
+    return max(1, min(slots, int(cfg.num_clients)))
+
+
+def backend_config(cfg: DictConfig, temp_dir: str) -> dict[str, Any]:
+    """Flower's backend config for Ray: client resources and ``ray.init`` arguments."""
+    init_args: dict[str, Any] = {
+        "logging_level": "WARNING",
+        "log_to_driver": bool(cfg.backend.log_to_driver),
+        "_temp_dir": temp_dir,
+    }
+    if cfg.backend.num_cpus is not None:
+        init_args["num_cpus"] = int(cfg.backend.num_cpus)
+    if cfg.backend.num_gpus is not None:
+        init_args["num_gpus"] = int(cfg.backend.num_gpus)
+    return {"client_resources": client_resources(cfg), "init_args": init_args}
+
+
+class _DropDeprecation(logging.Filter):
+    """Hide Flower's run_simulation deprecation warning (known; see the module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "deprecated" not in record.getMessage()
+
+
+def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Run the federated experiment ``cfg`` on Flower's simulation engine; return the run summary.
+
+    ``cfg.num_clients`` virtual SuperNodes (partition ids ``0..num_clients-1``) run the ClientApp
+    in Ray worker processes; the ServerApp runs in this process and writes to ``out_dir``.
+    """
+    from flwr.simulation import run_simulation
+
+    check_sim(cfg)
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    # Ray keeps logs and sockets in its session folder; a fresh one per run, removed afterwards.
+    temp_dir = cfg.backend.temp_dir or tempfile.mkdtemp(prefix="fedkd-ray-")
+    summary: dict[str, Any] = {}
+    quiet_flower()
+    flwr_logger = logging.getLogger("flwr")
+    quiet = _DropDeprecation()
+    flwr_logger.addFilter(quiet)
+    # Flower prints its warnings with its own handler; propagating them too would print them twice.
+    propagate, flwr_logger.propagate = flwr_logger.propagate, False
+    try:
+        run_simulation(
+            server_app=make_server_app(cfg, out_dir, result=summary),
+            client_app=make_client_app(cfg),
+            num_supernodes=int(cfg.num_clients),
+            backend_config=backend_config(cfg, str(temp_dir)),
+        )
+    finally:
+        flwr_logger.removeFilter(quiet)
+        flwr_logger.propagate = propagate
+        if cfg.backend.keep_logs:
+            log.info("Ray logs kept in %s", temp_dir)
+        elif not cfg.backend.temp_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+    return summary

@@ -1,0 +1,345 @@
+"""FedAvg with reproducible client sampling, central evaluation and per-round metrics.
+
+Subclass of Flower's message-API :class:`flwr.serverapp.strategy.FedAvg`; Flower's
+``Strategy.start`` loop drives it unchanged. What this class changes:
+
+- clients are sampled by partition id with a seeded generator (:mod:`strategies.sampling`),
+  learning each node's partition id once with a query message;
+- replies are sorted by partition id before aggregation (floating-point sums depend on order),
+  and handed to :meth:`FedAvg.aggregate` as :class:`ClientUpdate` objects that carry each
+  client's partition id, label histogram and weights: the hook other strategies override;
+- the server evaluates the global model on the test set after every round (``evaluate_fn``)
+  and writes one row per round to the ``recorder`` (test accuracy/loss, mean client loss,
+  round time, bytes sent and received, client timings).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+from flwr.serverapp.strategy import Result
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from fedkd.errors import FedkdError
+from fedkd.federated import records as R
+from fedkd.federated.metrics import RoundRecorder
+from strategies.sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_partitions
+
+log = logging.getLogger("fedkd.sim")
+
+EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
+
+
+@dataclass
+class ClientUpdate:
+    """One client's train reply, decoded: what :meth:`FedAvg.aggregate` works with."""
+
+    partition_id: int
+    node_id: int
+    content: RecordDict  # the reply as received: "arrays" and "metrics"
+
+    @property
+    def arrays(self) -> ArrayRecord:
+        """The client's trained weights (its model's ``state_dict``)."""
+        return next(iter(self.content.array_records.values()))
+
+    @property
+    def metrics(self) -> MetricRecord:
+        return next(iter(self.content.metric_records.values()))
+
+    @property
+    def num_examples(self) -> int:
+        return int(self.metrics[R.NUM_EXAMPLES])
+
+    @property
+    def label_counts(self) -> np.ndarray:
+        """Label histogram of the client's partition, shape ``(num_classes,)``."""
+        return np.asarray(self.metrics[R.LABEL_COUNTS], dtype=np.int64)
+
+    @classmethod
+    def from_reply(cls, message: Message) -> ClientUpdate:
+        metrics = R.reply_metrics(message)
+        return cls(int(metrics[R.PARTITION_ID]), message.metadata.src_node_id, message.content)
+
+
+@dataclass
+class _RoundStats:
+    """What one round measures between ``configure_train`` and the central evaluation."""
+
+    started: float = field(default_factory=time.perf_counter)
+    sampled: list[int] = field(default_factory=list)
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    train_done: float | None = None
+    aggregate_seconds: float = 0.0
+    client: dict[str, float] = field(default_factory=dict)
+    evaluate: dict[str, float] = field(default_factory=dict)
+
+
+def weighted_client_metrics(contents: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Example-weighted mean of the clients' loss and accuracy (train or evaluate replies).
+
+    Replaces Flower's default, which would also average ids and label histograms.
+    """
+    keys = (R.TRAIN_LOSS, R.TRAIN_ACCURACY, R.EVAL_LOSS, R.EVAL_ACCURACY)
+    weights = np.array([float(next(iter(c.metric_records.values()))[weighted_by_key]) for c in contents])
+    weights = weights / weights.sum()
+    out = MetricRecord()
+    for key in keys:
+        values = [next(iter(c.metric_records.values())).get(key) for c in contents]
+        if all(isinstance(v, int | float) for v in values):
+            out[key] = float(np.dot(weights, np.asarray(values, dtype=np.float64)))
+    return out
+
+
+class FedAvg(FlowerFedAvg):
+    """Federated averaging (weighted by ``num-examples``) over clients sampled by partition id.
+
+    Parameters beyond Flower's: ``num_clients`` (partitions ``0..num_clients-1``), ``seed``
+    (sampling), ``evaluate_fn(round, arrays) -> MetricRecord`` with ``test_accuracy`` and
+    ``test_loss`` (the server's central evaluation), ``recorder`` (per-round rows),
+    ``node_timeout`` (seconds to wait for all clients to connect). ``min_available_clients``
+    defaults to ``num_clients``: a run starts once every partition is online, so a seed gives
+    the same sample in every run.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_clients: int,
+        seed: int = 0,
+        fraction_train: float = 1.0,
+        min_train_clients: int = 2,
+        fraction_evaluate: float = 0.0,
+        min_evaluate_clients: int = 0,
+        min_available_clients: int | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+        recorder: RoundRecorder | None = None,
+        node_timeout: float = 120.0,
+    ) -> None:
+        super().__init__(
+            fraction_train=fraction_train,
+            # Flower warns when fraction_evaluate is 0 ("evaluation skipped"); that is our default
+            # (the server evaluates centrally), so it is set after the parent's check.
+            fraction_evaluate=fraction_evaluate or 1.0,
+            min_train_nodes=min(min_train_clients, num_clients),
+            min_evaluate_nodes=min(min_evaluate_clients, num_clients),
+            min_available_nodes=num_clients if min_available_clients is None else min_available_clients,
+            weighted_by_key=R.NUM_EXAMPLES,
+            arrayrecord_key=R.ARRAYS,
+            configrecord_key=R.CONFIG,
+            train_metrics_aggr_fn=weighted_client_metrics,
+            evaluate_metrics_aggr_fn=weighted_client_metrics,
+        )
+        self.fraction_evaluate = fraction_evaluate
+        if fraction_evaluate == 0.0:
+            self.min_evaluate_nodes = 0
+        self.num_clients = num_clients
+        self.seed = seed
+        self.evaluate_fn = evaluate_fn
+        self.recorder = recorder
+        self.node_timeout = node_timeout
+        self.node_partition: dict[int, int] = {}  # node id -> partition id, learned by query
+        self.client_label_counts: dict[int, np.ndarray] = {}  # partition id -> label histogram
+        self._round = _RoundStats()
+
+    # ------------------------------------------------------------------ the run
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> Result:
+        """Flower's round loop, with :meth:`end_of_round` (central evaluation + row) as its ``evaluate_fn``."""
+        return super().start(
+            grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn or self.end_of_round
+        )
+
+    def summary(self) -> None:
+        """Log the configuration (Flower's lines plus the sampling seed)."""
+        super().summary()
+        log.debug("%s: %d clients, sampling seed %d", type(self).__name__, self.num_clients, self.seed)
+
+    # ------------------------------------------------------------------ which node is which client
+    def connected_partitions(self, grid: Grid) -> dict[int, int]:
+        """``{partition_id: node_id}`` of the connected clients, once ``min_available_nodes`` are online.
+
+        Asks each node not seen before for its partition id (one query message); waits up to
+        ``node_timeout`` seconds for enough clients.
+        """
+        deadline = time.monotonic() + self.node_timeout
+        while True:
+            nodes = sorted(grid.get_node_ids())
+            unknown = [n for n in nodes if n not in self.node_partition]
+            if unknown:
+                self._query_partitions(grid, unknown)
+            online: dict[int, int] = {}
+            for node in nodes:
+                if node not in self.node_partition:
+                    continue
+                pid = self.node_partition[node]
+                if pid in online:
+                    raise FedkdError(
+                        f"two SuperNodes report partition-id {pid}; give each SuperNode its own "
+                        "--node-config 'partition-id=<k> num-partitions=<n>'"
+                    )
+                online[pid] = node
+            if len(online) >= self.min_available_nodes:
+                return online
+            if time.monotonic() > deadline:
+                raise FedkdError(
+                    f"only {len(online)} of the {self.min_available_nodes} clients needed connected within "
+                    f"{self.node_timeout:.0f}s; start num_clients={self.num_clients} SuperNodes "
+                    "(flwr run: --federation-config num-supernodes=N) or raise node_timeout"
+                )
+            time.sleep(1.0)
+
+    def _query_partitions(self, grid: Grid, nodes: Sequence[int]) -> None:
+        query = RecordDict({R.CONFIG: ConfigRecord({"query": "partition"})})
+        replies = grid.send_and_receive(self._construct_messages(query, list(nodes), MessageType.QUERY), timeout=self.node_timeout)
+        for reply in replies:
+            if reply.has_error():
+                raise FedkdError(
+                    f"node {reply.metadata.src_node_id} could not report its partition ({reply.error.reason}); "
+                    "check that its ClientApp loads (fedkd installed) and its --node-config"
+                )
+            metrics = R.reply_metrics(reply)
+            num_partitions = int(metrics[R.NUM_PARTITIONS])
+            if num_partitions != self.num_clients:
+                raise FedkdError(
+                    f"a SuperNode has num-partitions={num_partitions} but num_clients={self.num_clients}; "
+                    "make them equal (--node-config 'num-partitions=N' or num_clients=N)"
+                )
+            self.node_partition[reply.metadata.src_node_id] = int(metrics[R.PARTITION_ID])
+
+    def _messages(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid,
+        fraction: float, minimum: int, stream: int, message_type: str,
+    ) -> list[Message]:
+        if fraction == 0.0:
+            return []
+        online = self.connected_partitions(grid)
+        chosen = sample_partitions(online, fraction, minimum, self.seed, server_round, stream)
+        config[R.SERVER_ROUND] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        if stream == TRAIN_STREAM:
+            self._round.sampled = chosen
+        self._round.bytes_sent += R.payload_bytes(record) * len(chosen)
+        return list(self._construct_messages(record, [online[p] for p in chosen], message_type))
+
+    # ------------------------------------------------------------------ training
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Start the round's clock; send the global model to the clients sampled for this round."""
+        self._round = _RoundStats()
+        return self._messages(
+            server_round, arrays, config, grid, self.fraction_train, self.min_train_nodes, TRAIN_STREAM, MessageType.TRAIN
+        )
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Check the replies, sort them by partition id, record their stats, then :meth:`aggregate`."""
+        replies = list(replies)
+        valid, failed = self._check_and_log_replies(replies, is_train=True)
+        for msg in failed:
+            log.warning("round %d: a client failed: %s", server_round, msg.error.reason)
+        if not valid:
+            reason = failed[0].error.reason if failed else "no replies before round_timeout"
+            raise FedkdError(f"round {server_round}: no client returned an update ({reason}); fix the client error above")
+        updates = sorted((ClientUpdate.from_reply(m) for m in valid), key=lambda u: u.partition_id)
+        for update in updates:
+            self.client_label_counts[update.partition_id] = update.label_counts
+        self._round.bytes_received += sum(R.payload_bytes(u.content) for u in updates)
+        self._round.client = _client_stats(updates)
+        start = time.perf_counter()
+        arrays, metrics = self.aggregate(server_round, updates)
+        self._round.aggregate_seconds = time.perf_counter() - start
+        self._round.train_done = time.perf_counter()
+        return arrays, metrics
+
+    def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
+        """The new global model and the round's client metrics from updates sorted by partition id.
+
+        FedAvg: the ``num-examples``-weighted mean of the clients' arrays (dtypes kept). Override
+        this in strategies that aggregate differently (distillation, mixed architectures).
+        """
+        contents = [u.content for u in updates]
+        arrays = R.cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), updates[0].arrays)
+        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+
+    # ------------------------------------------------------------------ federated evaluation (optional)
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """Client-side evaluation on clients sampled by partition id (off with ``fraction_evaluate=0``)."""
+        return self._messages(
+            server_round, arrays, config, grid, self.fraction_evaluate, self.min_evaluate_nodes,
+            EVALUATE_STREAM, MessageType.EVALUATE,
+        )
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Flower's weighted mean of the client metrics, over replies sorted by partition id."""
+        ordered = sorted(replies, key=lambda m: -1 if m.has_error() else int(R.reply_metrics(m)[R.PARTITION_ID]))
+        self._round.bytes_received += sum(R.payload_bytes(m.content) for m in ordered if not m.has_error())
+        metrics = super().aggregate_evaluate(server_round, ordered)
+        if metrics is not None:
+            self._round.evaluate = {k.replace("-", "_"): float(v) for k, v in metrics.items()}
+        return metrics
+
+    # ------------------------------------------------------------------ end of round
+    def end_of_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Evaluate the global model centrally and record the round's row (skips round 0, the initial model)."""
+        if server_round == 0:
+            return None
+        start = time.perf_counter()
+        result = self.evaluate_fn(server_round, arrays) if self.evaluate_fn is not None else None
+        end = time.perf_counter()
+        stats = self._round
+        train_done = stats.train_done or end
+        row: dict[str, Any] = {k: float(v) for k, v in (result or {}).items()}
+        row.update(
+            {
+                "train_loss": stats.client.get("train_loss"),
+                "train_accuracy": stats.client.get("train_accuracy"),
+                **stats.evaluate,
+                "clients": len(stats.sampled),
+                "round_seconds": end - stats.started,
+                "train_phase_seconds": train_done - stats.started,
+                "aggregate_seconds": stats.aggregate_seconds,
+                "eval_seconds": end - start,
+                "bytes_sent": stats.bytes_sent,
+                "bytes_received": stats.bytes_received,
+                **{k: v for k, v in stats.client.items() if k not in ("train_loss", "train_accuracy")},
+            }
+        )
+        row = {k: v for k, v in row.items() if v is not None}
+        if self.recorder is not None:
+            self.recorder.record(server_round, row)
+        return result
+
+
+def _client_stats(updates: list[ClientUpdate]) -> dict[str, float]:
+    """Example-weighted train loss/accuracy and the clients' timings (for the overhead split)."""
+    weights = np.array([u.num_examples for u in updates], dtype=np.float64)
+    weights /= weights.sum()
+
+    def column(key: str) -> np.ndarray:
+        return np.array([float(u.metrics[key]) for u in updates])
+
+    train_s, client_s = column(R.TRAIN_SECONDS), column(R.CLIENT_SECONDS)
+    return {
+        "train_loss": float(weights @ column(R.TRAIN_LOSS)),
+        "train_accuracy": float(weights @ column(R.TRAIN_ACCURACY)),
+        "client_train_seconds_max": float(train_s.max()),
+        "client_train_seconds_sum": float(train_s.sum()),
+        "client_seconds_max": float(client_s.max()),
+        "client_seconds_sum": float(client_s.sum()),
+    }

@@ -1,0 +1,32 @@
+"""FedProx (Li et al., 2020): FedAvg whose clients add ``(mu/2)||w - w_global||^2`` to their loss.
+
+The server side is FedAvg's; the strategy only tells clients ``mu`` (``proximal-mu`` in the train
+config), and :func:`clients.train.proximal_term` adds the term during local training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from fedkd.errors import ConfigError
+from fedkd.federated import records as R
+from strategies.fedavg import FedAvg
+
+
+class FedProx(FedAvg):
+    """FedAvg plus the proximal term; ``proximal_mu`` >= 0 (0 is FedAvg)."""
+
+    def __init__(self, *, proximal_mu: float = 0.01, **kwargs: Any) -> None:
+        if proximal_mu < 0:
+            raise ConfigError(f"strategy.proximal_mu must be >= 0 (got {proximal_mu}); use e.g. 0.01")
+        super().__init__(**kwargs)
+        self.proximal_mu = float(proximal_mu)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        """FedAvg's train instructions with ``proximal-mu`` added to their config."""
+        config[R.PROXIMAL_MU] = self.proximal_mu
+        return super().configure_train(server_round, arrays, config, grid)
