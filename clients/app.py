@@ -98,9 +98,21 @@ def _start_model(cfg: DictConfig, pid: int, msg: Message, context: Context) -> t
     return model, False
 
 
+def use_threads(cfg: DictConfig) -> None:
+    """Let torch use the client's ``client_resources.num_cpus`` threads, no more.
+
+    Ray sets this for simulated clients already; SuperNode processes sharing a machine need it
+    too (more threads than cores make small CPU models many times slower).
+    """
+    threads = max(1, int(cfg.client_resources.num_cpus))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def handle_train(msg: Message, context: Context, cfg: DictConfig) -> Message:
     """Train on this client's partition and reply the new weights and metrics."""
     started = time.perf_counter()
+    use_threads(cfg)
     pid = partition_of(context, cfg)
     split = client_split(cfg, pid)
     config = msg.content.config_records.get(R.CONFIG, ConfigRecord())
@@ -148,6 +160,7 @@ def handle_train(msg: Message, context: Context, cfg: DictConfig) -> Message:
 
 def handle_evaluate(msg: Message, context: Context, cfg: DictConfig) -> Message:
     """Loss and accuracy of the received model on this client's partition (it holds no test split)."""
+    use_threads(cfg)
     pid = partition_of(context, cfg)
     split = client_split(cfg, pid)
     device = resolve_device(cfg.device)

@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     ``cfg.num_clients`` virtual SuperNodes (partition ids ``0..num_clients-1``) run the ClientApp
     in Ray worker processes; the ServerApp runs in this process and writes to ``out_dir``.
     """
+    quiet_flower()  # before the import: alembic logs its plugins at INFO when first imported
     from flwr.simulation import run_simulation
 
     check_sim(cfg)
@@ -78,19 +80,21 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     # Ray keeps logs and sockets in its session folder; a fresh one per run, removed afterwards.
     temp_dir = cfg.backend.temp_dir or tempfile.mkdtemp(prefix="fedkd-ray-")
     summary: dict[str, Any] = {}
-    quiet_flower()
     flwr_logger = logging.getLogger("flwr")
     quiet = _DropDeprecation()
     flwr_logger.addFilter(quiet)
     # Flower prints its warnings with its own handler; propagating them too would print them twice.
     propagate, flwr_logger.propagate = flwr_logger.propagate, False
     try:
-        run_simulation(
-            server_app=make_server_app(cfg, out_dir, result=summary),
-            client_app=make_client_app(cfg),
-            num_supernodes=int(cfg.num_clients),
-            backend_config=backend_config(cfg, str(temp_dir)),
-        )
+        with warnings.catch_warnings():
+            # Ray's notice about a future default for CPU-only actors; the current one is what we want.
+            warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*")
+            run_simulation(
+                server_app=make_server_app(cfg, out_dir, result=summary),
+                client_app=make_client_app(cfg),
+                num_supernodes=int(cfg.num_clients),
+                backend_config=backend_config(cfg, str(temp_dir)),
+            )
     finally:
         flwr_logger.removeFilter(quiet)
         flwr_logger.propagate = propagate
