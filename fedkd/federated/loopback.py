@@ -85,10 +85,15 @@ class LoopbackDeployment:
     """``flower-superlink`` plus ``nodes`` ``flower-supernode`` processes on 127.0.0.1.
 
     ``with LoopbackDeployment(2, workdir) as dep: dep.run("rounds=2", out_dir)``.
+
+    With ``simulation=True`` the SuperLink runs Flower's simulation runtime instead (``--simulation``,
+    no SuperNode processes; ``nodes`` virtual ones, one Ray CPU each): the ``flwr run`` path of
+    an in-process ``fedkd-sim`` run.
     """
 
-    def __init__(self, nodes: int, workdir: str | Path, app_dir: str | Path = REPO) -> None:
+    def __init__(self, nodes: int, workdir: str | Path, app_dir: str | Path = REPO, simulation: bool = False) -> None:
         self.nodes = nodes
+        self.simulation = simulation
         self.workdir = Path(workdir).resolve()
         self.app_dir = Path(app_dir).resolve()
         self.home = self.workdir / "flwr-home"
@@ -124,9 +129,10 @@ class LoopbackDeployment:
             f'[superlink]\ndefault = "{CONNECTION}"\n\n'
             f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
         )
-        link = self._start("superlink", ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(self.port)])
+        mode = ["--simulation"] if self.simulation else []
+        link = self._start("superlink", ["flower-superlink", "--insecure", *mode, "--host", "127.0.0.1", "--port", str(self.port)])
         wait_for_port(self.port, timeout, link)
-        for i in range(self.nodes):
+        for i in range(0 if self.simulation else self.nodes):
             self._start(
                 f"supernode{i}",
                 [
@@ -168,12 +174,15 @@ class LoopbackDeployment:
     def run(self, overrides: str, out_dir: str | Path, timeout: float = 600.0) -> RunOutput:
         """``flwr run <app> loopback --stream`` with ``overrides`` (Hydra, space separated) and ``out-dir``.
 
-        ``num_clients`` is set to the number of SuperNodes.
+        ``num_clients`` defaults to the number of SuperNodes.
         """
-        overrides = f"{overrides} num_clients={self.nodes}".strip()
+        if "num_clients=" not in overrides:
+            overrides = f"{overrides} num_clients={self.nodes}".strip()
         quote = "'" if '"' in overrides else '"'  # Flower parses k="v" or k='v', without escapes
         run_config = f'overrides={quote}{overrides}{quote} out-dir="{Path(out_dir).resolve()}"'
         command = [str(self.bin / "flwr"), "run", str(self.app_dir), CONNECTION, "--run-config", run_config, "--stream"]
+        if self.simulation:
+            command += ["--federation-config", f"num-supernodes={self.nodes} client-resources-num-cpus=1"]
         try:
             done = subprocess.run(
                 command, env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=timeout
@@ -196,11 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overrides", default="rounds=2", help='Hydra overrides of conf/sim.yaml, e.g. "rounds=5 strategy=fedprox"')
     parser.add_argument("--out", default="outputs/loopback", help="run output folder")
     parser.add_argument("--workdir", default=None, help="logs and FLWR_HOME (default: <out>/deployment)")
+    parser.add_argument("--simulation", action="store_true", help="SuperLink in simulation mode (virtual SuperNodes)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     workdir = Path(args.workdir) if args.workdir else out / "deployment"
-    with LoopbackDeployment(args.nodes, workdir) as deployment:
-        print(f"SuperLink on 127.0.0.1:{deployment.port}, {args.nodes} SuperNodes; logs in {workdir}", flush=True)
+    with LoopbackDeployment(args.nodes, workdir, simulation=args.simulation) as deployment:
+        kind = "virtual SuperNodes (simulation runtime)" if args.simulation else "SuperNodes"
+        print(f"SuperLink on 127.0.0.1:{deployment.port}, {args.nodes} {kind}; logs in {workdir}", flush=True)
         result = deployment.run(args.overrides, out)
     print(result.output)
     ok = (out / "summary.json").is_file()

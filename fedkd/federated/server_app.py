@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ from fedkd.utils.checkpoint import model_meta, save_model
 log = logging.getLogger("fedkd.sim")
 
 CHECKPOINT = "model.pt"
+
+# Ray's notice (at ray.init, in the process that runs this ServerApp) about a future default for
+# CPU-only workers; the current behaviour (no GPU for num_gpus=0 clients) is the one we want.
+warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*")
 
 
 class CentralEvaluator:

@@ -10,7 +10,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,15 +85,12 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     # Flower prints its warnings with its own handler; propagating them too would print them twice.
     propagate, flwr_logger.propagate = flwr_logger.propagate, False
     try:
-        with warnings.catch_warnings():
-            # Ray's notice about a future default for CPU-only actors; the current one is what we want.
-            warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.*")
-            run_simulation(
-                server_app=make_server_app(cfg, out_dir, result=summary),
-                client_app=make_client_app(cfg),
-                num_supernodes=int(cfg.num_clients),
-                backend_config=backend_config(cfg, str(temp_dir)),
-            )
+        run_simulation(
+            server_app=make_server_app(cfg, out_dir, result=summary),
+            client_app=make_client_app(cfg),
+            num_supernodes=int(cfg.num_clients),
+            backend_config=backend_config(cfg, str(temp_dir)),
+        )
     finally:
         flwr_logger.removeFilter(quiet)
         flwr_logger.propagate = propagate
