@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from typing import Any
 
@@ -153,6 +154,7 @@ def handle_train(msg: Message, context: Context, cfg: DictConfig) -> Message:
             R.TRAIN_ACCURACY: float(result["accuracy"]),
             R.TRAIN_SECONDS: train_seconds,
             R.CLIENT_SECONDS: time.perf_counter() - started,
+            R.WORKER: os.getpid(),
         }
     )
     return Message(RecordDict({R.ARRAYS: arrays, R.METRICS: metrics}), reply_to=msg)

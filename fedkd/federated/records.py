@@ -46,6 +46,7 @@ EVAL_LOSS = "eval-loss"
 EVAL_ACCURACY = "eval-accuracy"
 TRAIN_SECONDS = "train-seconds"  # the local training loop alone
 CLIENT_SECONDS = "client-seconds"  # the whole handler: config, data, model, training, reply
+WORKER = "worker-pid"  # process that ran the handler (simulation: clients share Ray workers)
 
 
 def to_arrays(model: torch.nn.Module) -> ArrayRecord:
