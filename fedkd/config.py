@@ -93,10 +93,24 @@ class SimConfig(RunConfig):
     backend: BackendConfig = field(default_factory=BackendConfig)
 
 
+@dataclass
+class CompareConfig:
+    """``fedkd-compare``: strategies x seeds on one ``fedkd-sim`` config, then the report."""
+
+    strategies: list[str] = field(default_factory=lambda: ["fedavg", "fedftg"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    overrides: list[str] = field(default_factory=list)
+    target_accuracy: float = 0.7
+    title: str = ""
+    report_only: str | None = None
+    debug: bool = False
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sim_schema", node=SimConfig)
+    cs.store(name="compare_schema", node=CompareConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
 
 

@@ -73,6 +73,11 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
     return decorate
 
 
+def hydra_output_dir() -> Path:
+    """The current Hydra run's output folder."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
 @dataclass
 class RunContext:
     """Per-run essentials: output folder, device, seeded generator and the metrics logger."""
@@ -85,7 +90,7 @@ class RunContext:
 
     @classmethod
     def create(cls, cfg: DictConfig, out_dir: str | Path | None = None) -> RunContext:
-        out = Path(out_dir) if out_dir is not None else Path(HydraConfig.get().runtime.output_dir)
+        out = Path(out_dir) if out_dir is not None else hydra_output_dir()
         device = resolve_device(cfg.device)
         generator = seed_everything(cfg.seed)
         logger = RunLogger(out, tensorboard=cfg.get("tensorboard", True))

@@ -1,0 +1,1 @@
+"""Comparison reports over finished federated runs (tables, plots)."""
