@@ -106,11 +106,41 @@ class CompareConfig:
     debug: bool = False
 
 
+@dataclass
+class TeacherConfig:
+    """The teacher of ``fedkd-distill``: a checkpoint, or a model trained first when there is none."""
+
+    checkpoint: str | None = None  # a fedkd model .pt (its architecture is read from the file)
+    model: Any = MISSING  # architecture to train when checkpoint is null
+    optim: Any = MISSING
+    epochs: int = 10
+    batch_size: int = 128
+
+
+@dataclass
+class CentralizedConfig(RunConfig):
+    """``fedkd-distill``: data-free distillation of one teacher into a student."""
+
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: Any = MISSING
+    optim: Any = MISSING  # the student's optimizer
+    distill: Any = MISSING  # the synthesizer (conf/distill/)
+    epochs: int = 10
+    iterations_per_epoch: int = 50
+    batch_size: int = 256
+    eval_batch_size: int = 1024
+    cosine_lr: bool = True
+    keep_best_on_test: bool = False  # also save the student that scored best on the test set (plots only)
+    preview_images: int = 64
+    threads: int | None = None  # torch CPU threads (null: torch's default)
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sim_schema", node=SimConfig)
     cs.store(name="compare_schema", node=CompareConfig)
+    cs.store(name="centralized_schema", node=CentralizedConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
 
 
@@ -131,3 +161,9 @@ def check_train(cfg: DictConfig) -> None:
 def check_sim(cfg: DictConfig) -> None:
     require_positive(cfg, "num_clients", "rounds", "local_epochs", "batch_size", "eval_batch_size")
     require_positive(cfg, "client_resources.num_cpus")
+
+
+def check_centralized(cfg: DictConfig) -> None:
+    require_positive(cfg, "epochs", "iterations_per_epoch", "batch_size", "eval_batch_size", "teacher.epochs", "teacher.batch_size")
+    if cfg.threads is not None:
+        require_positive(cfg, "threads")

@@ -1,0 +1,171 @@
+"""``fedkd-distill``: data-free distillation of one teacher into a student (centralized mode).
+
+    fedkd-distill dataset=fashion_mnist teacher.checkpoint=outputs/train/.../model.pt distill=dfad
+    fedkd-distill dataset=digits distill=cmi            # no checkpoint: trains the teacher first
+
+The student never sees the training data: it learns from the synthesizer's samples
+(``conf/distill/``). The test set is used only to report the student's accuracy per epoch (plots)
+and at the end; the reported figure is the final student's.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from fedkd.cli.common import RunContext, hydra_entry
+from fedkd.config import check_centralized
+from fedkd.data import DataBundle
+from fedkd.datafree import Synthesizer, Teacher, distill
+from fedkd.errors import ConfigError
+from fedkd.models import build_from_config, count_parameters, list_models, model_config
+from fedkd.training import evaluate, fit
+from fedkd.utils.checkpoint import model_from_checkpoint, model_meta, save_model
+
+log = logging.getLogger("fedkd.distill")
+
+
+def build_student(cfg: DictConfig, data: DataBundle) -> nn.Module:
+    """The configured student; a one-line error when its name is not a registered classifier."""
+    name = model_config(cfg.student).get("name")
+    if name not in list_models("classifier"):
+        raise ConfigError(
+            f"student.name '{name}' is not a registered classifier; choose one of: {', '.join(list_models('classifier'))}"
+        )
+    try:
+        return build_from_config(cfg.student, data.spec)
+    except TypeError as exc:
+        raise ConfigError(f"student '{name}' does not take these options ({exc}); fix the student config") from None
+
+
+def build_synthesizer(cfg: DictConfig, data: DataBundle, device: torch.device) -> Synthesizer:
+    """Instantiate ``conf/distill/<method>.yaml`` for this dataset and device."""
+    factory = instantiate(cfg.distill, _convert_="all")
+    kwargs: dict[str, Any] = {"spec": data.spec, "device": device}
+    if getattr(getattr(factory, "func", factory), "needs_train_split", False):
+        kwargs["train"] = data.train  # the data-driven reference (not data-free)
+    try:
+        return factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"the distill config has an option its synthesizer does not take ({exc}); fix conf/distill") from None
+
+
+def load_or_train_teacher(cfg: DictConfig, data: DataBundle, ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
+    """The teacher from ``teacher.checkpoint``, or trained with the supervised loop when null."""
+    spec, device = data.spec, ctx.device
+    test = data.test.to(device)
+    if cfg.teacher.checkpoint:
+        path = Path(cfg.teacher.checkpoint).expanduser()
+        model, meta = model_from_checkpoint(path, spec, expect={"image_size": spec.image_size})
+        if meta.get("dataset") not in (None, spec.name):
+            log.warning("teacher checkpoint was trained on %s, distilling on %s", meta["dataset"], spec.name)
+        model.to(device)
+        source = str(path)
+    else:
+        model = build_from_config(cfg.teacher.model, spec).to(device)
+        optimizer = instantiate(cfg.teacher.optim)(model.parameters())
+        log.info("no teacher.checkpoint: training %s for %d epochs", cfg.teacher.model.name, cfg.teacher.epochs)
+        fit(
+            model, data.train, test, optimizer, cfg.teacher.epochs, cfg.teacher.batch_size, device,
+            generator=ctx.generator, log=lambda epoch, m: ctx.logger.log(epoch, m, prefix="teacher/"),
+        )
+        source = str(ctx.out_dir / "teacher.pt")
+        save_model(source, model, **model_meta(cfg.teacher.model, spec))
+    accuracy = evaluate(model, test, device, cfg.eval_batch_size)["accuracy"]
+    log.info("teacher %s: test accuracy %.4f", source, accuracy)
+    return model, {"teacher_accuracy": accuracy, "teacher_checkpoint": source}
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process (and peak CUDA memory when on a GPU), in MiB."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def run_distillation(cfg: DictConfig, ctx: RunContext) -> dict[str, Any]:
+    """The whole centralized run; writes student.pt, generator.pt, metrics.jsonl, summary.json."""
+    check_centralized(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    data = instantiate(cfg.dataset)
+    spec, device = data.spec, ctx.device
+    # Build what the config describes before any long work, so config mistakes fail at once.
+    student = build_student(cfg, data).to(device)
+    synthesizer = build_synthesizer(cfg, data, device)
+    teacher_model, teacher_info = load_or_train_teacher(cfg, data, ctx)
+    teacher = Teacher(teacher_model)
+    optimizer = instantiate(cfg.optim)(student.parameters())
+    total = cfg.epochs * cfg.iterations_per_epoch
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total) if cfg.cosine_lr else None
+    test = data.test.to(device)
+    log.info(
+        "distilling into %s (%d parameters) with %s: %d epochs x %d iterations",
+        model_config(cfg.student)["name"], count_parameters(student), type(synthesizer).__name__, cfg.epochs,
+        cfg.iterations_per_epoch,
+    )
+    best = {"accuracy": -1.0, "epoch": 0}
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        result = evaluate(student, test, device, cfg.eval_batch_size)
+        row = {**metrics, "test_accuracy": result["accuracy"], "test_loss": result["loss"], "lr": optimizer.param_groups[0]["lr"]}
+        ctx.logger.log(epoch, row)
+        if cfg.preview_images > 0:
+            ctx.logger.images("synthetic", synthesizer.preview(cfg.preview_images), epoch, spec.mean, spec.std)
+        if cfg.keep_best_on_test and result["accuracy"] > best["accuracy"]:
+            best.update(accuracy=result["accuracy"], epoch=epoch)
+            save_model(ctx.out_dir / "student_best_on_test.pt", student, **model_meta(cfg.student, spec), epoch=epoch)
+        log.info("epoch %d: student test accuracy %.4f", epoch, result["accuracy"])
+        return {"test_accuracy": result["accuracy"], "test_loss": result["loss"]}
+
+    final = distill(
+        student, teacher, synthesizer, optimizer, cfg.iterations_per_epoch,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, scheduler=scheduler, on_epoch=on_epoch,
+    )
+    save_model(ctx.out_dir / "student.pt", student, **model_meta(cfg.student, spec))
+    if synthesizer.generator is not None:
+        generator_cfg = model_config(cfg.distill.generator) if "generator" in cfg.distill else {}
+        save_model(ctx.out_dir / "generator.pt", synthesizer.generator, **model_meta(generator_cfg, spec), kind="generator")
+    wall = final["wall_time_s"]
+    summary: dict[str, Any] = {
+        "final_student_accuracy": final["test_accuracy"],
+        "final_student_loss": final["test_loss"],
+        **teacher_info,
+        "method": type(synthesizer).__name__,
+        "iterations": total,
+        "student_steps": int(final["student_samples"] // cfg.batch_size),
+        "wall_time_s": wall,
+        "synthetic_samples": int(final["samples_generated"]),
+        "synthetic_samples_per_s": final["samples_generated"] / wall if wall > 0 else 0.0,
+        "student_samples_per_s": final["student_samples"] / wall if wall > 0 else 0.0,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        **peak_memory_mb(device),
+    }
+    if cfg.keep_best_on_test:
+        summary["best_on_test_student_accuracy"] = best["accuracy"]
+        summary["best_on_test_epoch"] = best["epoch"]
+    ctx.logger.summary(summary)
+    log.info("final student test accuracy %.4f (teacher %.4f); run folder %s", final["test_accuracy"], teacher_info["teacher_accuracy"], ctx.out_dir)
+    return summary
+
+
+@hydra_entry("centralized")
+def main(cfg: DictConfig) -> None:
+    ctx = RunContext.create(cfg)
+    with ctx.logger:
+        run_distillation(cfg, ctx)
+
+
+if __name__ == "__main__":
+    main()

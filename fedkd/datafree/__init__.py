@@ -1,0 +1,48 @@
+"""Data-free knowledge distillation: generators, losses, BN hooks, teachers, synthesizers, distiller.
+
+The same pipeline serves the centralized mode (one teacher, ``fedkd-distill``) and the federated
+server (an ensemble of client models as the teacher)::
+
+    from fedkd.datafree import DFADSynthesizer, EnsembleTeacher, distill
+    teacher = EnsembleTeacher(client_models, class_weights_from_counts(label_counts))
+    synth = DFADSynthesizer(spec, device)
+    distill(student, teacher, synth, optimizer, iterations=50)
+"""
+
+from fedkd.datafree import generators  # noqa: F401  (registers the generators in the model registry)
+from fedkd.datafree.bn_hooks import BNStatHooks
+from fedkd.datafree.distiller import distill
+from fedkd.datafree.generators import ConditionalGenerator, ImageGenerator
+from fedkd.datafree.synthesizers import (
+    CMISynthesizer,
+    ConditionalSynthesizer,
+    DFADSynthesizer,
+    RealDataSource,
+    Synthesizer,
+    build_generator,
+)
+from fedkd.datafree.teacher import (
+    EnsembleTeacher,
+    Teacher,
+    as_teacher,
+    class_weights_from_counts,
+    uniform_class_weights,
+)
+
+__all__ = [
+    "BNStatHooks",
+    "CMISynthesizer",
+    "ConditionalGenerator",
+    "ConditionalSynthesizer",
+    "DFADSynthesizer",
+    "EnsembleTeacher",
+    "ImageGenerator",
+    "RealDataSource",
+    "Synthesizer",
+    "Teacher",
+    "as_teacher",
+    "build_generator",
+    "class_weights_from_counts",
+    "distill",
+    "uniform_class_weights",
+]

@@ -1,0 +1,118 @@
+"""The one distillation loop, for every synthesizer, centralized and federated.
+
+Each iteration runs the synthesizer's step (:meth:`Synthesizer.synthesize`), then
+``student_steps`` student updates on :meth:`Synthesizer.sample` batches, each minimising the
+student's distance to the teacher's logits (L1 or temperature-scaled KL). The centralized entry
+point calls :func:`distill` once for many epochs with a per-epoch evaluation callback; the
+federated server calls it every round with a small budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedkd.datafree.losses import STUDENT_LOSSES
+from fedkd.datafree.synthesizers.base import Synthesizer
+from fedkd.datafree.teacher import as_teacher
+from fedkd.errors import ConfigError
+from fedkd.utils.device import autocast
+
+EpochCallback = Callable[[int, dict[str, float]], "dict[str, float] | None"]
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    synthesizer: Synthesizer,
+    optimizer: torch.optim.Optimizer,
+    iterations: int,
+    *,
+    epochs: int = 1,
+    batch_size: int = 256,
+    student_steps: int | None = None,
+    loss: str | None = None,
+    temperature: float | None = None,
+    label_weight: float = 0.0,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    on_epoch: EpochCallback | None = None,
+    progress: bool = True,
+    desc: str = "distill",
+) -> dict[str, float]:
+    """Distill ``teacher`` into ``student`` on ``synthesizer``'s samples; return the final metrics.
+
+    Args:
+        student: the model that learns (on the synthesizer's device).
+        teacher: a model, :class:`~fedkd.datafree.teacher.Teacher` or ``EnsembleTeacher``.
+        synthesizer: produces the inputs (and trains its generator).
+        optimizer: the student's optimizer.
+        iterations: iterations per epoch (one synthesize call and ``student_steps`` updates each).
+        epochs: epochs; ``on_epoch`` runs after each.
+        batch_size: samples per student step.
+        student_steps, loss, temperature: override the synthesizer's method defaults
+            (``loss``: ``"l1"`` or ``"kl"``).
+        label_weight: weight of a cross-entropy term on the synthesizer's labels, when it gives any.
+        scheduler: stepped once per iteration (e.g. cosine over ``epochs * iterations``).
+        on_epoch: ``on_epoch(epoch, metrics) -> extra metrics`` (evaluation, logging, saving).
+
+    Returns:
+        The last epoch's mean losses (``student_loss`` and the synthesizer's), ``samples_generated``,
+        ``student_samples``, ``wall_time_s`` (time in the loop, callbacks excluded), and whatever the last ``on_epoch`` returned: the
+        final student's figures, never the best seen.
+    """
+    from tqdm.auto import tqdm
+
+    name = loss or synthesizer.student_loss
+    if name not in STUDENT_LOSSES:
+        raise ConfigError(f"student loss '{name}' is unknown; choose one of: {', '.join(STUDENT_LOSSES)}")
+    if iterations < 1 or epochs < 1 or batch_size < 1:
+        raise ConfigError(
+            f"iterations, epochs and batch_size must be >= 1 (got {iterations}, {epochs}, {batch_size})"
+        )
+    loss_fn = STUDENT_LOSSES[name]
+    temp = synthesizer.temperature if temperature is None else temperature
+    steps = synthesizer.student_steps if student_steps is None else student_steps
+    teacher = as_teacher(teacher)
+    device = synthesizer.device
+    generated0, busy = synthesizer.samples_generated, 0.0  # busy: seconds spent distilling (no callbacks)
+    metrics: dict[str, float] = {}
+    for epoch in range(1, epochs + 1):
+        sums: dict[str, float] = {}
+        start = time.perf_counter()
+        bar = tqdm(range(iterations), desc=f"{desc} {epoch}/{epochs}", disable=not progress, dynamic_ncols=True, leave=False)
+        for _ in bar:
+            student.train()
+            row = synthesizer.synthesize(teacher, student)
+            student.train()
+            total = torch.zeros((), device=device)
+            for _ in range(steps):
+                x, y = synthesizer.sample(batch_size)
+                with autocast(device):
+                    with torch.no_grad():  # the teacher only labels the batch here
+                        t_logits = teacher(x)
+                    s_logits = student(x)
+                    step_loss = loss_fn(s_logits, t_logits, temp)
+                    if y is not None and label_weight > 0:
+                        step_loss = step_loss + label_weight * F.cross_entropy(s_logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                step_loss.backward()
+                optimizer.step()
+                total += step_loss.detach()
+            if scheduler is not None:
+                scheduler.step()
+            row["student_loss"] = total.item() / max(steps, 1)  # one sync per iteration
+            for key, value in row.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
+        busy += time.perf_counter() - start
+        metrics = {k: v / iterations for k, v in sums.items()}
+        metrics["samples_generated"] = float(synthesizer.samples_generated - generated0)
+        metrics["student_samples"] = float(epoch * iterations * steps * batch_size)
+        metrics["wall_time_s"] = busy
+        if on_epoch is not None:
+            metrics.update(on_epoch(epoch, dict(metrics)) or {})
+    return metrics

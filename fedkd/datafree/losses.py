@@ -1,0 +1,116 @@
+"""Loss terms of data-free distillation as small pure functions of tensors.
+
+Every function casts its inputs to float32 first: under bf16 autocast on CUDA the logits arrive in
+bf16, and softmaxes, norms and log-sums are where its 8-bit mantissa hurts.
+Sign convention: each function returns the quantity its name says (a distance, a divergence, a
+loss to *minimise*); the caller negates it where a player maximises it (DFAD's generator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def l1_discrepancy(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error between logits (DFAD's student loss and, negated, generator loss)."""
+    return F.l1_loss(student_logits.float(), teacher_logits.float())
+
+
+def kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Hinton's KD loss: ``KL(softmax(t/T) || softmax(s/T)) * T**2``, averaged over the batch."""
+    t = temperature
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
+
+
+def kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``KL(softmax(t/T) || softmax(s/T))`` of each sample, shape (N,)."""
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    return (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+
+
+def adversarial_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, only_agreeing: bool = True
+) -> torch.Tensor:
+    """Adversarial term for the generator: minus the student-teacher KL (always <= 0).
+
+    With ``only_agreeing`` (CMI/DENSE), only samples on which student and teacher predict the same
+    class count: minimising it drives the generator towards samples the student gets right but not
+    yet with the teacher's confidence, and leaves alone samples where they already disagree (which
+    keeps the generator from drifting off the teacher's data manifold). Without it, every sample
+    counts (FedFTG's model-discrepancy term).
+    """
+    kl = kl_per_sample(student_logits, teacher_logits, temperature)
+    if only_agreeing:
+        kl = kl * (student_logits.argmax(1) == teacher_logits.argmax(1)).float()
+    return -kl.mean()
+
+
+def bn_statistics_loss(
+    means: Sequence[torch.Tensor],
+    variances: Sequence[torch.Tensor],
+    running_means: Sequence[torch.Tensor],
+    running_vars: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """DeepInversion's feature-statistics loss, summed over BatchNorm layers.
+
+    For each layer, ``||mu(x) - running_mean||_2 + ||var(x) - running_var||_2`` where ``mu`` and
+    ``var`` are the batch statistics of the layer's input (per channel).
+    """
+    total = torch.zeros((), device=means[0].device) if means else torch.zeros(())
+    for mu, var, r_mu, r_var in zip(means, variances, running_means, running_vars, strict=True):
+        total = total + torch.linalg.vector_norm(mu.float() - r_mu.float()) + torch.linalg.vector_norm(var.float() - r_var.float())
+    return total
+
+
+def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Instance discrimination (InfoNCE): query ``i`` must pick key ``i`` among all keys.
+
+    ``queries`` (N, d) and ``keys`` (N + M, d) are L2-normalised here; keys ``N..`` are extra
+    negatives (CMI's memory bank of earlier samples).
+    """
+    q = F.normalize(queries.float(), dim=1)
+    k = F.normalize(keys.float(), dim=1)
+    logits = q @ k.t() / temperature
+    return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
+
+
+def _mean_pairwise(a: torch.Tensor, p: int) -> torch.Tensor:
+    a = a.float().flatten(1)
+    d = torch.cdist(a, a, p=p)
+    return (d.pow(2) if p == 2 else d) / a.shape[1]
+
+
+def diversity_loss(noise: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """DENSE/FedFTG mode-seeking term: ``exp(-mean_ij ||z_i - z_j||^2 * |x_i - x_j|_1)``.
+
+    Distances are per-element means (squared L2 for the noise, L1 for the samples). Small when
+    different codes give different samples; in (0, 1], minimised by the generator.
+    """
+    return torch.exp(-(_mean_pairwise(noise, 2) * _mean_pairwise(samples, 1)).mean())
+
+
+def information_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """DAFL's class-balance term: the negative entropy of the batch's mean prediction.
+
+    Minimising it spreads a batch evenly over the classes (its minimum is ``-log(num_classes)``).
+    """
+    p = F.softmax(logits.float(), dim=1).mean(0)
+    return (p * torch.log(p.clamp_min(1e-12))).sum()
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of (teacher) logits against the labels a synthesizer asked for."""
+    return F.cross_entropy(logits.float(), targets)
+
+
+STUDENT_LOSSES = {
+    "l1": lambda s, t, temperature: l1_discrepancy(s, t),
+    "kl": kl_divergence,
+}
+"""Student losses by config name: ``fn(student_logits, teacher_logits, temperature)``."""

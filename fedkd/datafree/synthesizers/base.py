@@ -1,0 +1,124 @@
+"""The one interface every synthesizer implements.
+
+A synthesizer supplies the inputs a student is distilled on. The distiller
+(:func:`fedkd.datafree.distiller.distill`) alternates::
+
+    metrics = synthesizer.synthesize(teacher, student)     # update generator / fill a pool
+    for _ in range(synthesizer.student_steps):
+        x, y = synthesizer.sample(batch_size)              # inputs (+ optional target labels)
+        ... student step on teacher(x) ...
+
+A synthesizer also says how its method trains the student (:attr:`student_loss`,
+:attr:`temperature`, :attr:`student_steps`), so the same loop serves every method and the
+federated server gets the method's own defaults without a config of its own.
+
+Config: ``conf/distill/<method>.yaml`` holds ``_target_`` (the class) and its keyword arguments;
+entry points call the instantiated partial with ``spec`` and ``device``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedkd.data.specs import DatasetSpec
+from fedkd.errors import ConfigError
+from fedkd.models.registry import build_model, list_models, model_config
+
+
+def build_generator(cfg: Mapping[str, Any] | Any, spec: DatasetSpec) -> nn.Module:
+    """Build a registered generator from ``{"name": ..., **kwargs}`` (plain dict or Hydra node)."""
+    kwargs = model_config(cfg)
+    name = kwargs.pop("name", None)
+    if name not in list_models("generator"):
+        raise ConfigError(
+            f"generator name '{name}' is not a registered generator; choose one of: {', '.join(list_models('generator'))}"
+        )
+    try:
+        return build_model(name, spec, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"generator '{name}' does not take these options ({exc}); fix the generator config") from None
+
+
+class Synthesizer(ABC):
+    """Base class: produce training inputs for the student from the teacher (and the student).
+
+    Attributes read by the distiller:
+        student_loss: ``"l1"`` (DFAD) or ``"kl"``: the student's distance to the teacher's logits.
+        temperature: softmax temperature of the ``"kl"`` loss.
+        student_steps: student updates per :meth:`synthesize` call.
+        samples_generated: synthetic samples produced so far (every generator output counts).
+        generator: the generator network, saved with the student (``None`` if there is none).
+    """
+
+    student_loss: str = "kl"
+    temperature: float = 1.0
+    student_steps: int = 1
+    generator: nn.Module | None = None
+
+    def __init__(self, spec: DatasetSpec, device: torch.device | str = "cpu") -> None:
+        self.spec = spec
+        self.device = torch.device(device)
+        self.samples_generated = 0
+        self.label_prior: torch.Tensor | None = None  # class probabilities for target labels
+
+    @abstractmethod
+    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
+        """Do the method's synthesis work (generator update, pool filling); return its losses."""
+
+    @abstractmethod
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` inputs for a student step on the synthesizer's device, and their intended labels
+        (``None`` when the method has none). Never tracks gradients."""
+
+    def preview(self, n: int = 64) -> torch.Tensor:
+        """Samples to look at (TensorBoard grids); not counted in :attr:`samples_generated`."""
+        count = self.samples_generated
+        x = self.sample(n)[0]
+        self.samples_generated = count
+        return x
+
+    def set_label_prior(self, prior: Sequence[float] | np.ndarray | torch.Tensor | None) -> None:
+        """Ask for target labels in proportion to ``prior``: per-class counts or probabilities (a
+        2-D array of per-client counts is summed over clients); ``None`` means no preference.
+
+        Methods that draw target labels (CMI, the conditional synthesizer) use it -- the federated
+        server passes its clients' label counts, so classes nobody holds are never requested.
+        Methods without labels (DFAD) ignore it.
+        """
+        if prior is None:
+            self.label_prior = None
+            return
+        p = torch.as_tensor(np.asarray(prior), dtype=torch.float32)
+        if p.dim() == 2:
+            p = p.sum(0)
+        if p.shape != (self.spec.num_classes,) or (p < 0).any() or p.sum() <= 0:
+            raise ConfigError(
+                f"label prior must hold {self.spec.num_classes} non-negative numbers with a positive sum "
+                f"(got shape {tuple(p.shape)}); pass per-class label counts"
+            )
+        self.label_prior = (p / p.sum()).to(self.device)
+
+    def target_labels(self, n: int, balanced: bool = True) -> torch.Tensor:
+        """``n`` target labels: drawn from :attr:`label_prior` when set; otherwise every class
+        equally often (``balanced``, in random order) or uniformly at random."""
+        if self.label_prior is not None:
+            return torch.multinomial(self.label_prior, n, replacement=True)
+        c = self.spec.num_classes
+        if balanced:
+            return (torch.arange(n, device=self.device) % c)[torch.randperm(n, device=self.device)]
+        return torch.randint(0, c, (n,), device=self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What to save next to the student: the generator's weights, if any."""
+        return {} if self.generator is None else {k: v.detach().cpu() for k, v in self.generator.state_dict().items()}
+
+    def _check_positive(self, **values: float) -> None:
+        for key, value in values.items():
+            if value is None or value <= 0:
+                raise ConfigError(f"distill.{key} must be > 0 (got {value}); set distill.{key}=<positive number>")

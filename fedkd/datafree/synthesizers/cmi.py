@@ -1,0 +1,202 @@
+"""CMI: Contrastive Model Inversion (Fang et al., IJCAI 2021).
+
+Each synthesis round (:meth:`CMISynthesizer.synthesize`) inverts the teacher into one batch:
+a freshly initialised generator and its latent codes are optimised jointly for ``iterations``
+steps on
+
+- the BatchNorm-statistics loss over the teacher's BN layers (DeepInversion),
+- cross-entropy of the teacher's logits to sampled target labels,
+- an adversarial term: minus the student-teacher KL on samples where they agree,
+- the contrastive instance-discrimination loss: a projection head maps each sample's pooled
+  BN-layer inputs to an embedding; InfoNCE asks the embedding of a *local* view (random resized
+  crop) of sample ``i`` to pick the *global* view (random shifted crop) of sample ``i`` among the
+  global views of the batch and the stored features of earlier rounds' samples (a memory bank).
+  Telling instances apart pushes each new batch away from everything synthesised before.
+
+The lowest-loss batch of the round goes into a bounded in-memory pool (and its features into the
+memory bank); the student learns from random pool batches with temperature-scaled KL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.augment import random_crop_flip, random_resized_crop
+from fedkd.datafree.bn_hooks import BNStatHooks
+from fedkd.datafree.buffers import RingBuffer
+from fedkd.datafree.generators import reset_parameters
+from fedkd.datafree.losses import adversarial_kl, cross_entropy, info_nce
+from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.errors import ConfigError
+from fedkd.utils.device import autocast
+
+
+class ProjectionHead(nn.Module):
+    """Two-layer MLP on pooled BN inputs (CMI's contrastive head); its input size is set lazily."""
+
+    def __init__(self, hidden: int, out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LazyLinear(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CMISynthesizer(Synthesizer):
+    """Contrastive model inversion into an in-memory sample pool.
+
+    Args:
+        spec, device: dataset spec and device.
+        generator: registry config of the generator (default ``cmi_generator``).
+        batch_size: samples synthesised per round (one batch per round goes to the pool).
+        iterations: optimisation steps per round (paper: 200 on CIFAR).
+        lr, betas: Adam settings of generator, latent codes and head (paper: 1e-3, (0.5, 0.999)).
+        bn, oh, adv, cr: weights of the BN-statistics, cross-entropy, adversarial and contrastive
+            terms.
+        cr_temperature: InfoNCE temperature.
+        head_dim, head_hidden: projection head sizes.
+        bank_size: features kept in the memory bank; negatives: how many are drawn per step.
+        pool_size: samples kept in the pool (oldest dropped first).
+        reset_generator: re-initialise the generator at each round (paper); ``False`` keeps
+            training one generator across rounds.
+        crop_pad: shift of the global view in pixels (default: image_size // 8).
+        local_scale: area range of the local view's crop.
+        hflip: random horizontal flips in both views and in the pool batches.
+        augment_pool: shift/flip pool samples when the student draws them.
+        student_steps, student_loss, temperature: how the distiller trains the student.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        device: torch.device | str = "cpu",
+        generator: Mapping[str, Any] | None = None,
+        batch_size: int = 256,
+        iterations: int = 200,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.5, 0.999),
+        bn: float = 1.0,
+        oh: float = 0.5,
+        adv: float = 0.5,
+        cr: float = 0.8,
+        cr_temperature: float = 0.1,
+        head_dim: int = 128,
+        head_hidden: int = 256,
+        bank_size: int = 4096,
+        negatives: int = 1024,
+        pool_size: int = 20000,
+        reset_generator: bool = True,
+        crop_pad: int | None = None,
+        local_scale: tuple[float, float] = (0.25, 1.0),
+        hflip: bool = False,
+        augment_pool: bool = True,
+        student_steps: int = 10,
+        student_loss: str = "kl",
+        temperature: float = 20.0,
+    ) -> None:
+        super().__init__(spec, device)
+        self._check_positive(
+            batch_size=batch_size, iterations=iterations, lr=lr, cr_temperature=cr_temperature,
+            bank_size=bank_size, pool_size=pool_size, student_steps=student_steps, temperature=temperature,
+        )
+        self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device)
+        self.batch_size, self.iterations = batch_size, iterations
+        self.lr, self.betas = lr, tuple(betas)
+        self.weights = {"bn": bn, "oh": oh, "adv": adv, "cr": cr}
+        self.cr_temperature = cr_temperature
+        self.negatives = negatives
+        self.reset_generator = reset_generator
+        self.crop_pad = spec.image_size // 8 if crop_pad is None else crop_pad
+        self.local_scale = tuple(local_scale)
+        self.hflip, self.augment_pool = hflip, augment_pool
+        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
+        self.head = ProjectionHead(head_hidden, head_dim).to(self.device)
+        self._head_optimizer: torch.optim.Optimizer | None = None
+        self.pool = RingBuffer(pool_size, self.device)
+        self.bank = RingBuffer(bank_size, self.device)
+        self.rounds = 0
+
+    def _global_view(self, x: torch.Tensor) -> torch.Tensor:
+        return random_crop_flip(x, self.crop_pad, self.hflip)
+
+    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
+        """One round: optimise a fresh generator and latent codes, keep the best batch."""
+        b = self.batch_size
+        if self.reset_generator:
+            reset_parameters(self.generator)
+        self.generator.train()
+        z = self.generator.noise(b, self.device).requires_grad_()
+        # Every class equally often in each batch, or in proportion to the label prior when set.
+        targets = self.target_labels(b)
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam([{"params": params}, {"params": [z]}], lr=self.lr, betas=self.betas)
+        student_was_training = student.training
+        student.eval()
+        w = self.weights
+        best_loss, best_x, best_feat, last = float("inf"), None, None, {}
+        with BNStatHooks(teacher, features=w["cr"] > 0) as hooks:
+            if not hooks.layers and w["bn"] > 0:
+                raise ConfigError(
+                    "CMI's BN-statistics loss needs a teacher with BatchNorm layers; use one (e.g. model.batch_norm=true) or set distill.bn=0"
+                )
+            hooks.stat_rows = b  # statistics of the global view only
+            for _ in range(self.iterations):
+                with autocast(self.device):
+                    x = self.generator(z)
+                    g_view = self._global_view(x)
+                    # One teacher pass over both views (eval-mode BN treats samples independently).
+                    views = torch.cat([g_view, random_resized_crop(x, self.local_scale, hflip=self.hflip)]) if w["cr"] > 0 else g_view
+                    t_logits = teacher(views)[:b]
+                    terms = {"bn": hooks.loss(), "oh": cross_entropy(t_logits, targets)}
+                    if w["adv"] > 0:
+                        terms["adv"] = adversarial_kl(student(g_view), t_logits)
+                    feats = None
+                    if w["cr"] > 0:
+                        feats = hooks.features()
+                        terms["cr"] = self._contrastive(feats[:b], feats[b:])
+                    loss = sum(w[k] * v for k, v in terms.items())
+                value = loss.item()
+                if value < best_loss:  # the batch this loss belongs to (before the update)
+                    best_loss, best_x = value, x.detach().clone()
+                    best_feat = None if feats is None else feats[:b].detach().float().clone()
+                optimizer.zero_grad(set_to_none=True)
+                trainable = params + [z]
+                if self._head_optimizer is not None:
+                    self._head_optimizer.zero_grad(set_to_none=True)
+                    trainable += list(self.head.parameters())
+                loss.backward(inputs=trainable)
+                optimizer.step()
+                if self._head_optimizer is not None:
+                    self._head_optimizer.step()
+                last = {k: v.item() for k, v in terms.items()}
+                self.samples_generated += b
+        student.train(student_was_training)
+        self.pool.add(best_x)
+        if best_feat is not None:
+            self.bank.add(best_feat)
+        self.rounds += 1
+        return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
+
+    def _contrastive(self, global_feat: torch.Tensor, local_feat: torch.Tensor) -> torch.Tensor:
+        """InfoNCE: local view ``i`` must find global view ``i`` among the batch and the bank."""
+        keys = global_feat.float()
+        if len(self.bank) and self.negatives > 0:
+            keys = torch.cat([keys, self.bank.sample(min(self.negatives, len(self.bank)))])
+        projected = self.head(torch.cat([keys, local_feat.float()]))
+        if self._head_optimizer is None:  # the head's input size is known after its first call
+            self._head_optimizer = torch.optim.Adam(self.head.parameters(), lr=self.lr, betas=self.betas)
+        n_keys = keys.shape[0]
+        return info_nce(projected[n_keys:], projected[:n_keys], self.cr_temperature)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> tuple[torch.Tensor, None]:
+        """A random batch of pooled samples, shifted and flipped like training images."""
+        if len(self.pool) == 0:
+            raise RuntimeError("the CMI pool is empty: call synthesize() first")
+        x = self.pool.sample(n)
+        return (self._global_view(x) if self.augment_pool else x), None

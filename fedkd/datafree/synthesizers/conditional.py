@@ -1,0 +1,115 @@
+"""A conditional generator driven by a label prior (FedFTG / DENSE family).
+
+One conditional generator (noise + label -> sample) persists across :meth:`synthesize` calls --
+across federated rounds when the server calls the distiller once per round. Labels are drawn in
+proportion to a prior (the clients' label counts, so classes nobody holds are never asked for).
+Each generator step minimises
+
+    ce * CE(teacher(x), y) + adv * adversarial KL + div * diversity + bn * BN statistics
+
+where the adversarial term is minus the student-teacher KL (only on samples where they agree,
+unless ``adv_all_samples``), the diversity term keeps different codes from collapsing onto one
+sample, and the BN term (DeepInversion) is used only when ``bn > 0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.bn_hooks import BNStatHooks
+from fedkd.datafree.losses import adversarial_kl, cross_entropy, diversity_loss
+from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.errors import ConfigError
+from fedkd.utils.device import autocast
+
+
+class ConditionalSynthesizer(Synthesizer):
+    """Label-prior-driven conditional generator, trained adversarially against the student.
+
+    Args:
+        spec, device: dataset spec and device.
+        generator: registry config of a conditional generator (default ``cond_generator``).
+        label_prior: per-class counts or probabilities (``None``: uniform); see
+            :meth:`Synthesizer.set_label_prior`, which the federated server calls every round.
+        batch_size, generator_steps, lr, betas: generator optimisation per :meth:`synthesize`.
+        ce, adv, div, bn: loss weights; ``adv_all_samples`` drops the agreement mask.
+        student_steps, student_loss, temperature: how the distiller trains the student.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        device: torch.device | str = "cpu",
+        generator: Mapping[str, Any] | None = None,
+        label_prior: Sequence[float] | torch.Tensor | None = None,
+        batch_size: int = 256,
+        generator_steps: int = 1,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        ce: float = 1.0,
+        adv: float = 1.0,
+        div: float = 1.0,
+        bn: float = 0.0,
+        adv_all_samples: bool = False,
+        student_steps: int = 5,
+        student_loss: str = "kl",
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(spec, device)
+        self._check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr, student_steps=student_steps)
+        self.generator = build_generator(generator or {"name": "cond_generator"}, spec).to(self.device)
+        if not getattr(self.generator, "conditional", False):
+            raise ConfigError("ConditionalSynthesizer needs a conditional generator; set distill.generator.name=cond_generator")
+        self.batch_size, self.generator_steps = batch_size, generator_steps
+        self.weights = {"ce": ce, "adv": adv, "div": div, "bn": bn}
+        self.adv_all_samples = adv_all_samples
+        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
+        self._params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
+        self.set_label_prior(label_prior)  # None: uniform random labels
+
+    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
+        """Generator step(s) on the combined loss; the generator persists across calls."""
+        w = self.weights
+        self.generator.train()
+        student_was_training = student.training
+        student.eval()  # do not move the student's BN statistics with the generator's batches
+        terms: dict[str, torch.Tensor] = {}
+        hooks = BNStatHooks(teacher) if w["bn"] > 0 else contextlib.nullcontext()
+        with hooks:
+            for _ in range(self.generator_steps):
+                z = self.generator.noise(self.batch_size, self.device)
+                y = self.target_labels(self.batch_size, balanced=False)
+                with autocast(self.device):
+                    x = self.generator(z, y)
+                    t_logits = teacher(x)
+                    terms = {"ce": cross_entropy(t_logits, y)}
+                    if w["adv"] > 0:
+                        terms["adv"] = adversarial_kl(student(x), t_logits, only_agreeing=not self.adv_all_samples)
+                    if w["div"] > 0:
+                        terms["div"] = diversity_loss(z, x)
+                    if w["bn"] > 0:
+                        terms["bn"] = hooks.loss()
+                    loss = sum(w[k] * v for k, v in terms.items())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward(inputs=self._params)
+                self.optimizer.step()
+                self.samples_generated += self.batch_size
+        student.train(student_was_training)
+        return {"generator_loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}}
+
+    @torch.no_grad()
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generated inputs with the labels they were generated for (drawn from the prior)."""
+        self.generator.train()
+        y = self.target_labels(n, balanced=False)
+        with autocast(self.device):
+            x = self.generator(self.generator.noise(n, self.device), y)
+        self.samples_generated += n
+        return x, y

@@ -1,0 +1,179 @@
+"""The teacher of a distillation: something that maps a batch to logits.
+
+:class:`Teacher` wraps one trained classifier; :class:`EnsembleTeacher` averages several (the
+federated server's clients), optionally with one weight per model *and class* -- FedFTG weights
+each client's logit for class ``c`` by its share of the clients' samples of class ``c``.
+
+Both freeze what they wrap (eval mode, ``requires_grad=False``): a teacher is never trained, its
+BatchNorm layers always use their running statistics, and autograd never computes gradients for
+its weights -- only, where a generator needs them, for its inputs. Wrap copies if the models must
+be trained later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from fedkd.errors import ConfigError
+from fedkd.models.base import batchnorm_layers
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    return model.eval().requires_grad_(False)
+
+
+class Teacher(nn.Module):
+    """One frozen classifier: ``teacher(x) -> logits``."""
+
+    num_members = 1
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = _freeze(model)
+
+    @property
+    def members(self) -> list[nn.Module]:
+        return [self.model]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def train(self, mode: bool = True) -> Teacher:
+        """A teacher stays in eval mode whatever its caller asks (BN uses running statistics)."""
+        return super().train(False)
+
+    def bn_layers(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        """BatchNorm layers of every member, for DeepInversion's statistics loss."""
+        return [layer for m in self.members for layer in batchnorm_layers(m)]
+
+    def per_member_calls(self) -> contextlib.AbstractContextManager:
+        """Context in which every member module is really called (so forward hooks on them fire)."""
+        return contextlib.nullcontext()
+
+
+def uniform_class_weights(num_models: int, num_classes: int) -> torch.Tensor:
+    """Equal weights ``1/num_models`` for every model and class, shape (num_models, num_classes)."""
+    return torch.full((num_models, num_classes), 1.0 / num_models)
+
+
+def class_weights_from_counts(label_counts: np.ndarray | torch.Tensor | Sequence[Sequence[int]]) -> torch.Tensor:
+    """Per-class model weights from label counts (num_models, num_classes): each model's share of
+    the samples of each class. A class no model has seen gets uniform weights. Columns sum to 1."""
+    counts = torch.as_tensor(np.asarray(label_counts), dtype=torch.float32)
+    if counts.dim() != 2 or (counts < 0).any():
+        raise ConfigError(
+            f"label counts must be a (num_models, num_classes) array of non-negative numbers (got shape {tuple(counts.shape)})"
+        )
+    totals = counts.sum(0, keepdim=True)
+    uniform = torch.full_like(counts, 1.0 / counts.shape[0])
+    return torch.where(totals > 0, counts / totals.clamp_min(1e-12), uniform)
+
+
+class EnsembleTeacher(Teacher):
+    """Several frozen classifiers as one teacher.
+
+    ``logits[n, c] = sum_m class_weights[m, c] * logits_m[n, c]``; ``class_weights`` is
+    (num_models, num_classes) with columns summing to 1, ``None`` for the plain mean.
+
+    ``batched``: ``"auto"`` (default) evaluates members that share one architecture in a single
+    vectorised call (parameters stacked, ``torch.func.functional_call`` under ``torch.func.vmap``),
+    otherwise one call per member; ``True`` demands the batched path, ``False`` forces the loop.
+    The stacked parameters are a snapshot: call :meth:`refresh` after changing a member's weights.
+    """
+
+    def __init__(
+        self, models: Sequence[nn.Module], class_weights: torch.Tensor | np.ndarray | None = None, batched: bool | str = "auto"
+    ) -> None:
+        nn.Module.__init__(self)
+        if len(models) == 0:
+            raise ConfigError("an ensemble teacher needs at least one model; pass a non-empty list of models")
+        self.ensemble = nn.ModuleList(_freeze(m) for m in models)
+        self.num_members = len(models)
+        if class_weights is not None:
+            w = torch.as_tensor(np.asarray(class_weights), dtype=torch.float32)
+            if w.dim() != 2 or w.shape[0] != len(models):
+                raise ConfigError(
+                    f"class_weights must have shape (num_models={len(models)}, num_classes) (got {tuple(w.shape)}); "
+                    "build them with class_weights_from_counts(label_counts)"
+                )
+            if not torch.allclose(w.sum(0), torch.ones(w.shape[1]), atol=1e-4):
+                raise ConfigError("class_weights columns must each sum to 1; build them with class_weights_from_counts")
+            self.register_buffer("class_weights", w)
+        else:
+            self.class_weights = None
+        same = _same_architecture(list(self.ensemble))
+        if batched == "auto":
+            self.batched = same and len(models) > 1
+        elif batched is True and not same:
+            raise ConfigError("batched=True needs members of one architecture; use batched='auto' or False")
+        else:
+            self.batched = bool(batched)
+        self._loop_only = 0
+        self._stacked: tuple[dict, dict, torch.device] | None = None
+        self._template: nn.Module | None = None
+
+    @property
+    def members(self) -> list[nn.Module]:
+        return list(self.ensemble)
+
+    def refresh(self) -> None:
+        """Re-stack member parameters for the batched path (after their weights changed)."""
+        self._stacked = None
+
+    @contextlib.contextmanager
+    def per_member_calls(self) -> Iterator[None]:
+        """Use the per-member loop inside this context: hooks on member modules (BN statistics)
+        only fire when the members themselves are called, which the vectorised path does not do."""
+        self._loop_only += 1
+        try:
+            yield
+        finally:
+            self._loop_only -= 1
+
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's logits, shape (num_models, N, num_classes)."""
+        if self.batched and not self._loop_only:
+            return self._batched_logits(x)
+        return torch.stack([m(x) for m in self.ensemble])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.member_logits(x)
+        if self.class_weights is None:
+            return logits.mean(0)
+        return (logits * self.class_weights.to(logits.dtype).unsqueeze(1)).sum(0)
+
+    def _batched_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self._stacked is None or self._stacked[2] != x.device:
+            params, buffers = stack_module_state(list(self.ensemble))
+            params = {k: v.detach().to(x.device) for k, v in params.items()}
+            buffers = {k: v.to(x.device) for k, v in buffers.items()}
+            self._stacked = (params, buffers, x.device)
+            # A parameter-free copy of one member serves as the template for functional_call.
+            self._template = copy.deepcopy(self.ensemble[0]).to("meta").eval()
+        params, buffers, _ = self._stacked
+        template = self._template
+
+        def one(p: dict, b: dict, inp: torch.Tensor) -> torch.Tensor:
+            return functional_call(template, (p, b), (inp,))
+
+        return torch.vmap(one, in_dims=(0, 0, None))(params, buffers, x)
+
+
+def _same_architecture(models: list[nn.Module]) -> bool:
+    first = models[0]
+    shapes = {k: v.shape for k, v in first.state_dict().items()}
+    return all(
+        type(m) is type(first) and {k: v.shape for k, v in m.state_dict().items()} == shapes for m in models[1:]
+    )
+
+
+def as_teacher(teacher: nn.Module) -> Teacher:
+    """Wrap a plain model as a :class:`Teacher`; pass a Teacher (or ensemble) through."""
+    return teacher if isinstance(teacher, Teacher) else Teacher(teacher)
