@@ -25,6 +25,15 @@ from fedkd.utils.device import autocast
 EpochCallback = Callable[[int, dict[str, float]], "dict[str, float] | None"]
 
 
+def set_student_mode(student: nn.Module, freeze_bn_stats: bool) -> None:
+    """Training mode for the student; its BatchNorm layers in eval mode when ``freeze_bn_stats``."""
+    student.train()
+    if freeze_bn_stats:
+        for module in student.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 def distill(
     student: nn.Module,
     teacher: nn.Module,
@@ -42,6 +51,7 @@ def distill(
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
     desc: str = "distill",
+    freeze_bn_stats: bool = False,
 ) -> dict[str, float]:
     """Distill ``teacher`` into ``student`` on ``synthesizer``'s samples; return the final metrics.
 
@@ -58,6 +68,9 @@ def distill(
         label_weight: weight of a cross-entropy term on the synthesizer's labels, when it gives any.
         scheduler: stepped once per iteration (e.g. cosine over ``epochs * iterations``).
         on_epoch: ``on_epoch(epoch, metrics) -> extra metrics`` (evaluation, logging, saving).
+        freeze_bn_stats: keep the student's BatchNorm running statistics as they are (BN layers in
+            eval mode). For fine-tuning a model trained on real data (the federated server's
+            FedAvg average): synthetic batches would otherwise overwrite the real-data statistics.
 
     Returns:
         The last epoch's mean losses (``student_loss`` and the synthesizer's), ``samples_generated``,
@@ -87,7 +100,7 @@ def distill(
         for _ in bar:
             student.train()
             row = synthesizer.synthesize(teacher, student)
-            student.train()
+            set_student_mode(student, freeze_bn_stats)
             total = torch.zeros((), device=device)
             for _ in range(steps):
                 x, y = synthesizer.sample(batch_size)
