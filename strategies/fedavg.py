@@ -31,6 +31,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from fedkd.errors import FedkdError
 from fedkd.federated import records as R
 from fedkd.federated.metrics import RoundRecorder
+from fedkd.federated.server_run import ServerRun
 from strategies.sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_partitions
 
 log = logging.getLogger("fedkd.sim")
@@ -82,6 +83,7 @@ class _RoundStats:
     aggregate_seconds: float = 0.0
     client: dict[str, float] = field(default_factory=dict)
     evaluate: dict[str, float] = field(default_factory=dict)
+    server: dict[str, float] = field(default_factory=dict)  # strategy-specific server metrics
 
 
 def weighted_client_metrics(contents: list[RecordDict], weighted_by_key: str) -> MetricRecord:
@@ -110,6 +112,11 @@ class FedAvg(FlowerFedAvg):
     defaults to ``num_clients``: a run starts once every partition is online, so a seed gives
     the same sample in every run.
     """
+
+    #: Whether the strategy averages client weights, so every client must train ``cfg.model``'s
+    #: architecture (the ServerApp checks ``client_models``). Strategies that aggregate
+    #: knowledge instead (distillation) set it to False.
+    averages_weights: bool = True
 
     def __init__(
         self,
@@ -166,6 +173,14 @@ class FedAvg(FlowerFedAvg):
         return super().start(
             grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn or self.end_of_round
         )
+
+    def bind(self, run: ServerRun) -> None:
+        """Receive the run's data spec, test split, device, logger and client model configs, once
+        before the first round. FedAvg needs none of them; server-side distillation does."""
+
+    def record_server_metrics(self, metrics: dict[str, float]) -> None:
+        """Add strategy-specific figures (distillation losses, server seconds) to this round's row."""
+        self._round.server.update(metrics)
 
     def summary(self) -> None:
         """Log the configuration (Flower's lines plus the sampling seed)."""
@@ -310,6 +325,7 @@ class FedAvg(FlowerFedAvg):
                 "train_loss": stats.client.get("train_loss"),
                 "train_accuracy": stats.client.get("train_accuracy"),
                 **stats.evaluate,
+                **stats.server,
                 "clients": len(stats.sampled),
                 "round_seconds": end - stats.started,
                 "train_phase_seconds": train_done - stats.started,

@@ -40,7 +40,8 @@ class RoundRecorder:
 
     def progress_line(self, server_round: int, row: dict[str, Any]) -> str:
         parts = [f"round {server_round:>{len(str(self.rounds))}}/{self.rounds}"]
-        parts.append(f"test_acc {row['test_accuracy']:.4f}  test_loss {row['test_loss']:.4f}")
+        if "test_accuracy" in row:
+            parts.append(f"test_acc {row['test_accuracy']:.4f}  test_loss {row['test_loss']:.4f}")
         if "train_loss" in row:
             parts.append(f"client_loss {row['train_loss']:.4f}")
         if "clients" in row:
@@ -54,22 +55,28 @@ class RoundRecorder:
 
         ``final_test_accuracy`` is the last round's global model, the one the checkpoint holds.
         """
-        if not self.rows:
-            summary: dict[str, Any] = {"rounds_completed": 0}
-        else:
-            final = self.rows[-1]
-            best = max(self.rows, key=lambda r: r["test_accuracy"])
+        summary: dict[str, Any] = {"rounds_completed": len(self.rows)}
+        if self.rows:
             rounds_s = [r["round_seconds"] for r in self.rows if "round_seconds" in r]
-            summary = {
-                "rounds_completed": len(self.rows),
-                "final_test_accuracy": final["test_accuracy"],
-                "final_test_loss": final["test_loss"],
-                "best_test_accuracy": best["test_accuracy"],
-                "best_round": best["round"],
-                "mean_round_seconds": sum(rounds_s) / len(rounds_s) if rounds_s else None,
-                "bytes_sent": sum(r.get("bytes_sent", 0) for r in self.rows),
-                "bytes_received": sum(r.get("bytes_received", 0) for r in self.rows),
-            }
+            summary.update(
+                {
+                    "mean_round_seconds": sum(rounds_s) / len(rounds_s) if rounds_s else None,
+                    "bytes_sent": sum(r.get("bytes_sent", 0) for r in self.rows),
+                    "bytes_received": sum(r.get("bytes_received", 0) for r in self.rows),
+                }
+            )
+        evaluated = [r for r in self.rows if "test_accuracy" in r]
+        if evaluated:
+            final = self.rows[-1]
+            best = max(evaluated, key=lambda r: r["test_accuracy"])
+            summary.update(
+                {
+                    "final_test_accuracy": final.get("test_accuracy"),
+                    "final_test_loss": final.get("test_loss"),
+                    "best_test_accuracy": best["test_accuracy"],
+                    "best_round": best["round"],
+                }
+            )
         summary["total_seconds"] = time.perf_counter() - self._started
         summary.update(extra)
         self.logger.summary(summary)

@@ -29,6 +29,7 @@ from fedkd.federated import records as R
 from fedkd.federated.config import RUN_CONFIG_OUT_DIR, config_from_run_config
 from fedkd.federated.data import client_model_configs, load_data
 from fedkd.federated.metrics import RoundRecorder
+from fedkd.federated.server_run import ServerRun
 from fedkd.models import build_from_config, count_parameters, model_config
 from fedkd.training import evaluate
 from fedkd.utils.checkpoint import model_meta, save_model
@@ -45,19 +46,30 @@ warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.
 class CentralEvaluator:
     """``evaluate_fn`` for strategies: loads the global arrays into a model, evaluates on the test set.
 
-    Returns a MetricRecord with ``test_accuracy`` and ``test_loss``.
+    Returns a MetricRecord with ``test_accuracy`` and ``test_loss``. With mixed architectures
+    (a packed record) every group's model is evaluated: ``test_accuracy`` is their mean and
+    ``<group>/test_accuracy`` each one's.
     """
 
-    def __init__(self, model: torch.nn.Module, test: Split, device: torch.device, batch_size: int) -> None:
-        self.model = model.to(device)
-        self.test = test.to(device)
-        self.device = device
+    def __init__(self, run: ServerRun, batch_size: int) -> None:
+        self.run = run
+        self.models = {key: build_from_config(c, run.spec).to(run.device) for key, c in run.model_configs.items()}
         self.batch_size = batch_size
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        self.model.load_state_dict(R.state_dict(arrays))
-        result = evaluate(self.model, self.test, self.device, self.batch_size)
-        return MetricRecord({"test_accuracy": result["accuracy"], "test_loss": result["loss"]})
+        results = {}
+        for key, model in self.models.items():
+            own = R.unpack_group(arrays, key) if self.run.mixed else arrays
+            model.load_state_dict(R.state_dict(own))
+            results[key] = evaluate(model, self.run.test, self.run.device, self.batch_size)
+        out = MetricRecord({
+            "test_accuracy": sum(r["accuracy"] for r in results.values()) / len(results),
+            "test_loss": sum(r["loss"] for r in results.values()) / len(results),
+        })
+        if self.run.mixed:
+            for key, r in results.items():
+                out[f"{key}/test_accuracy"] = r["accuracy"]
+        return out
 
 
 def train_config(cfg: DictConfig) -> ConfigRecord:
@@ -69,7 +81,7 @@ def train_config(cfg: DictConfig) -> ConfigRecord:
 
 def check_models(cfg: DictConfig, strategy: Any) -> None:
     """Weight-averaging strategies need every client to train ``cfg.model``'s architecture."""
-    if not getattr(strategy, "averages_weights", True):
+    if not getattr(strategy, "averages_weights", True):  # see strategies.fedavg.FedAvg.averages_weights
         return
     want = model_config(cfg.model)
     for pid, have in enumerate(client_model_configs(cfg)):
@@ -93,9 +105,11 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
     ctx = RunContext.create(cfg, out_dir)
     with ctx.logger:
         data = load_data(cfg)
-        model = build_from_config(cfg.model, data.spec)  # seeded by RunContext: same start every run
-        initial = R.to_arrays(model)
-        evaluator = CentralEvaluator(model, data.test, ctx.device, int(cfg.eval_batch_size))
+        # Initial models are built first, with the RNG seeded by RunContext: same start every run.
+        server_run = ServerRun.create(
+            data.spec, data.test.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg)
+        )
+        evaluator = CentralEvaluator(server_run, int(cfg.eval_batch_size))
         recorder = RoundRecorder(ctx.logger, int(cfg.rounds))
         strategy = instantiate(
             cfg.strategy,
@@ -106,18 +120,20 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
             node_timeout=float(cfg.node_timeout),
         )
         check_models(cfg, strategy)
+        strategy.bind(server_run)
         log.info(
             "%s: %d clients, %d rounds, %s (%d parameters) on %s; output %s",
-            type(strategy).__name__, cfg.num_clients, cfg.rounds, cfg.model.name, count_parameters(model),
+            type(strategy).__name__, cfg.num_clients, cfg.rounds,
+            " + ".join(c["name"] for c in server_run.model_configs.values()),
+            sum(count_parameters(m) for m in evaluator.models.values()),
             data.spec.name, ctx.out_dir,
         )
         result = strategy.start(
-            grid, initial, num_rounds=int(cfg.rounds), timeout=float(cfg.round_timeout), train_config=train_config(cfg)
+            grid, server_run.initial_arrays(), num_rounds=int(cfg.rounds), timeout=float(cfg.round_timeout),
+            train_config=train_config(cfg),
         )
-        model.load_state_dict(R.state_dict(result.arrays))
-        checkpoint = ctx.out_dir / CHECKPOINT
-        save_model(checkpoint, model.cpu(), **model_meta(cfg.model, data.spec), rounds=int(cfg.rounds),
-                   strategy=type(strategy).__name__)
+        checkpoint = save_global_models(server_run, result.arrays, ctx.out_dir, rounds=int(cfg.rounds),
+                                        strategy=type(strategy).__name__)
         summary = recorder.summary(
             total_seconds=time.perf_counter() - started, checkpoint=str(checkpoint),
             strategy=type(strategy).__name__, num_clients=int(cfg.num_clients),
@@ -126,9 +142,21 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
     return summary
 
 
+def save_global_models(run: ServerRun, arrays: ArrayRecord, out_dir: Path, **meta: Any) -> Path:
+    """Save the final global model to ``model.pt``. With mixed architectures every group's model
+    also goes to ``model-<group>.pt`` (``model.pt`` is then the first group's)."""
+    for index, (key, model_cfg) in enumerate(run.model_configs.items()):
+        model = build_from_config(model_cfg, run.spec)
+        model.load_state_dict(R.state_dict(R.unpack_group(arrays, key) if run.mixed else arrays))
+        names = ([CHECKPOINT] if index == 0 else []) + ([f"model-{key}.pt"] if run.mixed else [])
+        for name in names:
+            save_model(out_dir / name, model, **model_meta(model_cfg, run.spec), **meta)
+    return out_dir / CHECKPOINT
+
+
 def summary_line(summary: Mapping[str, Any]) -> str:
-    if not summary.get("rounds_completed"):
-        return "no round completed"
+    if summary.get("final_test_accuracy") is None:
+        return f"{summary.get('rounds_completed', 0)} rounds completed, no central evaluation; checkpoint {summary.get('checkpoint')}"
     return (
         f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds_completed']} rounds; "
         f"best {summary['best_test_accuracy']:.4f} at round {summary['best_round']}; "
