@@ -36,7 +36,8 @@ from clients.train import local_train
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.config import RUN_CONFIG_OVERRIDES, config_from_run_config, plain
-from fedkd.federated.data import build_client_model, check_partition_id, client_split, load_data
+from fedkd.federated.data import build_client_model, check_partition_id, client_model_config, client_split, load_data
+from fedkd.models import model_config
 from fedkd.training import evaluate
 from fedkd.utils.device import resolve_device
 
@@ -91,8 +92,11 @@ def _start_model(cfg: DictConfig, pid: int, msg: Message, context: Context) -> t
     """
     torch.manual_seed(_seed(cfg, pid, 0))  # a fresh model is the same in every run
     model = build_client_model(cfg, pid, load_data(cfg).spec)
-    if R.ARRAYS in msg.content.array_records and R.fits(model, msg.content[R.ARRAYS]):
-        model.load_state_dict(R.state_dict(msg.content[R.ARRAYS]))
+    arrays = msg.content[R.ARRAYS] if R.ARRAYS in msg.content.array_records else None
+    if arrays is not None and R.is_packed(arrays):  # mixed architectures: take this client's group
+        arrays = R.unpack_group(arrays, R.group_key(model_config(client_model_config(cfg, pid))))
+    if arrays is not None and R.fits(model, arrays):
+        model.load_state_dict(R.state_dict(arrays))
         return model, True
     if LOCAL_MODEL_KEY in context.state.array_records:
         model.load_state_dict(R.state_dict(context.state[LOCAL_MODEL_KEY]))

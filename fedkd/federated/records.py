@@ -87,3 +87,40 @@ def cast_like(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
         value = array.numpy()
         out[key] = Array(value.astype(dtype) if value.dtype != dtype else value)
     return out
+
+
+# Mixed architectures: one ArrayRecord carries every architecture group's model, each key
+# prefixed with its group ("small_cnn-1a2b3c4d::conv.0.weight"); clients take their own group's.
+GROUP_SEP = "::"
+
+
+def group_key(model_cfg: dict) -> str:
+    """A stable name for an architecture group: the model name plus a hash of its full config."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha1(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{model_cfg['name']}-{digest}"
+
+
+def pack_groups(groups: dict[str, ArrayRecord]) -> ArrayRecord:
+    """One ArrayRecord holding each group's arrays under ``<group>::<key>``."""
+    out = ArrayRecord()
+    for group, arrays in groups.items():
+        for key, array in arrays.items():
+            out[f"{group}{GROUP_SEP}{key}"] = array
+    return out
+
+
+def is_packed(arrays: ArrayRecord) -> bool:
+    return any(GROUP_SEP in key for key in arrays)
+
+
+def unpack_group(arrays: ArrayRecord, group: str) -> ArrayRecord | None:
+    """The arrays of ``group`` from a packed record (``None`` when it holds none of that group)."""
+    prefix = f"{group}{GROUP_SEP}"
+    out = ArrayRecord()
+    for key, array in arrays.items():
+        if key.startswith(prefix):
+            out[key[len(prefix):]] = array
+    return out if len(out) else None
