@@ -100,6 +100,7 @@ class CompareConfig:
     strategies: list[str] = field(default_factory=lambda: ["fedavg", "fedftg"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     overrides: list[str] = field(default_factory=list)
+    strategy_overrides: dict[str, list[str]] = field(default_factory=dict)
     target_accuracy: float = 0.7
     title: str = ""
     report_only: str | None = None

@@ -265,7 +265,9 @@ class FedAvg(FlowerFedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Check the replies, sort them by partition id, record their stats, then :meth:`aggregate`."""
         replies = list(replies)
-        valid, failed = self._check_and_log_replies(replies, is_train=True)
+        # Replies of different architectures have different keys: Flower's consistency check
+        # applies only when every client's weights are averaged together.
+        valid, failed = self._check_and_log_replies(replies, is_train=True, validate=self.averages_weights)
         for msg in failed:
             log.warning("round %d: a client failed: %s", server_round, msg.error.reason)
         if not valid:

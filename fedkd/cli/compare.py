@@ -1,7 +1,7 @@
 """``fedkd-compare``: run strategies on the same data, partition, seeds and rounds; report them.
 
     fedkd-compare strategies=[fedavg,fedftg] seeds=[0,1,2] \
-        'overrides=[dataset=fashion_mnist,partition.alpha=0.1,rounds=10]'
+        "overrides=['dataset=fashion_mnist','partition.alpha=0.1','rounds=10']"
     fedkd-compare report_only=outputs/compare/<time>     # re-render from finished runs
 
 Every run goes to ``<out>/runs/<strategy>/seed<k>/`` (its own metrics, TensorBoard events,
@@ -38,7 +38,8 @@ def run_all(cfg: DictConfig, root: Path) -> None:
             if (run_dir / SUMMARY_FILE).exists():
                 log.info("%s seed %s: finished earlier, kept", strategy, seed)
                 continue
-            sim_cfg = compose_sim_config([f"strategy={strategy}", f"seed={seed}", *cfg.overrides])
+            extra = cfg.strategy_overrides.get(strategy, [])
+            sim_cfg = compose_sim_config([f"strategy={strategy}", f"seed={seed}", *cfg.overrides, *extra])
             log.info("%s seed %s -> %s", strategy, seed, run_dir)
             simulate(sim_cfg, run_dir)
 

@@ -1,0 +1,184 @@
+"""Generator-based aggregation: distil the global model from the ensemble of client models.
+
+FedFTG (Zhang et al., CVPR 2022) fine-tunes the FedAvg model on the server with samples from a
+conditional generator trained, without data, against the ensemble of the clients' models;
+DENSE (Zhang et al., NeurIPS 2022) does the same in one round (``conf/experiment/one_shot.yaml``).
+
+Each round, after the clients reply (:meth:`FedFTG.aggregate`):
+
+1. every client's model is kept, with its label histogram;
+2. the teacher is the ensemble of all client models, each class weighted by the clients' shares
+   of that class (``class_weighting: label_counts``) or uniformly;
+3. the synthesizer (a persistent conditional generator by default; DFAD or CMI from
+   ``conf/distill/``) learns from that teacher, with labels drawn in proportion to the clients'
+   label counts;
+4. each architecture group's student starts from that group's FedAvg average (or from its previous
+   round's student) and is distilled on generated samples by the one distillation loop
+   (:func:`fedkd.datafree.distill`); it becomes the group's global model.
+
+Clients may train different architectures (``client_models`` in the sim config): the global
+ArrayRecord then holds every group's model under its group key (:mod:`fedkd.federated.records`)
+and each client takes back the model of its own architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from torch import nn
+
+from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill
+from fedkd.errors import ConfigError
+from fedkd.federated import records as R
+from fedkd.models import build_from_config
+from fedkd.training import evaluate
+from strategies.fedavg import ClientUpdate, FedAvg, ServerRun
+
+log = logging.getLogger("fedkd.sim")
+
+CLASS_WEIGHTINGS = ("label_counts", "uniform")
+STUDENT_INITS = ("average", "previous", "scratch")
+
+
+class FedFTG(FedAvg):
+    """FedAvg per architecture group, then server-side data-free distillation from all clients.
+
+    Parameters beyond :class:`strategies.fedavg.FedAvg`:
+        synthesizer: ``synthesizer(spec, device) -> Synthesizer`` (a Hydra partial from
+            ``conf/distill/``); built once, so its generator persists across rounds.
+        optimizer: ``optimizer(params) -> Optimizer`` for the student (fresh each round).
+        iterations: distillation iterations per round (each: the synthesizer's generator step(s)
+            then its ``student_steps`` student steps) -- the server's budget.
+        batch_size: samples per student step.
+        class_weighting: ``"label_counts"`` (FedFTG's class-level weights) or ``"uniform"``.
+        student_init: ``"average"`` (fine-tune the round's FedAvg model), ``"previous"``
+            (continue from the previous round's student; the average in round 1) or ``"scratch"``
+            (the run's initial model, as DENSE trains its one-shot student).
+        batched_ensemble: ``"auto"`` evaluates same-architecture clients in one vmapped call;
+            ``False`` forces the per-model loop.
+        image_every: log a grid of generated samples every this many rounds (0: never).
+        freeze_bn_stats: keep the student's BatchNorm statistics (from the clients' real data)
+            while it is fine-tuned on synthetic samples.
+    """
+
+    #: Clients may train different architectures: weights are averaged within groups only.
+    averages_weights = False
+
+    def __init__(
+        self,
+        *,
+        synthesizer: Callable[..., Synthesizer],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        iterations: int = 20,
+        batch_size: int = 128,
+        class_weighting: str = "label_counts",
+        student_init: str = "average",
+        batched_ensemble: bool | str = "auto",
+        image_every: int = 5,
+        freeze_bn_stats: bool = True,
+        **fedavg: Any,
+    ) -> None:
+        super().__init__(**fedavg)
+        if class_weighting not in CLASS_WEIGHTINGS:
+            raise ConfigError(f"strategy.class_weighting '{class_weighting}' is unknown; choose one of: {', '.join(CLASS_WEIGHTINGS)}")
+        if student_init not in STUDENT_INITS:
+            raise ConfigError(f"strategy.student_init '{student_init}' is unknown; choose one of: {', '.join(STUDENT_INITS)}")
+        if iterations < 1 or batch_size < 1:
+            raise ConfigError(
+                f"strategy.iterations and strategy.batch_size must be >= 1 (got {iterations}, {batch_size}); raise them"
+            )
+        self.make_synthesizer = synthesizer
+        self.make_optimizer = optimizer
+        self.iterations = iterations
+        self.batch_size = batch_size
+        self.class_weighting = class_weighting
+        self.student_init = student_init
+        self.batched_ensemble = batched_ensemble
+        self.image_every = image_every
+        self.freeze_bn_stats = freeze_bn_stats
+        self.synthesizer: Synthesizer | None = None
+        self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
+        self.run: ServerRun | None = None
+
+    def bind(self, run: ServerRun) -> None:
+        """Build the persistent synthesizer for the run's data spec and device."""
+        super().bind(run)
+        self.run = run
+        self.synthesizer = self.make_synthesizer(spec=run.spec, device=run.device)
+
+    # ------------------------------------------------------------------ one round
+    def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
+        """FedAvg within each architecture group, then distil every group's model from all clients."""
+        run = self._require_run()
+        started = time.perf_counter()
+        contents = [u.content for u in updates]
+        client_metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+
+        groups: dict[str, list[ClientUpdate]] = {}
+        for update in updates:
+            groups.setdefault(run.group_of(update.partition_id), []).append(update)
+
+        teacher = self.ensemble(updates)
+        counts = np.stack([u.label_counts for u in updates])
+        self.synthesizer.set_label_prior(counts.sum(0))
+        server: dict[str, float] = {"ensemble_accuracy": evaluate(teacher, run.test, run.device)["accuracy"]}
+
+        global_models: dict[str, ArrayRecord] = {}
+        for key, members in groups.items():
+            average = R.cast_like(aggregate_arrayrecords([m.content for m in members], self.weighted_by_key), members[0].arrays)
+            start = {
+                "average": average,
+                "previous": self.students.get(key, average),
+                "scratch": run.initial_group_arrays(key),
+            }[self.student_init]
+            student = self._load(run.model_configs[key], start)
+            before = evaluate(student, run.test, run.device)["accuracy"]
+            result = distill(
+                student, teacher, self.synthesizer, self.make_optimizer(student.parameters()), self.iterations,
+                batch_size=self.batch_size, progress=False, desc=f"server r{server_round}",
+                freeze_bn_stats=self.freeze_bn_stats,
+            )
+            after = evaluate(student, run.test, run.device)["accuracy"]
+            global_models[key] = self.students[key] = R.to_arrays(student.cpu())
+            prefix = "" if len(groups) == 1 else f"{key}/"
+            server.update({f"{prefix}student_accuracy_before": before, f"{prefix}student_accuracy_after": after})
+            server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k != "wall_time_s"})
+
+        if self.image_every and (server_round == 1 or server_round % self.image_every == 0):
+            run.logger.images("server/samples", self.synthesizer.preview(64), server_round, run.spec.mean, run.spec.std)
+        server["server_seconds"] = time.perf_counter() - started
+        self.record_server_metrics(server)
+        if len(run.model_configs) == 1:
+            return next(iter(global_models.values())), client_metrics
+        # Groups no sampled client trained this round keep their previous global model.
+        for key in run.model_configs:
+            global_models.setdefault(key, self.students.get(key) or run.initial_group_arrays(key))
+        return R.pack_groups(global_models), client_metrics
+
+    # ------------------------------------------------------------------ pieces
+    def ensemble(self, updates: list[ClientUpdate]) -> EnsembleTeacher:
+        """All clients' models as one teacher, weighted per class by their label counts (or uniformly)."""
+        run = self._require_run()
+        models = [self._load(run.model_configs[run.group_of(u.partition_id)], u.arrays) for u in updates]
+        weights = None
+        if self.class_weighting == "label_counts":
+            weights = class_weights_from_counts(np.stack([u.label_counts for u in updates]))
+        return EnsembleTeacher(models, weights, batched=self.batched_ensemble).to(run.device)
+
+    def _load(self, model_cfg: dict[str, Any], arrays: ArrayRecord) -> nn.Module:
+        run = self._require_run()
+        model = build_from_config(model_cfg, run.spec)
+        model.load_state_dict(R.state_dict(arrays))
+        return model.to(run.device)
+
+    def _require_run(self) -> ServerRun:
+        if self.run is None or self.synthesizer is None:
+            raise RuntimeError("FedFTG.bind(run) must be called before the first round (run_server does this)")
+        return self.run

@@ -1,0 +1,195 @@
+"""Generator-based aggregation (FedFTG): real digits runs, ensemble weights, persistence,
+mixed architectures, and the comparison report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+from clients.app import _start_model
+from fedkd.data import load_dataset
+from fedkd.datafree import EnsembleTeacher, class_weights_from_counts
+from fedkd.federated import records as R
+from fedkd.federated.config import compose_sim_config
+from fedkd.federated.data import client_model_configs, partition_label_counts
+from fedkd.federated.server_run import ServerRun
+from fedkd.federated.simulation import simulate
+from fedkd.models import build_from_config
+from fedkd.utils.checkpoint import model_from_checkpoint
+from fedkd.utils.run_logger import RunLogger, read_metrics
+from strategies.fedavg import ClientUpdate
+from conftest import run_cli
+
+CHANCE = 0.1
+SMALL = ["dataset=digits", "num_clients=4", "rounds=2", "partition.alpha=0.5", "client_resources.num_cpus=1"]
+# A tiny server budget: the tests check behaviour, the benchmark checks quality.
+BUDGET = ["strategy.iterations=4", "strategy.batch_size=64", "strategy.synthesizer.batch_size=64", "strategy.image_every=1"]
+
+
+@pytest.fixture(scope="module")
+def compare_dir(tmp_path_factory):
+    """``fedkd-compare`` of FedAvg and FedFTG on digits, one seed, run as a user runs it."""
+    out = tmp_path_factory.mktemp("compare")
+    overrides = "[" + ",".join(f"'{o}'" for o in SMALL) + "]"
+    budget = "[" + ",".join(f"'{o}'" for o in BUDGET) + "]"
+    done = run_cli(
+        "fedkd-compare", "strategies=[fedavg,fedftg]", "seeds=[0]", f"overrides={overrides}", f"+strategy_overrides.fedftg={budget}",
+        "target_accuracy=0.5", f"hydra.run.dir={out}", timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+def test_fedftg_run_learns_and_logs_server_metrics(compare_dir):
+    run = compare_dir / "runs" / "fedftg" / "seed0"
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    last = rows[-1]
+    assert last["test_accuracy"] > 3 * CHANCE
+    for key in ("ensemble_accuracy", "student_accuracy_before", "student_accuracy_after", "server_seconds",
+                "generator_loss", "student_loss", "loss_ce"):
+        assert key in last and np.isfinite(last[key]), key
+    # The global model is the distilled student: its accuracy is what the server evaluated.
+    assert last["test_accuracy"] == pytest.approx(last["student_accuracy_after"], abs=1e-6)
+    model, meta = model_from_checkpoint(run / "model.pt", load_dataset("digits").spec)
+    assert meta["strategy"] == "FedFTG"
+
+
+def test_compare_renders_table_and_png_and_rerenders_without_running(compare_dir):
+    report = json.loads((compare_dir / "report.json").read_text())
+    assert [r["strategy"] for r in report] == ["fedavg", "fedftg"]
+    assert all(r["seeds"] == 1 and 0 < r["final_accuracy_mean"] <= 1 for r in report)
+    png = compare_dir / "accuracy.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (compare_dir / "report.md").read_text()
+    assert "| fedavg |" in table and "| fedftg |" in table
+    png.unlink()
+    again = run_cli("fedkd-compare", f"report_only={compare_dir}", f"hydra.run.dir={compare_dir / 'rerender'}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert png.exists() and "| fedftg |" in again.stdout
+    assert not (compare_dir / "rerender" / "runs").exists()  # nothing was run again
+
+
+# ----------------------------------------------------------------------------- unit level
+@pytest.fixture(scope="module")
+def cfg():
+    return compose_sim_config(SMALL + BUDGET + ["strategy=fedftg"])
+
+
+def _updates(cfg, run: ServerRun, seed: int = 0) -> list[ClientUpdate]:
+    """Client replies as the strategy receives them, with (briefly) trained models."""
+    from clients.train import local_train
+    from fedkd.federated.data import client_split
+
+    counts = partition_label_counts(cfg)
+    updates = []
+    for pid in range(cfg.num_clients):
+        torch.manual_seed(seed + pid)
+        model = build_from_config(run.client_model_configs[pid], run.spec)
+        split = client_split(cfg, pid)
+        local_train(model, split, torch.optim.SGD, 0.05, 1, 32, torch.device("cpu"), torch.Generator().manual_seed(pid))
+        metrics = MetricRecord({R.NUM_EXAMPLES: len(split), R.PARTITION_ID: pid, R.LABEL_COUNTS: counts[pid].tolist()})
+        updates.append(ClientUpdate(pid, pid, RecordDict({R.ARRAYS: R.to_arrays(model), R.METRICS: metrics})))
+    return updates
+
+
+@pytest.fixture(scope="module")
+def trained(cfg, tmp_path_factory):
+    """A bound strategy's ServerRun and one round of client replies (trained once per module)."""
+    _, run = _strategy(cfg, tmp_path_factory.mktemp("run"))
+    return run, _updates(cfg, run)
+
+
+def _strategy(cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    run = ServerRun.create(data.spec, data.test, torch.device("cpu"), RunLogger(tmp_path), client_model_configs(cfg))
+    strategy = instantiate(cfg.strategy, num_clients=cfg.num_clients, seed=0)
+    strategy.bind(run)
+    return strategy, run
+
+
+def test_class_weights_sum_to_one_per_class_and_follow_label_counts(cfg):
+    counts = partition_label_counts(cfg)
+    weights = class_weights_from_counts(counts).numpy()
+    assert weights.shape == counts.shape
+    np.testing.assert_allclose(weights.sum(0), 1.0, atol=1e-6)
+    np.testing.assert_allclose(weights, counts / counts.sum(0, keepdims=True), atol=1e-6)
+    # The client holding the most samples of a class gets the largest weight for it.
+    assert (weights.argmax(0) == counts.argmax(0)).all()
+
+
+def test_batched_ensemble_gives_the_same_logits_as_the_loop(cfg, trained, tmp_path):
+    strategy, run = _strategy(cfg, tmp_path)
+    updates = trained[1]
+    x = run.test.x[:64]
+    strategy.batched_ensemble = True
+    batched = strategy.ensemble(updates)
+    strategy.batched_ensemble = False
+    loop = strategy.ensemble(updates)
+    assert batched.batched and not loop.batched
+    torch.testing.assert_close(batched(x), loop(x), rtol=1e-4, atol=1e-5)
+
+
+def test_generator_persists_and_learns_across_rounds(cfg, trained, tmp_path):
+    strategy, run = _strategy(cfg, tmp_path)
+    generator = strategy.synthesizer.generator
+    snapshots = [{k: v.clone() for k, v in generator.state_dict().items()}]
+    for server_round in (1, 2):
+        strategy._round.server.clear()
+        arrays, _ = strategy.aggregate(server_round, trained[1])
+        assert strategy.synthesizer.generator is generator  # the same network, not a new one
+        snapshots.append({k: v.clone() for k, v in generator.state_dict().items()})
+        assert all(torch.isfinite(torch.as_tensor(a.numpy())).all() for a in arrays.values())
+    changed = lambda a, b: any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # noqa: E731
+    assert changed(snapshots[0], snapshots[1]) and changed(snapshots[1], snapshots[2])
+
+
+def test_mixed_architectures_each_client_gets_its_own_architecture(tmp_path):
+    mixed = ["client_models=[{name:small_cnn,channels:8},{name:lenet5_half}]", "strategy=fedftg"]
+    cfg = compose_sim_config(SMALL + BUDGET + mixed + ["rounds=1", "local_epochs=3"])
+    summary = simulate(cfg, tmp_path)
+    assert summary["rounds_completed"] == 1
+    spec = load_dataset("digits").spec
+    groups = sorted(p.name for p in tmp_path.glob("model-*.pt"))
+    assert len(groups) == 2 and groups[0].startswith("model-lenet5_half") and groups[1].startswith("model-small_cnn")
+    row = read_metrics(tmp_path)[-1]
+    for name in groups:
+        model, meta = model_from_checkpoint(tmp_path / name, spec)
+        key = name[len("model-"):-len(".pt")]
+        assert row[f"{key}/test_accuracy"] > 2 * CHANCE
+        assert meta["model_config"]["name"] in key
+    # What the server broadcasts: every client takes back a model of its own architecture.
+    final = R.pack_groups(
+        {name[len("model-"):-len(".pt")]: R.to_arrays(model_from_checkpoint(tmp_path / name, spec)[0]) for name in groups}
+    )
+    for pid in range(cfg.num_clients):
+        msg = Message(RecordDict({R.ARRAYS: final, R.CONFIG: ConfigRecord()}), dst_node_id=1, message_type="train")
+        model, from_server = _start_model(cfg, pid, msg, _Context())
+        expected = ("SmallCNN", 128) if pid % 2 == 0 else ("LeNet5", 42)  # client_models alternate
+        assert from_server and (type(model).__name__, model.feature_dim) == expected
+
+
+class _Context:
+    """The part of Flower's Context the client's model loader reads."""
+
+    def __init__(self) -> None:
+        from flwr.app import RecordDict as _RD
+
+        self.state = _RD()
+
+
+def test_fedavg_refuses_mixed_architectures_with_one_line_error(tmp_path):
+    done = run_cli(
+        "fedkd-sim", *SMALL, "strategy=fedavg", "client_models=[{name:small_cnn},{name:lenet5_half}]",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert done.returncode == 2
+    errors = [l for l in done.stderr.splitlines() if l.startswith("fedkd: error:")]
+    assert len(errors) == 1 and "mixed architectures" in errors[0], done.stderr[-1500:]
