@@ -15,6 +15,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from fedkd.cli.guard import preflight
 from fedkd.config import register_schemas
 from fedkd.errors import FedkdError
 from fedkd.utils.device import resolve_device
@@ -68,7 +69,23 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
                 fail(str(user_error))
 
         register_schemas()
-        return hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")(run)
+        entry = hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")(run)
+
+        @functools.wraps(entry)
+        def checked(*args: object, **kwargs: object) -> object:
+            # Before Hydra writes into the run folder: the overrides compose, the folder is usable
+            # and holds no earlier run (fedkd.cli.guard).
+            if not args and not kwargs:
+                argv = sys.argv[1:]
+                try:
+                    preflight(CONF_DIR, config_name, argv)
+                except FedkdError as exc:
+                    if "debug=true" in argv:
+                        raise
+                    fail(str(exc))
+            return entry(*args, **kwargs)
+
+        return checked
 
     return decorate
 

@@ -65,6 +65,22 @@ class _DropDeprecation(logging.Filter):
         return "deprecated" not in record.getMessage()
 
 
+def check_before_start(cfg: DictConfig) -> None:
+    """Fail on config mistakes (data, partition, client models) before Ray starts its workers.
+
+    The same functions the server and clients call later, so the one-line error is theirs; the
+    data and partitions are cached in this process, where the ServerApp uses them again.
+    """
+    from fedkd.federated.data import client_model_configs, load_data, partitions
+    from fedkd.federated.records import group_key
+    from fedkd.models import build_from_config
+
+    data = load_data(cfg)
+    partitions(cfg)
+    for model_cfg in {group_key(c): c for c in client_model_configs(cfg)}.values():
+        build_from_config(model_cfg, data.spec)
+
+
 def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run the federated experiment ``cfg`` on Flower's simulation engine; return the run summary.
 
@@ -75,6 +91,7 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     from flwr.simulation import run_simulation
 
     check_sim(cfg)
+    check_before_start(cfg)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     # Ray keeps logs and sockets in its session folder; a fresh one per run, removed afterwards.
     temp_dir = cfg.backend.temp_dir or tempfile.mkdtemp(prefix="fedkd-ray-")

@@ -8,6 +8,7 @@ Writes go to a temporary file renamed into place, so a crash mid-write keeps the
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled objects refused by weights_only
-        reason = str(exc).splitlines()[0][:120]
+        # An empty file gives an exception without text (EOFError): name its type instead. A
+        # refused pickle says why on its "WeightsUnpickler error:" line, not on the first.
+        text = str(exc).strip()
+        refused = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        if refused:
+            # Keep what was refused, not torch's advice to allow it ("add_safe_globals").
+            what = refused.group(1).split(" was not an allowed", 1)[0].split(". ", 1)[0].strip()
+            reason = f"weights-only loading refused it: {what}"[:160]
+        else:
+            reason = (text.splitlines() or [type(exc).__name__])[0][:120]
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({reason}); it is truncated, corrupted or not a fedkd "
             "checkpoint: re-create it with fedkd-train"
@@ -72,7 +82,7 @@ def _load_state(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) ->
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:160]
+        first = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:200]  # "Error(s) ... for X:" + which keys
         raise CheckpointError(
             f"checkpoint {path} does not fit the model ({first}); use a checkpoint of the same architecture"
         ) from None
