@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clients.train import local_train
 from fedkd.errors import ConfigError
+from fedkd.federated import faults
 from fedkd.federated import records as R
 from fedkd.federated.config import RUN_CONFIG_OVERRIDES, config_from_run_config, plain
 from fedkd.federated.data import build_client_model, check_partition_id, client_model_config, client_split, load_data
@@ -119,11 +120,14 @@ def handle_train(msg: Message, context: Context, cfg: DictConfig) -> Message:
     started = time.perf_counter()
     use_threads(cfg)
     pid = partition_of(context, cfg)
+    fault = faults.fault_of(cfg, pid)  # fault injection (conf/sim.yaml: faults); None for healthy clients
+    faults.before_training(fault, cfg, pid)
     split = client_split(cfg, pid)
     config = msg.content.config_records.get(R.CONFIG, ConfigRecord())
     server_round = int(_config_value(config, R.SERVER_ROUND, 0))
     device = resolve_device(cfg.device)
     model, _ = _start_model(cfg, pid, msg, context)
+    start_arrays = R.to_arrays(model) if fault == "scaled" else None
     generator = torch.Generator().manual_seed(_seed(cfg, pid, server_round))
     train_started = time.perf_counter()
     result = local_train(
@@ -139,7 +143,7 @@ def handle_train(msg: Message, context: Context, cfg: DictConfig) -> Message:
     )
     train_seconds = time.perf_counter() - train_started
     model.cpu()
-    arrays = R.to_arrays(model)
+    arrays = faults.corrupt(fault, R.to_arrays(model), start_arrays, cfg)
 
     state = context.state.metric_records.get(STATE_KEY, MetricRecord({"rounds-trained": 0, "last-round": 0}))
     context.state[STATE_KEY] = MetricRecord(

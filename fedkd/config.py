@@ -73,6 +73,23 @@ class BackendConfig:
 
 
 @dataclass
+class FaultsConfig:
+    """Fault injection (``fedkd-sim``): fractions of clients, chosen by partition id, that misbehave.
+
+    See :mod:`fedkd.federated.faults`.
+    """
+
+    raise_fraction: float = 0.0  # the train handler raises
+    hang_fraction: float = 0.0  # sleeps past round_timeout
+    nonfinite_fraction: float = 0.0  # replies NaN/Inf weights
+    malformed_fraction: float = 0.0  # replies wrongly shaped weights
+    scaled_fraction: float = 0.0  # replies w0 + scale * (w - w0)
+    scale: float = 100.0
+    hang_seconds: float | None = None  # null: round_timeout + 5
+    seed: int = 0
+
+
+@dataclass
 class SimConfig(RunConfig):
     """``fedkd-sim``: federated training on Flower (FedAvg, FedProx, ...) with N simulated clients."""
 
@@ -91,6 +108,7 @@ class SimConfig(RunConfig):
     round_timeout: float = 3600.0  # seconds the server waits for one round's replies
     client_resources: ClientResourcesConfig = field(default_factory=ClientResourcesConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
 
 
 @dataclass

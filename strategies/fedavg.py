@@ -26,11 +26,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 from flwr.serverapp.strategy import Result
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedkd.errors import FedkdError
 from fedkd.federated import records as R
+from fedkd.federated.faults import INJECTED
 from fedkd.federated.metrics import RoundRecorder
+from fedkd.federated.robust import all_finite, check_options, clip_update_norms, combine, screen_reply, short_reason
 from fedkd.federated.server_run import ServerRun
 from strategies.sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_partitions
 
@@ -84,6 +85,10 @@ class _RoundStats:
     client: dict[str, float] = field(default_factory=dict)
     evaluate: dict[str, float] = field(default_factory=dict)
     server: dict[str, float] = field(default_factory=dict)  # strategy-specific server metrics
+    global_arrays: ArrayRecord | None = None  # what the clients were sent (the reference for screening)
+    replies: dict[str, int] = field(default_factory=dict)  # ok / failed / late / nonfinite / malformed
+    skipped: bool = False  # too few usable replies, or a non-finite aggregate: the global model is kept
+    clipped: int = 0  # updates whose norm was clipped
 
 
 def weighted_client_metrics(contents: list[RecordDict], weighted_by_key: str) -> MetricRecord:
@@ -131,7 +136,15 @@ class FedAvg(FlowerFedAvg):
         evaluate_fn: EvaluateFn | None = None,
         recorder: RoundRecorder | None = None,
         node_timeout: float = 120.0,
+        min_replies: int = 1,
+        aggregation: str = "mean",
+        trim_fraction: float = 0.2,
+        num_malicious: int = 1,
+        clip_norm: float | None = None,
     ) -> None:
+        check_options(aggregation, trim_fraction, num_malicious, clip_norm)
+        if min_replies < 1:
+            raise FedkdError(f"strategy.min_replies must be >= 1 (got {min_replies}); use 1 or more")
         super().__init__(
             fraction_train=fraction_train,
             # Flower warns when fraction_evaluate is 0 ("evaluation skipped"); that is our default
@@ -156,6 +169,12 @@ class FedAvg(FlowerFedAvg):
         self.node_timeout = node_timeout
         self.node_partition: dict[int, int] = {}  # node id -> partition id, learned by query
         self.client_label_counts: dict[int, np.ndarray] = {}  # partition id -> label histogram
+        self.min_replies = int(min_replies)
+        self.aggregation = aggregation
+        self.trim_fraction = float(trim_fraction)
+        self.num_malicious = int(num_malicious)
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.server_run: ServerRun | None = None
         self._round = _RoundStats()
 
     # ------------------------------------------------------------------ the run
@@ -176,7 +195,9 @@ class FedAvg(FlowerFedAvg):
 
     def bind(self, run: ServerRun) -> None:
         """Receive the run's data spec, test split, device, logger and client model configs, once
-        before the first round. FedAvg needs none of them; server-side distillation does."""
+        before the first round. FedAvg keeps it only to screen mixed-architecture replies;
+        server-side distillation needs more of it. Subclasses call ``super().bind(run)``."""
+        self.server_run = run
 
     def record_server_metrics(self, metrics: dict[str, float]) -> None:
         """Add strategy-specific figures (distillation losses, server seconds) to this round's row."""
@@ -257,7 +278,7 @@ class FedAvg(FlowerFedAvg):
     # ------------------------------------------------------------------ training
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Start the round's clock; send the global model to the clients sampled for this round."""
-        self._round = _RoundStats()
+        self._round = _RoundStats(global_arrays=arrays)
         return self._messages(
             server_round, arrays, config, grid, self.fraction_train, self.min_train_nodes, TRAIN_STREAM, MessageType.TRAIN
         )
@@ -265,15 +286,41 @@ class FedAvg(FlowerFedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Check the replies, sort them by partition id, record their stats, then :meth:`aggregate`."""
         replies = list(replies)
-        # Replies of different architectures have different keys: Flower's consistency check
-        # applies only when every client's weights are averaged together.
-        valid, failed = self._check_and_log_replies(replies, is_train=True, validate=self.averages_weights)
+        # Flower's consistency check raises on one odd reply; ours (screen_reply, per architecture
+        # group) drops that reply instead.
+        valid, failed = self._check_and_log_replies(replies, is_train=True, validate=False)
+        counts = {"ok": 0, "failed": len(failed), "late": max(0, len(self._round.sampled) - len(replies)),
+                  "nonfinite": 0, "malformed": 0}
         for msg in failed:
-            log.warning("round %d: a client failed: %s", server_round, msg.error.reason)
-        if not valid:
-            reason = failed[0].error.reason if failed else "no replies before round_timeout"
-            raise FedkdError(f"round {server_round}: no client returned an update ({reason}); fix the client error above")
-        updates = sorted((ClientUpdate.from_reply(m) for m in valid), key=lambda u: u.partition_id)
+            log.warning("round %d: a client failed: %s", server_round, short_reason(msg.error.reason))
+        usable = []
+        for msg in valid:
+            kind = screen_reply(msg.content, self.reference_arrays(msg), self.weighted_by_key)
+            if kind is None:
+                usable.append(msg)
+            else:
+                counts[kind] += 1
+                log.warning("round %d: dropped a %s reply from node %d", server_round, kind, msg.metadata.src_node_id)
+        counts["ok"] = len(usable)
+        self._round.replies = counts
+        if counts["late"]:
+            log.warning("round %d: %d client(s) did not reply within round_timeout", server_round, counts["late"])
+        if not usable and failed and len(failed) == len(replies) and not any(INJECTED in m.error.reason for m in failed):
+            # Every client raised, and not by injection: a bug or config error on the clients, not a fault to ride out.
+            raise FedkdError(
+                f"round {server_round}: no client returned an update ({failed[0].error.reason}); fix the client error above"
+            )
+        if len(usable) < self.min_replies:
+            log.warning(
+                "round %d skipped: %d usable replies, fewer than strategy.min_replies=%d (failed %d, late %d, "
+                "non-finite %d, malformed %d); the global model stays as it was",
+                server_round, len(usable), self.min_replies, counts["failed"], counts["late"], counts["nonfinite"],
+                counts["malformed"],
+            )
+            self._round.skipped = True
+            self._round.train_done = time.perf_counter()
+            return None, None
+        updates = sorted((ClientUpdate.from_reply(m) for m in usable), key=lambda u: u.partition_id)
         for update in updates:
             self.client_label_counts[update.partition_id] = update.label_counts
         self._round.bytes_received += sum(R.payload_bytes(u.content) for u in updates)
@@ -282,7 +329,46 @@ class FedAvg(FlowerFedAvg):
         arrays, metrics = self.aggregate(server_round, updates)
         self._round.aggregate_seconds = time.perf_counter() - start
         self._round.train_done = time.perf_counter()
+        if arrays is not None and not all_finite(arrays):  # e.g. overflow from huge (but finite) updates
+            log.warning("round %d skipped: the aggregate holds NaN or Inf; the global model stays as it was", server_round)
+            self._round.skipped = True
+            return None, metrics
         return arrays, metrics
+
+    def reference_arrays(self, reply: Message) -> ArrayRecord | None:
+        """The global weights a reply must match in keys, shapes and dtypes: this round's global
+        model, or with mixed architectures the reply's group in it (``None`` when unknown)."""
+        try:
+            pid = int(R.reply_metrics(reply)[R.PARTITION_ID])
+        except (KeyError, StopIteration, TypeError, ValueError):
+            pid = None
+        return self._reference(pid)
+
+    def _reference(self, partition_id: int | None) -> ArrayRecord | None:
+        reference = self._round.global_arrays
+        if reference is None or not R.is_packed(reference):
+            return reference
+        if self.server_run is None or partition_id is None:
+            return None
+        try:
+            return R.unpack_group(reference, self.server_run.group_of(partition_id))
+        except IndexError:
+            return None
+
+    def average(self, updates: list[ClientUpdate], reference: ArrayRecord | None = None) -> ArrayRecord:
+        """Combine the updates' weights with ``strategy.aggregation`` after clipping each update's
+        norm to ``strategy.clip_norm`` (relative to ``reference``, default this round's global model).
+
+        The plain FedAvg mean by default; strategies that start from an average (FedFTG's per-group
+        FedAvg) call this to get the same robust options.
+        """
+        contents = [u.content for u in updates]
+        if self.clip_norm is not None:
+            reference = reference if reference is not None else self._reference(updates[0].partition_id)
+            if reference is not None:
+                contents, clipped = clip_update_norms(contents, reference, self.clip_norm)
+                self._round.clipped += clipped
+        return combine(contents, self.weighted_by_key, self.aggregation, self.trim_fraction, self.num_malicious)
 
     def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
         """The new global model and the round's client metrics from updates sorted by partition id.
@@ -291,8 +377,7 @@ class FedAvg(FlowerFedAvg):
         this in strategies that aggregate differently (distillation, mixed architectures).
         """
         contents = [u.content for u in updates]
-        arrays = R.cast_like(aggregate_arrayrecords(contents, self.weighted_by_key), updates[0].arrays)
-        return arrays, self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        return self.average(updates), self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
     # ------------------------------------------------------------------ federated evaluation (optional)
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -329,6 +414,9 @@ class FedAvg(FlowerFedAvg):
                 **stats.evaluate,
                 **stats.server,
                 "clients": len(stats.sampled),
+                **{f"replies_{k}": v for k, v in stats.replies.items()},
+                "round_skipped": int(stats.skipped),
+                "updates_clipped": stats.clipped,
                 "round_seconds": end - stats.started,
                 "train_phase_seconds": train_done - stats.started,
                 "aggregate_seconds": stats.aggregate_seconds,

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from clients.app import make_client_app
 from fedkd.config import check_sim
+from fedkd.federated.faults import INJECTED
 from fedkd.federated.server_app import make_server_app, quiet_flower
 
 log = logging.getLogger("fedkd.sim")
@@ -59,10 +60,12 @@ def backend_config(cfg: DictConfig, temp_dir: str) -> dict[str, Any]:
 
 
 class _DropDeprecation(logging.Filter):
-    """Hide Flower's run_simulation deprecation warning (known; see the module docstring)."""
+    """Hide Flower's run_simulation deprecation warning (known; see the module docstring), and its
+    tracebacks of faults injected on purpose (``faults.raise_fraction``; the server logs one line each)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "deprecated" not in record.getMessage()
+        message = record.getMessage()
+        return "deprecated" not in message and INJECTED not in message
 
 
 def check_before_start(cfg: DictConfig) -> None:
@@ -75,8 +78,11 @@ def check_before_start(cfg: DictConfig) -> None:
     from fedkd.federated.records import group_key
     from fedkd.models import build_from_config
 
+    from fedkd.federated.faults import assignment
+
     data = load_data(cfg)
     partitions(cfg)
+    assignment(cfg)  # fault-injection fractions
     for model_cfg in {group_key(c): c for c in client_model_configs(cfg)}.values():
         build_from_config(model_cfg, data.spec)
 
