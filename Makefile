@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/fedkd-train dataset=digits model=lenet5 epochs=5
+	$(VENV)/bin/fedkd-compare strategies=[fedavg,fedftg] seeds=[0] "overrides=['dataset=digits','num_clients=4','rounds=3']" title="FedAvg vs FedFTG on digits"
 
 test: install
 	$(PY) -m pytest -q
