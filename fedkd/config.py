@@ -109,6 +109,7 @@ class SimConfig(RunConfig):
     client_resources: ClientResourcesConfig = field(default_factory=ClientResourcesConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    resume: str | None = None  # a run folder: continue that run after its last complete round
 
 
 @dataclass

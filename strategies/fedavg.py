@@ -175,6 +175,8 @@ class FedAvg(FlowerFedAvg):
         self.num_malicious = int(num_malicious)
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.server_run: ServerRun | None = None
+        # Called as checkpointer(round, global arrays) after each round's row (fedkd.federated.resume).
+        self.checkpointer: Callable[[int, ArrayRecord], None] | None = None
         self._round = _RoundStats()
 
     # ------------------------------------------------------------------ the run
@@ -187,11 +189,56 @@ class FedAvg(FlowerFedAvg):
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: EvaluateFn | None = None,
+        first_round: int = 1,
     ) -> Result:
-        """Flower's round loop, with :meth:`end_of_round` (central evaluation + row) as its ``evaluate_fn``."""
-        return super().start(
-            grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn or self.end_of_round
-        )
+        """Flower's round loop (train, optional federated evaluation, central evaluation) from
+        ``first_round`` to ``num_rounds``, with :meth:`end_of_round` as its ``evaluate_fn``.
+
+        The same steps as ``flwr.serverapp.strategy.Strategy.start``; written out here because a
+        resumed run (``resume=<run folder>``) starts after round 1 with ``initial_arrays`` = the
+        checkpointed global model. A round whose aggregation returns no arrays keeps the previous
+        global model.
+        """
+        evaluate_fn = evaluate_fn or self.end_of_round
+        train_config = ConfigRecord() if train_config is None else train_config
+        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+        self.summary()
+        result = Result()
+        result.arrays = arrays = initial_arrays
+        if first_round == 1:
+            initial = evaluate_fn(0, initial_arrays)
+            if initial is not None:
+                result.evaluate_metrics_serverapp[0] = initial
+        for server_round in range(first_round, num_rounds + 1):
+            replies = grid.send_and_receive(self.configure_train(server_round, arrays, train_config, grid), timeout=timeout)
+            new_arrays, train_metrics = self.aggregate_train(server_round, replies)
+            if new_arrays is not None:
+                result.arrays = arrays = new_arrays
+            if train_metrics is not None:
+                result.train_metrics_clientapp[server_round] = train_metrics
+            replies = grid.send_and_receive(self.configure_evaluate(server_round, arrays, evaluate_config, grid), timeout=timeout)
+            evaluate_metrics = self.aggregate_evaluate(server_round, replies)
+            if evaluate_metrics is not None:
+                result.evaluate_metrics_clientapp[server_round] = evaluate_metrics
+            central = evaluate_fn(server_round, arrays)
+            if central is not None:
+                result.evaluate_metrics_serverapp[server_round] = central
+        return result
+
+    # ------------------------------------------------------------------ checkpoint and resume
+    def state_dict(self) -> dict[str, Any]:
+        """What the strategy keeps across rounds, as tensors and plain values (``torch.load(weights_only=True)``
+        reads it back). FedAvg: the clients' label histograms. Subclasses with more state (a
+        generator, its optimiser, per-client models) extend the dict: ``{**super().state_dict(), ...}``."""
+        import torch
+
+        return {"client_label_counts": {str(pid): torch.as_tensor(counts) for pid, counts in self.client_label_counts.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (on resume, before the first resumed round)."""
+        self.client_label_counts = {
+            int(pid): counts.numpy().astype(np.int64) for pid, counts in state.get("client_label_counts", {}).items()
+        }
 
     def bind(self, run: ServerRun) -> None:
         """Receive the run's data spec, test split, device, logger and client model configs, once
@@ -429,6 +476,8 @@ class FedAvg(FlowerFedAvg):
         row = {k: v for k, v in row.items() if v is not None}
         if self.recorder is not None:
             self.recorder.record(server_round, row)
+        if self.checkpointer is not None:  # after the row: the checkpoint holds every row up to this round
+            self.checkpointer(server_round, arrays)
         return result
 
 

@@ -96,6 +96,23 @@ def inputs(tmp_path_factory) -> Path:
     (data / "empty").mkdir()
     (root / "a_file").write_text("not a folder\n")
     (root / "empty_folder").mkdir()
+
+    # Run folders for resume: one with a valid server state (of num_clients=3 rounds=1 seed=0,
+    # the rows' own config), one whose state file is damaged.
+    from flwr.app import ArrayRecord
+
+    from fedkd.federated.config import compose_sim_config
+    from fedkd.federated.resume import STATE_FILE, ServerCheckpointer
+    from strategies.fedavg import FedAvg
+
+    class Rows:
+        rows: list = []
+
+    sim_cfg = compose_sim_config(SMALL["fedkd-sim"])
+    (root / "resumable").mkdir()
+    ServerCheckpointer(root / "resumable", sim_cfg, FedAvg(num_clients=3), Rows())(1, ArrayRecord({"w": torch.zeros(2)}))
+    (root / "damaged_state").mkdir()
+    (root / "damaged_state" / STATE_FILE).write_bytes(good[:100])
     return root
 
 
@@ -153,6 +170,12 @@ ROWS: dict[str, tuple[str, list[str], list[str]]] = {
     "output folder holds a finished run": ("fedkd-train", ["hydra.run.dir={in}/previous_run"], ["already holds a run", "hydra.run.dir"]),
     "simulation into a finished run": ("fedkd-sim", ["hydra.run.dir={in}/previous_run"], ["already holds a run"]),
     "distillation into a finished run": ("fedkd-distill", ["hydra.run.dir={in}/previous_run"], ["already holds a run"]),
+    # --- resume
+    "resume of a folder that holds no run": ("fedkd-sim", ["resume={in}/empty_folder"], ["holds no run to resume", "server_state.pt"]),
+    "resume of a missing folder": ("fedkd-sim", ["resume={in}/no_such_folder"], ["is not a folder"]),
+    "resume with a damaged server state": ("fedkd-sim", ["resume={in}/damaged_state"], ["cannot be read", "truncated"]),
+    "resume with another config": ("fedkd-sim", ["resume={in}/resumable", "seed=5"], ["config differs", "seed"]),
+    "resume into another output folder": ("fedkd-sim", ["resume={in}/resumable", "hydra.run.dir={in}/elsewhere"], ["leave hydra.run.dir out"]),
 }
 
 # Rows that need a bit more than the default tiny config to stay quick and specific.
@@ -171,7 +194,7 @@ def _entry(cmd: str):
 def _argv(name: str, inputs: Path, out: Path) -> tuple[str, list[str]]:
     cmd, overrides, _ = ROWS[name]
     args = SMALL.get(cmd, []) + [o.replace("{in}", str(inputs)) for o in overrides]
-    if not any(a.startswith("hydra.run.dir=") for a in args):
+    if not any(a.startswith(("hydra.run.dir=", "resume=")) for a in args):  # resume: the run's own folder
         args.append(f"hydra.run.dir={out}")
     return cmd, args
 

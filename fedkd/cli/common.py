@@ -78,7 +78,7 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
             if not args and not kwargs:
                 argv = sys.argv[1:]
                 try:
-                    preflight(CONF_DIR, config_name, argv)
+                    sys.argv.extend(preflight(CONF_DIR, config_name, argv))
                 except FedkdError as exc:
                     if "debug=true" in argv:
                         raise

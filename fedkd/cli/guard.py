@@ -108,17 +108,35 @@ def _one_line(text: str, limit: int = 300) -> str:
     return "; ".join(head)[:limit]
 
 
-def preflight(config_dir: str, config_name: str, argv: Sequence[str]) -> None:
+def preflight(config_dir: str, config_name: str, argv: Sequence[str]) -> list[str]:
     """Check the command line of a Hydra entry before Hydra runs; raise :class:`FedkdError` on a problem.
 
-    Command lines with Hydra flags (``--help``, ``--cfg``, ``-m``...) are left to Hydra.
+    Returns overrides to add: with ``resume=DIR`` the run continues in ``DIR``, so Hydra's run
+    folder becomes ``DIR`` and Hydra's own files go to ``DIR/.hydra-resume`` (the run's
+    ``.hydra/`` keeps the original command). Command lines with Hydra flags (``--help``,
+    ``--cfg``, ``-m``...) are left to Hydra.
     """
     if any(arg.startswith("-") for arg in argv):
-        return
+        return []
     cfg = compose_checked(config_dir, config_name, argv)
+    resume = cfg.get("resume")
+    if resume:
+        from fedkd.federated.resume import ResumeState
+
+        folder = Path(str(resume)).expanduser().resolve()
+        ResumeState.load(cfg)  # a folder that holds no run, a damaged state file, another config
+        if any(arg.startswith("hydra.run.dir=") for arg in argv):
+            given = Path(str(cfg.hydra.run.dir)).expanduser().resolve()
+            if given != folder:
+                raise ConfigError(
+                    f"resume={folder} continues that run in its own folder, but hydra.run.dir={given}; leave hydra.run.dir out"
+                )
+        check_writable(folder)
+        extra = [] if any(arg.startswith("hydra.run.dir=") for arg in argv) else [f"hydra.run.dir={folder}"]
+        return [*extra, "hydra.output_subdir=.hydra-resume"]
     try:
         out = Path(str(cfg.hydra.run.dir)).expanduser()
     except Exception:  # an unresolvable run dir: Hydra reports it itself
-        return
-    resume = cfg.get("resume")
-    check_output_dir(out.resolve(), resuming=bool(resume) and Path(str(resume)).expanduser().resolve() == out.resolve())
+        return []
+    check_output_dir(out.resolve())
+    return []

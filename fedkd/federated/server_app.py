@@ -29,6 +29,7 @@ from fedkd.federated import records as R
 from fedkd.federated.config import RUN_CONFIG_OUT_DIR, config_from_run_config
 from fedkd.federated.data import client_model_configs, load_data
 from fedkd.federated.metrics import RoundRecorder
+from fedkd.federated.resume import ResumeState, ServerCheckpointer
 from fedkd.federated.server_run import ServerRun
 from fedkd.models import build_from_config, count_parameters, model_config
 from fedkd.training import evaluate
@@ -102,6 +103,10 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
     quiet_flower()
     _ensure_console()
     check_sim(cfg)
+    resume = ResumeState.load(cfg) if cfg.get("resume") else None
+    if resume is not None:  # continue in the run's own folder, its metrics as at the checkpoint
+        out_dir = resume.folder
+        resume.rewrite_metrics()
     ctx = RunContext.create(cfg, out_dir)
     with ctx.logger:
         data = load_data(cfg)
@@ -121,6 +126,12 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
         )
         check_models(cfg, strategy)
         strategy.bind(server_run)
+        strategy.checkpointer = ServerCheckpointer(ctx.out_dir, cfg, strategy, recorder)
+        initial, first_round = server_run.initial_arrays(), 1
+        if resume is not None:
+            resume.restore(strategy, recorder)  # last: the RNG states as they were after that round
+            initial, first_round = resume.arrays, resume.round + 1
+            log.info("resuming %s after round %d of %d", ctx.out_dir, resume.round, cfg.rounds)
         log.info(
             "%s: %d clients, %d rounds, %s (%d parameters) on %s; output %s",
             type(strategy).__name__, cfg.num_clients, cfg.rounds,
@@ -129,8 +140,8 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
             data.spec.name, ctx.out_dir,
         )
         result = strategy.start(
-            grid, server_run.initial_arrays(), num_rounds=int(cfg.rounds), timeout=float(cfg.round_timeout),
-            train_config=train_config(cfg),
+            grid, initial, num_rounds=int(cfg.rounds), timeout=float(cfg.round_timeout),
+            train_config=train_config(cfg), first_round=first_round,
         )
         checkpoint = save_global_models(server_run, result.arrays, ctx.out_dir, rounds=int(cfg.rounds),
                                         strategy=type(strategy).__name__)

@@ -1,0 +1,163 @@
+"""Checkpoint and resume of a federated run: the server's whole state after every round.
+
+After each round the ServerApp writes ``server_state.pt`` into the run folder, atomically
+(:func:`fedkd.utils.checkpoint.atomic_save`: a temporary file renamed over the old one, so a crash
+while writing leaves the previous round's state intact). It holds
+
+- the global model (every architecture group's, packed as the clients receive it), the round;
+- the metrics rows so far (``metrics.jsonl`` is rewritten from them on resume, so a row written
+  after the last checkpoint is not duplicated);
+- the RNG states (torch, CUDA, numpy, Python) at the end of that round;
+- the strategy's own state (``strategy.state_dict()``, e.g. FedAvg's label histograms; a
+  generator strategy adds its generator and optimiser);
+- the config that matters for the results, to refuse resuming with a different one.
+
+``fedkd-sim resume=<run folder>`` (same overrides as the run) continues at the round after the
+last complete one, in that folder. Everything is read with ``torch.load(weights_only=True)``:
+tensors and plain values only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord
+from omegaconf import DictConfig, OmegaConf
+
+from fedkd.errors import CheckpointError, ConfigError
+from fedkd.federated import records as R
+from fedkd.utils.checkpoint import atomic_save
+
+STATE_FILE = "server_state.pt"
+FORMAT = "fedkd-server-state-v1"
+
+#: Config keys that do not change a run's results: they may differ between a run and its resume.
+NOT_IDENTITY = ("resume", "rounds", "hydra", "debug", "tensorboard", "backend", "client_resources",
+                "node_timeout", "round_timeout", "device", "eval_batch_size")
+
+
+def config_identity(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config without the keys that may change on resume (:data:`NOT_IDENTITY`)."""
+    # Mask first: Hydra's own node (present in the preflight's config) does not resolve outside a run.
+    kept = [k for k in cfg.keys() if k not in NOT_IDENTITY]
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ServerCheckpointer:
+    """Called by the strategy after each round's row is recorded: writes ``server_state.pt``."""
+
+    def __init__(self, out_dir: Path, cfg: DictConfig, strategy: Any, recorder: Any) -> None:
+        self.path = Path(out_dir) / STATE_FILE
+        self.identity = config_identity(cfg)
+        self.strategy = strategy
+        self.recorder = recorder
+
+    def __call__(self, server_round: int, arrays: ArrayRecord) -> None:
+        state = {
+            "format": FORMAT,
+            "round": int(server_round),
+            "arrays": R.state_dict(arrays),
+            "rows": json.loads(json.dumps(self.recorder.rows)),  # plain numbers and strings only
+            "rng": _rng_state(),
+            "strategy": self.strategy.state_dict(),
+            "strategy_class": type(self.strategy).__name__,
+            "config": json.dumps(self.identity, sort_keys=True),
+        }
+        atomic_save(state, self.path)
+
+
+@dataclass
+class ResumeState:
+    """A run's ``server_state.pt``, checked against the config that resumes it."""
+
+    folder: Path
+    round: int
+    arrays: ArrayRecord
+    rows: list[dict[str, Any]]
+    rng: dict[str, Any]
+    strategy: dict[str, Any]
+    strategy_class: str
+
+    @classmethod
+    def load(cls, cfg: DictConfig) -> ResumeState:
+        """Read ``<cfg.resume>/server_state.pt``; one-line errors for every way it can be unusable."""
+        folder = Path(str(cfg.resume)).expanduser().resolve()
+        if not folder.is_dir():
+            raise ConfigError(f"resume={folder} is not a folder; give the run folder of an earlier fedkd-sim run")
+        path = folder / STATE_FILE
+        if not path.is_file():
+            raise CheckpointError(
+                f"resume={folder} holds no run to resume (no {STATE_FILE}); give the folder of a fedkd-sim run "
+                "that completed at least one round, or start a new run without resume"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, corrupted, or pickled objects (refused by weights_only)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise CheckpointError(
+                f"{path} cannot be read ({reason}); it is truncated or corrupted: start a new run without resume"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a fedkd server state; give the folder of a fedkd-sim run")
+        saved = json.loads(state["config"])
+        now = config_identity(cfg)
+        if saved != now:
+            keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            raise ConfigError(
+                f"resume={folder}: the config differs from the run's in {', '.join(keys)}; resume with the run's "
+                f"overrides (see {folder / 'resolved_config.yaml'})"
+            )
+        if state["round"] > int(cfg.rounds):
+            raise ConfigError(
+                f"resume={folder} already completed {state['round']} rounds but rounds={cfg.rounds}; set rounds>={state['round']}"
+            )
+        return cls(folder, int(state["round"]), ArrayRecord(state["arrays"]), list(state["rows"]), state["rng"],
+                   state["strategy"], str(state["strategy_class"]))
+
+    def rewrite_metrics(self) -> None:
+        """``metrics.jsonl`` as it was at the checkpoint: rows of later, unfinished rounds dropped."""
+        from fedkd.utils.run_logger import METRICS_FILE
+
+        lines = [json.dumps({"step": row["round"], **{k: v for k, v in row.items() if k != "round"}}) for row in self.rows]
+        target = self.folder / METRICS_FILE
+        tmp = target.with_name(f".{METRICS_FILE}.resume.tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        tmp.replace(target)
+
+    def restore(self, strategy: Any, recorder: Any) -> None:
+        """Put the strategy's state, the recorder's rows and the RNG states back as they were."""
+        if type(strategy).__name__ != self.strategy_class:
+            raise ConfigError(f"resume: the run used {self.strategy_class}, this config {type(strategy).__name__}; use the run's strategy")
+        strategy.load_state_dict(self.strategy)
+        recorder.rows = [dict(row) for row in self.rows]
+        _set_rng_state(self.rng)

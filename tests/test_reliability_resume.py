@@ -1,0 +1,121 @@
+"""Checkpoint and resume of a federated run: a run killed with SIGKILL and resumed ends as one never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedkd.federated.resume import STATE_FILE
+from fedkd.utils.checkpoint import load_checkpoint
+from fedkd.utils.run_logger import read_metrics
+
+BIN = Path(sys.executable).parent
+SIM = ["dataset=digits", "num_clients=2", "rounds=3", "model=lenet5_half", "client_resources.num_cpus=1", "device=cpu",
+       "seed=3"]
+ENV = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "HYDRA_FULL_ERROR": "0"}
+
+
+def _sim(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "fedkd-sim"), *SIM, *overrides], capture_output=True, text=True, timeout=300,
+                          env=ENV, stdin=subprocess.DEVNULL)
+
+
+def _state_round(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["round"])
+    except Exception:  # not written yet (the rename is atomic, so never half a file)
+        return 0
+
+
+def _kill_leftovers(marker: str) -> list[int]:
+    """SIGKILL processes of the killed run that left its process group (Ray's daemons), found by
+    their Ray session folder on the command line; returns their pids."""
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    done = _sim(f"hydra.run.dir={out}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+def test_run_killed_with_sigkill_and_resumed_ends_like_an_uninterrupted_one(reference, tmp_path):
+    out = tmp_path / "run"
+    # Ray's session folder, to find its daemons afterwards; short, as Ray's socket paths must be.
+    ray_dir = Path(tempfile.mkdtemp(prefix="fkr-", dir="/tmp"))
+    log = (tmp_path / "killed.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "fedkd-sim"), *SIM, f"hydra.run.dir={out}", f"backend.temp_dir={ray_dir}"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=ENV, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while _state_round(out / STATE_FILE) < 1:  # kill as soon as round 1 is checkpointed
+            assert proc.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        _kill_leftovers(str(ray_dir))
+        log.close()
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = _state_round(out / STATE_FILE)
+    assert 1 <= killed_at < 3, "killed in the middle of the run"
+    assert not (out / "summary.json").exists()
+
+    resumed = _sim(f"resume={out}")  # same overrides; continues in the run's folder
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resuming {out}" in resumed.stdout + resumed.stderr
+
+    rows, expected = read_metrics(out), read_metrics(reference)
+    assert [r["step"] for r in rows] == [1, 2, 3], "one row per round, none duplicated"
+    for row, want in zip(rows, expected, strict=True):
+        for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy"):
+            assert row[key] == want[key], (row["step"], key, row[key], want[key])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_test_accuracy"] == json.loads((reference / "summary.json").read_text())["final_test_accuracy"]
+    ours, theirs = load_checkpoint(out / "model.pt")["state_dict"], load_checkpoint(reference / "model.pt")["state_dict"]
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert (out / ".hydra" / "overrides.yaml").read_text() != (out / ".hydra-resume" / "overrides.yaml").read_text()
+
+
+def test_checkpoint_after_every_round_holds_the_run_state(reference):
+    state = torch.load(reference / STATE_FILE, map_location="cpu", weights_only=True)
+    assert state["round"] == 3
+    assert [r["round"] for r in state["rows"]] == [1, 2, 3]
+    assert set(state["rng"]) >= {"torch", "numpy", "python"}
+    assert set(state["strategy"]["client_label_counts"]) == {"0", "1"}
+    final = load_checkpoint(reference / "model.pt")["state_dict"]
+    assert all(torch.equal(state["arrays"][k], final[k]) for k in final)
+    assert not list(reference.glob(f".{STATE_FILE}.*")), "no temporary file left behind"
