@@ -1,0 +1,433 @@
+"""Data-free distillation on digits: losses, BN hooks, teachers, DFAD, CMI, the conditional synthesizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedkd.data import get_spec
+from fedkd.datafree import (
+    BNStatHooks,
+    CMISynthesizer,
+    ConditionalSynthesizer,
+    DFADSynthesizer,
+    EnsembleTeacher,
+    RealDataSource,
+    Teacher,
+    class_weights_from_counts,
+    distill,
+    uniform_class_weights,
+)
+from fedkd.datafree import losses as L
+from fedkd.datafree.augment import random_crop_flip, random_resized_crop
+from fedkd.datafree.buffers import RingBuffer
+from fedkd.errors import ConfigError
+from fedkd.models import batchnorm_layers, build_model, list_models
+from fedkd.training import evaluate, fit
+from fedkd.utils.seeding import seed_everything
+
+CPU = torch.device("cpu")
+SPEC = get_spec("digits")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are small: one thread is as fast, and does not stall when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(digits):
+    """A LeNet-5 trained on digits once per session (about 97% test accuracy)."""
+    gen = seed_everything(0)
+    model = build_model("lenet5", digits.spec)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    fit(model, digits.train, digits.test, opt, 5, 64, CPU, generator=gen, progress=False)
+    acc = evaluate(model, digits.test, CPU)["accuracy"]
+    assert acc > 0.9
+    return model.eval()
+
+
+def _random_bn_lenet(seed: int) -> nn.Module:
+    """A LeNet-5 with non-trivial BN running statistics (so eval-mode BN is not the identity)."""
+    torch.manual_seed(seed)
+    model = build_model("lenet5", SPEC)
+    for bn in batchnorm_layers(model):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def _hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+# ------------------------------------------------------------------------------------ losses
+def test_loss_functions_have_the_right_signs_and_zeros():
+    torch.manual_seed(0)
+    s, t = torch.randn(32, 10), torch.randn(32, 10)
+    assert L.l1_discrepancy(s, t) > 0 and L.l1_discrepancy(t, t) == 0
+    assert L.kl_divergence(s, t, 4.0) > 0 and L.kl_divergence(t, t, 4.0).abs() < 1e-6
+    assert L.adversarial_kl(s, t) <= 0 and L.adversarial_kl(s, t, only_agreeing=False) < 0
+    # No sample where student and teacher agree: the masked term is exactly zero.
+    disagree = t.clone()
+    disagree[torch.arange(32), t.argmax(1)] -= 100
+    assert L.adversarial_kl(disagree, t) == 0
+    # InfoNCE: matching keys score lower than shuffled ones.
+    q = torch.randn(16, 8)
+    assert L.info_nce(q, q.clone(), 0.1) < L.info_nce(q, q[torch.randperm(16)], 0.1)
+    # Diversity term in (0, 1]; identical outputs for different codes give 1.
+    z = torch.randn(16, 4)
+    assert L.diversity_loss(z, torch.zeros(16, 1, 4, 4)) == pytest.approx(1.0)
+    assert 0 < L.diversity_loss(z, torch.randn(16, 1, 4, 4)) < 1
+    # Class balance: minimal (-log C) for a batch spread evenly over the classes.
+    assert L.information_entropy(torch.zeros(8, 10)) == pytest.approx(-np.log(10), abs=1e-5)
+    assert L.information_entropy(torch.eye(10)[[0] * 8] * 20) > -0.1
+    mu, var = torch.randn(6), torch.rand(6) + 0.1
+    assert L.bn_statistics_loss([mu], [var], [mu], [var]) == 0
+    assert L.bn_statistics_loss([mu], [var], [mu + 1], [var]) == pytest.approx(np.sqrt(6), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------- BN hooks
+def test_bn_hooks_measure_statistics_and_are_removed_on_exit():
+    model = _random_bn_lenet(0)
+    x = torch.randn(64, *SPEC.shape)
+    # Running statistics equal to this batch's: the loss (nearly) vanishes.
+    matched = _random_bn_lenet(0)
+    for bn in batchnorm_layers(matched):
+        bn.momentum = 1.0
+    matched.train()
+    with torch.no_grad():
+        matched(x)
+    matched.eval()
+    with BNStatHooks(matched) as hooks:
+        matched(x)
+        small = hooks.loss().item()
+    with BNStatHooks(model, features=True) as hooks:
+        assert _hook_count(model) == len(batchnorm_layers(model))
+        model(x)
+        large = hooks.loss().item()
+        feats = hooks.features()
+    assert small < 0.05 * large
+    assert feats.shape == (64, sum(bn.num_features for bn in batchnorm_layers(model)))
+    assert _hook_count(model) == 0 and not hooks.active
+    with pytest.raises(RuntimeError):  # an exception inside the block still removes the hooks
+        with BNStatHooks(model):
+            raise RuntimeError("boom")
+    assert _hook_count(model) == 0
+
+
+# ---------------------------------------------------------------------------------- teachers
+def test_ensemble_of_one_equals_the_single_teacher():
+    model = _random_bn_lenet(1)
+    x = torch.randn(16, *SPEC.shape)
+    assert torch.equal(EnsembleTeacher([model])(x), Teacher(model)(x))
+    weights = class_weights_from_counts([[3, 0, 5, 1, 1, 1, 1, 1, 1, 1]])
+    assert torch.equal(EnsembleTeacher([model], weights)(x), Teacher(model)(x))
+
+
+def test_batched_ensemble_gives_the_loop_logits_and_gradients():
+    models = [_random_bn_lenet(s) for s in range(3)]
+    weights = class_weights_from_counts(np.random.default_rng(0).integers(0, 20, (3, 10)))
+    batched, loop = EnsembleTeacher(models, weights, batched=True), EnsembleTeacher(models, weights, batched=False)
+    assert batched.batched and not loop.batched
+    x = torch.randn(16, *SPEC.shape, requires_grad=True)
+    out_b = batched(x)
+    (grad_b,) = torch.autograd.grad(out_b.sum(), x)
+    out_l = loop(x)
+    (grad_l,) = torch.autograd.grad(out_l.sum(), x)
+    torch.testing.assert_close(out_b, out_l, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad_b, grad_l, rtol=1e-4, atol=1e-5)
+    # Per-class weights: each class's logit comes from the members in their shares.
+    manual = sum(weights[m] * models[m](x) for m in range(3))
+    torch.testing.assert_close(out_l, manual)
+    # Different architectures fall back to the loop; demanding the batched path is an error.
+    mixed = [models[0], build_model("lenet5_half", SPEC).eval()]
+    assert not EnsembleTeacher(mixed).batched
+    with pytest.raises(ConfigError):
+        EnsembleTeacher(mixed, batched=True)
+
+
+def test_class_weights_from_counts():
+    w = class_weights_from_counts([[10, 0, 0], [30, 5, 0]])
+    torch.testing.assert_close(w.sum(0), torch.ones(3))
+    torch.testing.assert_close(w[:, 0], torch.tensor([0.25, 0.75]))
+    torch.testing.assert_close(w[:, 1], torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(w[:, 2], torch.tensor([0.5, 0.5]))  # nobody has it: uniform
+    torch.testing.assert_close(uniform_class_weights(4, 3), torch.full((4, 3), 0.25))
+    with pytest.raises(ConfigError):
+        EnsembleTeacher([_random_bn_lenet(0)], torch.full((1, 10), 0.5))  # columns must sum to 1
+
+
+def test_ensemble_exposes_every_members_bn_layers_and_averages_the_bn_loss():
+    a = _random_bn_lenet(2)
+    twins = EnsembleTeacher([a, a], batched=True)
+    assert len(twins.bn_layers()) == 2 * len(batchnorm_layers(a))
+    x = torch.randn(32, *SPEC.shape)
+    with BNStatHooks(Teacher(a)) as hooks:
+        Teacher(a)(x)
+        single = hooks.loss()
+    with BNStatHooks(twins) as hooks:  # forces the per-member path so member hooks fire
+        twins(x)
+        both = hooks.loss()
+    torch.testing.assert_close(both, single)
+    assert _hook_count(a) == 0
+
+
+# ------------------------------------------------------------------------ pieces of synthesis
+def test_ring_buffer_is_bounded_and_keeps_the_newest_rows():
+    buf = RingBuffer(5)
+    buf.add(torch.arange(3.0).view(3, 1))
+    buf.add(torch.arange(3.0, 7.0).view(4, 1))
+    assert len(buf) == 5 and buf.added == 7
+    assert sorted(buf.all().flatten().tolist()) == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert buf.sample(100).shape == (100, 1)
+
+
+def test_augmentations_keep_shape_and_pass_gradients():
+    x = torch.randn(8, *SPEC.shape, requires_grad=True)
+    for out in (random_crop_flip(x, 3, hflip=True), random_resized_crop(x, (0.25, 1.0))):
+        assert out.shape == x.shape
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        assert grad.abs().sum() > 0
+    # Zero shift, no flip: the identity.
+    torch.testing.assert_close(random_crop_flip(x, 0, hflip=False), x, atol=1e-5, rtol=0)
+
+
+def test_generators_are_registered_and_follow_the_dataset_spec():
+    assert {"dfad_generator", "cmi_generator", "cond_generator"} <= set(list_models("generator"))
+    assert "dfad_generator" not in list_models("classifier")
+    rgb = get_spec("cifar10")
+    for spec in (SPEC, rgb):
+        g = build_model("dfad_generator", spec, ngf=8)
+        x = g(g.noise(4))
+        assert x.shape == (4, *spec.shape)
+        # DFAD's generator ends in a non-affine BatchNorm: each channel standardised per batch.
+        torch.testing.assert_close(x.mean((0, 2, 3)), torch.zeros(spec.channels), atol=1e-4, rtol=0)
+    c = build_model("cond_generator", SPEC, ngf=8)
+    y = torch.tensor([0, 1, 2, 3])
+    assert c(c.noise(4), y).shape == (4, *SPEC.shape)
+    pixels = build_model("cmi_generator", SPEC, ngf=8, nz=16)
+    x = pixels(pixels.noise(4)) * SPEC.std[0] + SPEC.mean[0]  # back to [0, 1] pixels
+    assert x.min() >= 0 and x.max() <= 1
+
+
+# ----------------------------------------------------------------------------------- DFAD
+def test_dfad_generator_step_increases_the_discrepancy_student_step_decreases_it(digits_teacher):
+    torch.manual_seed(0)
+    student = build_model("lenet5_half", SPEC)
+    teacher = Teacher(digits_teacher)
+    synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=64, lr=1e-3)
+    g = synth.generator
+
+    def discrepancy(z: torch.Tensor) -> float:
+        with torch.no_grad():
+            x = g(z)
+            return L.l1_discrepancy(student(x), teacher(x)).item()
+
+    torch.manual_seed(1)
+    z = g.noise(64)
+    before = discrepancy(z)
+    torch.manual_seed(1)  # synthesize() draws the same codes
+    out = synth.synthesize(teacher, student)
+    assert out["generator_loss"] == pytest.approx(-out["discrepancy"]) and out["discrepancy"] > 0
+    # Backward went into the generator only: no gradients were computed for the student's weights.
+    assert all(p.grad is None for p in student.parameters())
+    after_generator = discrepancy(z)
+    assert after_generator > before
+    opt = torch.optim.SGD(student.parameters(), lr=0.05)
+    for _ in range(3):  # the student's steps pull it back down
+        with torch.no_grad():
+            x = g(z)
+        loss = L.l1_discrepancy(student(x), teacher(x))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert discrepancy(z) < after_generator
+
+
+class _Spy(Teacher):
+    """Records, at every teacher call, whether autograd is on and how many hooks are attached."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.calls: list[tuple[bool, int]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((torch.is_grad_enabled(), _hook_count(self.model)))
+        return super().forward(x)
+
+
+def test_dfad_student_beats_chance_and_teacher_is_unhooked_without_grad_in_student_steps(digits, digits_teacher):
+    seed_everything(0)
+    student = build_model("lenet5_half", SPEC)
+    teacher = _Spy(digits_teacher)
+    synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=64, student_steps=5)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    out = distill(student, teacher, synth, opt, iterations=25, batch_size=64, progress=False)
+    acc = evaluate(student, digits.test, CPU)["accuracy"]
+    assert acc > 0.5, acc  # chance: 0.1
+    assert out["student_samples"] == 25 * 5 * 64 and out["samples_generated"] == 25 * 6 * 64
+    # 1 generator call (with grad) then 5 student-step calls (no grad) per iteration; never hooked.
+    assert [grad for grad, _ in teacher.calls[:6]] == [True] + [False] * 5
+    assert all(hooks == 0 for _, hooks in teacher.calls)
+
+
+# ------------------------------------------------------------------------------------ CMI
+def test_cmi_student_beats_chance_with_hooks_only_during_synthesis(digits, digits_teacher):
+    seed_everything(0)
+    student = build_model("lenet5_half", SPEC)
+    teacher = _Spy(digits_teacher)
+    synth = CMISynthesizer(
+        SPEC, "cpu", {"name": "cmi_generator", "ngf": 8, "nz": 32}, batch_size=64, iterations=8,
+        student_steps=10, pool_size=400, bank_size=256, negatives=128,
+    )
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    distill(student, teacher, synth, opt, iterations=8, batch_size=64, progress=False)
+    acc = evaluate(student, digits.test, CPU)["accuracy"]
+    assert acc > 0.4, acc  # chance: 0.1
+    bn = len(batchnorm_layers(digits_teacher))
+    synthesis = [c for c in teacher.calls if c[0]]
+    student_steps = [c for c in teacher.calls if not c[0]]
+    assert synthesis and all(h == bn for _, h in synthesis)  # BN hooks during synthesis
+    assert len(student_steps) == 8 * 10 and all(h == 0 for _, h in student_steps)  # and never after
+    assert _hook_count(digits_teacher) == 0
+    assert len(synth.pool) == 400 and synth.pool.added == 8 * 64  # bounded pool, one batch a round
+    assert len(synth.bank) == 256
+
+
+def test_cmi_needs_bn_layers_for_its_bn_loss():
+    no_bn = build_model("lenet5", SPEC, batch_norm=False).eval()
+    synth = CMISynthesizer(SPEC, "cpu", {"name": "cmi_generator", "ngf": 4, "nz": 8}, batch_size=8, iterations=1)
+    with pytest.raises(ConfigError, match="BatchNorm"):
+        synth.synthesize(Teacher(no_bn), build_model("lenet5_half", SPEC))
+
+
+# ------------------------------------------------------------------ conditional / real data
+def test_conditional_synthesizer_follows_the_label_prior_and_persists(digits_teacher):
+    torch.manual_seed(0)
+    models = [digits_teacher, _random_bn_lenet(3)]
+    counts = np.zeros((2, 10), dtype=int)
+    counts[0, :3] = 50
+    counts[1, 3] = 20
+    teacher = EnsembleTeacher(models, class_weights_from_counts(counts))
+    synth = ConditionalSynthesizer(SPEC, "cpu", {"name": "cond_generator", "ngf": 8}, batch_size=32, bn=0.1)
+    synth.set_label_prior(counts)
+    before = [p.detach().clone() for p in synth.generator.parameters()]
+    student = build_model("lenet5_half", SPEC)
+    for _ in range(2):
+        out = synth.synthesize(teacher, student)
+    assert set(out) >= {"generator_loss", "loss_ce", "loss_adv", "loss_div", "loss_bn"}
+    assert any(not torch.equal(a, b) for a, b in zip(before, synth.generator.parameters()))
+    assert _hook_count(digits_teacher) == 0
+    x, y = synth.sample(500)
+    assert x.shape == (500, *SPEC.shape)
+    assert set(y.tolist()) <= {0, 1, 2, 3}  # never a class nobody holds
+    with pytest.raises(ConfigError):
+        synth.set_label_prior([1.0, 2.0])
+
+
+def test_real_data_reference_runs_through_the_same_loop(digits, digits_teacher):
+    seed_everything(0)
+    student = build_model("lenet5_half", SPEC)
+    source = RealDataSource(SPEC, "cpu", train=digits.train, student_steps=5, temperature=1.0)
+    opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
+    distill(student, digits_teacher, source, opt, iterations=20, batch_size=64, progress=False)
+    assert evaluate(student, digits.test, CPU)["accuracy"] > 0.8
+
+
+# ----------------------------------------------------------------------- fedkd-distill entry
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from fedkd.cli.common import CONF_DIR
+    from fedkd.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="centralized", overrides=list(overrides))
+
+
+def _run(tmp_path, name: str, *overrides: str) -> dict:
+    from fedkd.cli.common import RunContext
+    from fedkd.cli.distill import run_distillation
+
+    cfg = _compose("device=cpu", "tensorboard=true", "preview_images=8", *overrides)
+    ctx = RunContext.create(cfg, out_dir=tmp_path / name)
+    with ctx.logger:
+        return run_distillation(cfg, ctx)
+
+
+TINY = ("epochs=2", "iterations_per_epoch=2", "batch_size=32", "distill.batch_size=32", "distill.generator.ngf=4")
+
+
+def test_distill_entry_trains_a_teacher_then_distills_and_records_everything(tmp_path):
+    from fedkd.utils.checkpoint import model_from_checkpoint
+    from fedkd.utils.run_logger import read_metrics
+
+    summary = _run(tmp_path, "dfad", "teacher.epochs=1", *TINY)
+    out = tmp_path / "dfad"
+    for name in ("teacher.pt", "student.pt", "generator.pt", "summary.json", "metrics.jsonl", "resolved_config.yaml"):
+        assert (out / name).is_file(), name
+    assert list((out / "tb").iterdir())  # TensorBoard events (scalars and sample grids)
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows if "test_accuracy" in r] == [1, 2]  # one row per epoch
+    assert any("teacher/test_accuracy" in r for r in rows)
+    assert 0 <= summary["final_student_accuracy"] <= 1
+    assert summary["final_student_accuracy"] == rows[-1]["test_accuracy"]  # the final student's, not the best
+    assert summary["student_steps"] == 2 * 2 * 5 and summary["synthetic_samples"] == 2 * 2 * 6 * 32
+    assert summary["synthetic_samples_per_s"] > 0 and summary["peak_rss_mb"] > 0
+    assert "best_on_test_student_accuracy" not in summary and not (out / "student_best_on_test.pt").exists()
+    student, meta = model_from_checkpoint(out / "student.pt", SPEC)
+    assert meta["model_config"]["name"] == "lenet5_half"
+    generator, meta = model_from_checkpoint(out / "generator.pt", SPEC)
+    assert meta["kind"] == "generator" and generator(generator.noise(2)).shape == (2, *SPEC.shape)
+
+
+def test_distill_entry_with_a_checkpoint_cmi_and_keep_best_on_test(tmp_path, digits_teacher):
+    from fedkd.utils.checkpoint import model_meta, save_model
+
+    ckpt = tmp_path / "teacher.pt"
+    save_model(ckpt, digits_teacher, **model_meta({"name": "lenet5"}, SPEC))
+    summary = _run(
+        tmp_path, "cmi", f"teacher.checkpoint={ckpt}", "distill=cmi", *TINY, "distill.iterations=2",
+        "distill.student_steps=2", "keep_best_on_test=true",
+    )
+    assert summary["teacher_accuracy"] > 0.9 and summary["method"] == "CMISynthesizer"
+    assert (tmp_path / "cmi" / "student_best_on_test.pt").is_file()
+    assert summary["best_on_test_student_accuracy"] >= summary["final_student_accuracy"]
+    assert not (tmp_path / "cmi" / "teacher.pt").exists()  # nothing trained
+
+
+def test_distill_entry_bad_inputs_end_with_one_line_errors(tmp_path, digits_teacher):
+    from fedkd.data.specs import DatasetSpec
+    from fedkd.errors import CheckpointError, FedkdError
+    from fedkd.utils.checkpoint import model_meta, save_model
+
+    with pytest.raises(CheckpointError, match="does not exist") as missing:
+        _run(tmp_path, "a", f"teacher.checkpoint={tmp_path / 'nope.pt'}", *TINY)
+    three = DatasetSpec("digits3", 1, 28, 3, (0.5,), (0.5,))
+    ckpt = tmp_path / "three.pt"
+    save_model(ckpt, build_model("lenet5", three), **model_meta({"name": "lenet5"}, three))
+    with pytest.raises(CheckpointError, match="num_classes=3") as mismatch:
+        _run(tmp_path, "b", f"teacher.checkpoint={ckpt}", *TINY)
+    with pytest.raises(ConfigError, match="student.name 'resnet99'") as unknown:
+        _run(tmp_path, "c", "student.name=resnet99", *TINY)
+    with pytest.raises(ConfigError, match="dfad_generator") as generator_as_student:
+        _run(tmp_path, "d", "student.name=dfad_generator", *TINY)
+    with pytest.raises(ConfigError, match="generator name") as bad_generator:
+        _run(tmp_path, "e", "distill.generator.name=lenet5", *TINY)
+    for exc in (missing, mismatch, unknown, generator_as_student, bad_generator):
+        assert isinstance(exc.value, FedkdError) and "\n" not in str(exc.value)
+
+
+def test_fedkd_distill_command_prints_one_line_and_exits_2(cli, tmp_path):
+    result = cli("fedkd-distill", f"teacher.checkpoint={tmp_path / 'missing.pt'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [lines[-1]] and lines[0].startswith("fedkd: error: checkpoint") and "does not exist" in lines[0]
