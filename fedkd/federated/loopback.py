@@ -1,8 +1,11 @@
 """The fedkd app on a real Flower deployment on one machine: a SuperLink, N SuperNodes, ``flwr run``.
 
-Everything talks over 127.0.0.1 without TLS (``--insecure``): a test and a demonstration of the
-deployment path, not a secure setup (docs/federated.md shows the TLS and node-authentication
-flags for a real network). Each SuperNode gets its partition with
+By default everything talks over 127.0.0.1 without TLS (``--insecure``). With ``tls`` (a
+:class:`fedkd.federated.certs.TlsFiles`) the SuperLink serves TLS and SuperNodes and the ``flwr``
+CLI verify it with the CA certificate; with ``node_keys`` as well, the SuperLink runs with
+``--enable-supernode-auth``: the public keys in ``authorized`` are registered
+(``flwr supernode register``) and each SuperNode signs with its private key, so a SuperNode with
+an unregistered key is refused. Each SuperNode gets its partition with
 ``--node-config "partition-id=<i> num-partitions=<N>"``; Flower's state and the installed app
 live in a private ``FLWR_HOME`` under ``workdir``. :class:`LoopbackDeployment` stops every process
 it started (and their children) when its ``with`` block ends, also after an error.
@@ -21,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fedkd.errors import FedkdError
+from fedkd.federated.certs import TlsFiles
 
 REPO = Path(__file__).resolve().parents[2]
 CONNECTION = "loopback"
@@ -91,9 +95,17 @@ class LoopbackDeployment:
     an in-process ``fedkd-sim`` run.
     """
 
-    def __init__(self, nodes: int, workdir: str | Path, app_dir: str | Path = REPO, simulation: bool = False) -> None:
+    def __init__(
+        self, nodes: int, workdir: str | Path, app_dir: str | Path = REPO, simulation: bool = False,
+        tls: TlsFiles | None = None, node_keys: list[Path] | None = None, authorized: list[Path] | None = None,
+    ) -> None:
+        if node_keys is not None and tls is None:
+            raise FedkdError("SuperNode authentication needs TLS; give tls=make_tls_files(folder) as well")
         self.nodes = nodes
         self.simulation = simulation
+        self.tls = tls
+        self.node_keys = node_keys  # private key of SuperNode i (partition i); None: no authentication
+        self.authorized = authorized if authorized is not None else [Path(f"{k}.pub") for k in node_keys or []]
         self.workdir = Path(workdir).resolve()
         self.app_dir = Path(app_dir).resolve()
         self.home = self.workdir / "flwr-home"
@@ -125,21 +137,64 @@ class LoopbackDeployment:
         """Start the SuperLink, wait until it listens, start the SuperNodes, write the CLI's connection."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
+        security = f'root-certificates = "{self.tls.ca_cert.resolve()}"' if self.tls else "insecure = true"
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\n{security}\n'
         )
         mode = ["--simulation"] if self.simulation else []
-        link = self._start("superlink", ["flower-superlink", "--insecure", *mode, "--host", "127.0.0.1", "--port", str(self.port)])
+        if self.tls is None:
+            secure = ["--insecure"]
+        else:
+            secure = ["--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile", str(self.tls.server_cert),
+                      "--ssl-keyfile", str(self.tls.server_key)]
+            secure += ["--enable-supernode-auth"] if self.node_keys is not None else []
+        link = self._start("superlink", ["flower-superlink", *secure, *mode, "--host", "127.0.0.1", "--port", str(self.port)])
         wait_for_port(self.port, timeout, link)
+        if self.node_keys is not None:
+            for public in self.authorized:
+                self.register(public)
         for i in range(0 if self.simulation else self.nodes):
-            self._start(
-                f"supernode{i}",
-                [
-                    "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-                    "--port", str(free_port()), "--node-config", f"partition-id={i} num-partitions={self.nodes}",
-                ],
-            )
+            self.add_supernode(i, self.node_keys[i] if self.node_keys is not None else None)
+
+    def register(self, public_key: Path) -> None:
+        """Register a SuperNode's public key with the SuperLink (``flwr supernode register``)."""
+        done = subprocess.run(
+            [str(self.bin / "flwr"), "supernode", "register", str(public_key), CONNECTION],
+            env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=120,
+        )
+        if done.returncode != 0 or "registered successfully" not in done.stdout:
+            raise FedkdError(f"flwr supernode register {public_key} failed: {(done.stdout + done.stderr).strip()[-300:]}")
+
+    def add_supernode(
+        self, partition_id: int, private_key: Path | None = None, name: str | None = None, plaintext: bool = False,
+    ) -> subprocess.Popen:
+        """Start one ``flower-supernode`` for ``partition_id``, signing with ``private_key`` if given;
+        over TLS when the deployment has it, unless ``plaintext`` (to show a TLS SuperLink refuses it)."""
+        secure = ["--root-certificates", str(self.tls.ca_cert)] if self.tls and not plaintext else ["--insecure"]
+        if private_key is not None:
+            secure += ["--auth-supernode-private-key", str(private_key)]
+        return self._start(
+            name or f"supernode{partition_id}",
+            [
+                "flower-supernode", *secure, "--superlink", f"127.0.0.1:{self.port}", "--port", str(free_port()),
+                "--node-config", f"partition-id={partition_id} num-partitions={self.nodes}",
+            ],
+        )
+
+    def supernodes(self) -> list[dict]:
+        """The SuperLink's SuperNodes (``flwr supernode list --format json``): ids and status."""
+        import json
+
+        done = subprocess.run(
+            [str(self.bin / "flwr"), "supernode", "list", CONNECTION, "--format", "json"],
+            env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=120,
+        )
+        try:
+            data = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            raise FedkdError(f"flwr supernode list gave no JSON: {(done.stdout + done.stderr).strip()[-300:]}") from None
+        return list(data.get("nodes", data) if isinstance(data, dict) else data)
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every started process and its children, SIGKILL what is left after ``grace`` seconds."""
