@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, MetricRecord
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from torch import nn
 
 from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill
@@ -132,7 +131,7 @@ class FedFTG(FedAvg):
 
         global_models: dict[str, ArrayRecord] = {}
         for key, members in groups.items():
-            average = R.cast_like(aggregate_arrayrecords([m.content for m in members], self.weighted_by_key), members[0].arrays)
+            average = self.average(members)  # FedAvg within the group, with the robust options
             start = {
                 "average": average,
                 "previous": self.students.get(key, average),
@@ -161,6 +160,30 @@ class FedFTG(FedAvg):
         for key in run.model_configs:
             global_models.setdefault(key, self.students.get(key) or run.initial_group_arrays(key))
         return R.pack_groups(global_models), client_metrics
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """FedAvg's state plus the persistent generator, its optimiser and the last students."""
+        self._require_run()
+        synth = self.synthesizer
+        return {
+            **super().state_dict(),
+            "generator": {k: v.detach().cpu() for k, v in synth.generator.state_dict().items()},
+            "generator_optimizer": synth.optimizer.state_dict() if hasattr(synth, "optimizer") else {},
+            "samples_generated": synth.samples_generated,
+            "students": {key: R.state_dict(arrays) for key, arrays in self.students.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (after :meth:`bind`, before the first resumed round)."""
+        super().load_state_dict(state)
+        self._require_run()
+        synth = self.synthesizer
+        synth.generator.load_state_dict(state["generator"])
+        if state.get("generator_optimizer") and hasattr(synth, "optimizer"):
+            synth.optimizer.load_state_dict(state["generator_optimizer"])
+        synth.samples_generated = int(state.get("samples_generated", 0))
+        self.students = {key: ArrayRecord(sd) for key, sd in state.get("students", {}).items()}
 
     # ------------------------------------------------------------------ pieces
     def ensemble(self, updates: list[ClientUpdate]) -> EnsembleTeacher:

@@ -150,6 +150,15 @@ def test_generator_persists_and_learns_across_rounds(cfg, trained, tmp_path):
     changed = lambda a, b: any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())  # noqa: E731
     assert changed(snapshots[0], snapshots[1]) and changed(snapshots[1], snapshots[2])
 
+    # Resume: the generator, its optimiser and the students survive a safe save/load round trip.
+    path = tmp_path / "state.pt"
+    torch.save(strategy.state_dict(), path)
+    restored, _ = _strategy(cfg, tmp_path / "again")
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    for key, value in restored.synthesizer.generator.state_dict().items():
+        assert torch.equal(value, snapshots[-1][key])
+    assert set(restored.students) == set(strategy.students)
+
 
 def test_mixed_architectures_each_client_gets_its_own_architecture(tmp_path):
     mixed = ["client_models=[{name:small_cnn,channels:8},{name:lenet5_half}]", "strategy=fedftg"]
