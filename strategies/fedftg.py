@@ -65,6 +65,10 @@ class FedFTG(FedAvg):
         image_every: log a grid of generated samples every this many rounds (0: never).
         freeze_bn_stats: keep the student's BatchNorm statistics (from the clients' real data)
             while it is fine-tuned on synthetic samples.
+        warmup_rounds: rounds in which only the generator learns (the global model is the plain
+            average): a freshly initialised generator's samples pull a student away from the
+            data (Fashion-MNIST, Dirichlet 0.1, round 1: 0.615 -> 0.387), a trained one helps
+            (round 2: 0.641 -> 0.703).
     """
 
     #: Clients may train different architectures: weights are averaged within groups only.
@@ -82,6 +86,7 @@ class FedFTG(FedAvg):
         batched_ensemble: bool | str = "auto",
         image_every: int = 5,
         freeze_bn_stats: bool = True,
+        warmup_rounds: int = 1,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
@@ -102,6 +107,7 @@ class FedFTG(FedAvg):
         self.batched_ensemble = batched_ensemble
         self.image_every = image_every
         self.freeze_bn_stats = freeze_bn_stats
+        self.warmup_rounds = warmup_rounds
         self.synthesizer: Synthesizer | None = None
         self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
         self.run: ServerRun | None = None
@@ -139,6 +145,10 @@ class FedFTG(FedAvg):
             }[self.student_init]
             student = self._load(run.model_configs[key], start)
             before = evaluate(student, run.test, run.device)["accuracy"]
+            if server_round <= self.warmup_rounds:
+                server.update(self.train_generator(teacher, student))
+                global_models[key] = self.students[key] = average
+                continue
             result = distill(
                 student, teacher, self.synthesizer, self.make_optimizer(student.parameters()), self.iterations,
                 batch_size=self.batch_size, progress=False, desc=f"server r{server_round}",
@@ -186,6 +196,14 @@ class FedFTG(FedAvg):
         self.students = {key: ArrayRecord(sd) for key, sd in state.get("students", {}).items()}
 
     # ------------------------------------------------------------------ pieces
+    def train_generator(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
+        """Warm-up: ``iterations`` synthesizer steps, the student untouched; mean losses."""
+        sums: dict[str, float] = {}
+        for _ in range(self.iterations):
+            for name, value in self.synthesizer.synthesize(teacher, student).items():
+                sums[name] = sums.get(name, 0.0) + value / self.iterations
+        return sums
+
     def ensemble(self, updates: list[ClientUpdate]) -> EnsembleTeacher:
         """All clients' models as one teacher, weighted per class by their label counts (or uniformly)."""
         run = self._require_run()
