@@ -9,7 +9,7 @@ channels.
 
 Cost: almost all the work is the two convs at the upsampled resolutions, which grows with
 ``ngf**2``. ``ngf=64`` (128 channels) is the size used for 32x32 CIFAR images; a 1-channel 28x28
-dataset needs far less (``ngf=16`` costs about 1/16 of it) -- see ``benchmarks/``.
+dataset needs far less (``ngf=16`` has about 1/16 of its FLOPs) -- see ``benchmarks/``.
 
 Output heads (``output``):
 - ``"bn"`` (DFAD): ``tanh`` then a non-affine BatchNorm, so every batch is standardised per channel

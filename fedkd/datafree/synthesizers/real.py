@@ -27,7 +27,7 @@ class RealDataSource(Synthesizer):
         train: Split | None = None,
         student_steps: int = 1,
         student_loss: str = "kl",
-        temperature: float = 4.0,
+        temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__(spec, device)
