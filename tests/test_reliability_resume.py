@@ -119,3 +119,32 @@ def test_checkpoint_after_every_round_holds_the_run_state(reference):
     final = load_checkpoint(reference / "model.pt")["state_dict"]
     assert all(torch.equal(state["arrays"][k], final[k]) for k in final)
     assert not list(reference.glob(f".{STATE_FILE}.*")), "no temporary file left behind"
+
+
+def test_compare_resumes_an_interrupted_run_and_keeps_finished_ones(tmp_path, monkeypatch):
+    """fedkd-compare over a folder where one run finished and one was killed after a round."""
+    from flwr.app import ArrayRecord
+    from omegaconf import OmegaConf
+
+    import fedkd.federated.simulation as simulation
+    from fedkd.cli.compare import run_all
+    from fedkd.federated.config import compose_sim_config
+    from fedkd.federated.resume import ServerCheckpointer
+    from strategies.fedavg import FedAvg
+
+    class Rows:
+        rows: list = []
+
+    overrides = ["dataset=digits", "num_clients=2", "rounds=2"]
+    finished, killed = tmp_path / "runs" / "fedavg" / "seed0", tmp_path / "runs" / "fedavg" / "seed1"
+    finished.mkdir(parents=True)
+    (finished / "summary.json").write_text("{}\n")
+    killed.mkdir(parents=True)
+    sim_cfg = compose_sim_config(["strategy=fedavg", "seed=1", *overrides])
+    ServerCheckpointer(killed, sim_cfg, FedAvg(num_clients=2), Rows())(1, ArrayRecord({"w": torch.zeros(2)}))
+    calls = []
+    monkeypatch.setattr(simulation, "simulate", lambda cfg, out: calls.append((cfg, out)))
+    cfg = OmegaConf.create({"strategies": ["fedavg"], "seeds": [0, 1, 2], "overrides": overrides, "strategy_overrides": {}})
+    run_all(cfg, tmp_path)
+    assert [out for _, out in calls] == [killed, tmp_path / "runs" / "fedavg" / "seed2"]
+    assert calls[0][0].resume == str(killed) and calls[1][0].resume is None

@@ -28,6 +28,7 @@ log = logging.getLogger("fedkd.compare")
 def run_all(cfg: DictConfig, root: Path) -> None:
     """Run every (strategy, seed) pair not finished yet under ``root/runs``."""
     from fedkd.federated.config import compose_sim_config
+    from fedkd.federated.resume import STATE_FILE
     from fedkd.federated.simulation import simulate
 
     if not cfg.strategies or not cfg.seeds:
@@ -38,7 +39,10 @@ def run_all(cfg: DictConfig, root: Path) -> None:
             if (run_dir / SUMMARY_FILE).exists():
                 log.info("%s seed %s: finished earlier, kept", strategy, seed)
                 continue
-            extra = cfg.strategy_overrides.get(strategy, [])
+            extra = list(cfg.strategy_overrides.get(strategy, []))
+            if (run_dir / STATE_FILE).exists():  # interrupted after a complete round: continue it
+                extra.append(f"resume={run_dir}")
+                log.info("%s seed %s: interrupted earlier, resuming", strategy, seed)
             sim_cfg = compose_sim_config([f"strategy={strategy}", f"seed={seed}", *cfg.overrides, *extra])
             log.info("%s seed %s -> %s", strategy, seed, run_dir)
             simulate(sim_cfg, run_dir)
