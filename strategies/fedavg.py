@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
@@ -230,8 +231,6 @@ class FedAvg(FlowerFedAvg):
         """What the strategy keeps across rounds, as tensors and plain values (``torch.load(weights_only=True)``
         reads it back). FedAvg: the clients' label histograms. Subclasses with more state (a
         generator, its optimiser, per-client models) extend the dict: ``{**super().state_dict(), ...}``."""
-        import torch
-
         return {"client_label_counts": {str(pid): torch.as_tensor(counts) for pid, counts in self.client_label_counts.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
