@@ -22,7 +22,7 @@ demo: install
 	$(VENV)/bin/fedkd-compare strategies=[fedavg,fedftg] seeds=[0] "overrides=['dataset=digits','num_clients=4','rounds=3']" title="FedAvg vs FedFTG on digits"
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -204,7 +204,7 @@ def test_simulation_survives_forty_percent_faulty_clients(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
         [str(BIN / "fedkd-sim"), "dataset=digits", "num_clients=10", "rounds=2", "client_resources.num_cpus=1",
-         "partition=iid", "round_timeout=12", "faults.hang_seconds=14",
+         "partition=iid", "round_timeout=25", "faults.hang_seconds=30",
          "faults.raise_fraction=0.1", "faults.hang_fraction=0.1", "faults.nonfinite_fraction=0.1",
          "faults.malformed_fraction=0.1", f"hydra.run.dir={out}"],
         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
