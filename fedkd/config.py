@@ -42,6 +42,14 @@ class RunConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Random training-batch augmentation of supervised training (off by default)."""
+
+    shift: int = 0  # shift each image by up to this many pixels (zero fill): RandomCrop(padding=shift)
+    hflip: bool = False  # random horizontal flips (natural images, clothes; not digits)
+
+
+@dataclass
 class TrainConfig(RunConfig):
     """``fedkd-train``: supervised training of one model (baselines, teachers)."""
 
@@ -51,6 +59,7 @@ class TrainConfig(RunConfig):
     batch_size: int = 64
     eval_batch_size: int = 1024
     cosine_lr: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     resume: str | None = None  # a run folder: continue that run after its last complete epoch
 
 
@@ -136,6 +145,7 @@ class TeacherConfig:
     optim: Any = MISSING
     epochs: int = 10
     batch_size: int = 128
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -176,8 +186,14 @@ def require_positive(cfg: DictConfig, *keys: str) -> None:
             raise ConfigError(f"{key} must be > 0 (got {value}); set {key}=<positive number>")
 
 
+def check_augment(augment: DictConfig, key: str) -> None:
+    if augment.shift < 0:
+        raise ConfigError(f"{key}.shift must be >= 0 pixels (got {augment.shift}); set e.g. {key}.shift=2, or 0 for none")
+
+
 def check_train(cfg: DictConfig) -> None:
     require_positive(cfg, "epochs", "batch_size", "eval_batch_size")
+    check_augment(cfg.augment, "augment")
 
 
 def check_sim(cfg: DictConfig) -> None:
@@ -187,5 +203,6 @@ def check_sim(cfg: DictConfig) -> None:
 
 def check_centralized(cfg: DictConfig) -> None:
     require_positive(cfg, "epochs", "iterations_per_epoch", "batch_size", "eval_batch_size", "teacher.epochs", "teacher.batch_size")
+    check_augment(cfg.teacher.augment, "teacher.augment")
     if cfg.threads is not None:
         require_positive(cfg, "threads")

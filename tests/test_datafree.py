@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fedkd.data import get_spec
+from fedkd.data.augment import random_crop_flip, random_resized_crop
 from fedkd.datafree import (
     BNStatHooks,
     CMISynthesizer,
@@ -21,7 +22,6 @@ from fedkd.datafree import (
     uniform_class_weights,
 )
 from fedkd.datafree import losses as L
-from fedkd.datafree.augment import random_crop_flip, random_resized_crop
 from fedkd.datafree.buffers import RingBuffer
 from fedkd.errors import ConfigError
 from fedkd.models import batchnorm_layers, build_model, list_models

@@ -41,6 +41,26 @@ def test_lenet_half_is_smaller_and_bn_is_optional():
     assert len(batchnorm_layers(build_model("resnet8", spec))) > 5
 
 
+def test_lenet_fc_batch_norm_gives_model_inversion_four_bn_layers():
+    from fedkd.datafree.bn_hooks import BNStatHooks
+
+    spec = get_spec("fashion_mnist")
+    model = build_model("lenet5", spec, fc_batch_norm=True)
+    layers = batchnorm_layers(model)
+    assert [layer.num_features for layer in layers] == [6, 16, 120, 84]
+    model.train()
+    model(torch.randn(32, *spec.shape))  # give the running statistics something to differ from
+    model.eval()
+    x = torch.randn(16, *spec.shape, requires_grad=True)
+    with BNStatHooks(model, features=True) as hooks:
+        model(x)
+        loss = hooks.loss()
+        assert hooks.features().shape == (16, 6 + 16 + 120 + 84)
+    (grad,) = torch.autograd.grad(loss, x)
+    assert loss.item() > 0 and grad.abs().sum() > 0
+    assert not any(layer._forward_hooks for layer in layers)  # removed on leaving the block
+
+
 def test_lenet_accepts_32x32():
     spec = get_spec("mnist").resized(32)
     assert build_model("lenet5", spec)(torch.randn(2, 1, 32, 32)).shape == (2, 10)

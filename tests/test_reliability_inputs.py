@@ -143,6 +143,7 @@ ROWS: dict[str, tuple[str, list[str], list[str]]] = {
     "value of the wrong type": ("fedkd-train", ["epochs=abc"], ["epochs=abc", "Integer"]),
     "unknown key": ("fedkd-train", ["nosuchkey=1"], ["nosuchkey"]),
     "epochs = 0": ("fedkd-train", ["epochs=0"], ["epochs must be > 0"]),
+    "negative augmentation shift": ("fedkd-train", ["augment.shift=-1"], ["augment.shift must be >= 0"]),
     "negative batch size": ("fedkd-train", ["batch_size=-4"], ["batch_size must be > 0"]),
     "CUDA asked for, none present": ("fedkd-train", ["device=cuda"], ["device="]),
     "unknown strategy": ("fedkd-sim", ["strategy=nosuch"], ["strategy/nosuch", "fedavg"]),

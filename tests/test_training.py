@@ -49,6 +49,41 @@ def test_regularizer_is_added_to_the_loss(digits):
     assert shifted["loss"] == pytest.approx(base + 1.5, abs=1e-5)
 
 
+def test_augmented_training_sees_shifted_flipped_batches_and_still_learns(digits):
+    from fedkd.data.augment import batch_augmenter
+
+    assert batch_augmenter(0, False) is None  # off by default: the batches go in as they are
+    seen: list[torch.Tensor] = []
+    shift = batch_augmenter(2, hflip=False)
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        out = shift(x)
+        seen.append(torch.stack([x, out]))
+        return out
+
+    gen = seed_everything(0)
+    model = build_model("lenet5", digits.spec)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    history = [train_epoch(model, digits.train, opt, 64, CPU, gen, augment=augment) for _ in range(3)]
+    x, out = seen[0]
+    assert out.shape == x.shape and not torch.equal(out, x)
+    # A shift moves pixels: every shifted image equals its original moved by at most 2 pixels.
+    for i in range(4):
+        moved = [torch.roll(x[i], (dy, dx), (1, 2)) for dy in range(-2, 3) for dx in range(-2, 3)]
+        inner = (slice(None), slice(2, -2), slice(2, -2))  # away from the zero-filled border
+        assert min((m[inner] - out[i][inner]).abs().max().item() for m in moved) < 1e-4
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert evaluate(model, digits.test, CPU)["accuracy"] > 0.8
+
+
+def test_fedkd_train_augment_option(cli, tmp_path):
+    out = tmp_path / "run"
+    result = cli("fedkd-train", "epochs=1", "augment.shift=1", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "summary.json").read_text())["final_test_accuracy"] > 0.5
+    assert "shift: 1" in (out / "resolved_config.yaml").read_text()
+
+
 def test_checkpoint_round_trip_and_errors(tmp_path, digits):
     spec = digits.spec
     model = build_model("lenet5", spec)

@@ -28,6 +28,7 @@ from torch import nn
 from fedkd.cli.common import RunContext, hydra_entry
 from fedkd.config import check_centralized
 from fedkd.data import DataBundle
+from fedkd.data.augment import batch_augmenter
 from fedkd.datafree import Synthesizer, Teacher, distill
 from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, count_parameters, list_models, model_config
@@ -94,6 +95,7 @@ def load_or_train_teacher(
         fit(
             model, data.train, test, optimizer, cfg.teacher.epochs, cfg.teacher.batch_size, device,
             generator=ctx.generator, log=lambda epoch, m: ctx.logger.log(epoch, m, prefix="teacher/"),
+            augment=batch_augmenter(cfg.teacher.augment.shift, cfg.teacher.augment.hflip),
         )
         source = str(ctx.out_dir / TEACHER_FILE)
         save_model(source, model, **model_meta(cfg.teacher.model, spec))

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from fedkd.cli.common import RunContext, hydra_entry
 from fedkd.config import check_train
+from fedkd.data.augment import batch_augmenter
 from fedkd.models import build_from_config, count_parameters
 from fedkd.training import fit
 from fedkd.utils.checkpoint import model_meta, save_model
@@ -52,6 +53,7 @@ def train(cfg: DictConfig, ctx: RunContext, resume: RunState | None = None) -> d
         model, data.train, data.test.to(ctx.device), optimizer, cfg.epochs, cfg.batch_size, ctx.device,
         generator=ctx.generator, cosine_lr=cfg.cosine_lr, log=ctx.logger.log,
         scheduler=scheduler, start_epoch=start, on_epoch=on_epoch,
+        augment=batch_augmenter(cfg.augment.shift, cfg.augment.hflip),
     ) or final
     save_model(ctx.out_dir / "model.pt", model, **model_meta(cfg.model, data.spec))
     ctx.logger.summary({"final_test_accuracy": final["test_accuracy"], "final_test_loss": final["test_loss"]})

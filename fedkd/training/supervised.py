@@ -16,6 +16,8 @@ from torch import nn
 from fedkd.data.datasets import Split, iterate_batches
 from fedkd.utils.device import autocast
 
+Augment = Callable[[torch.Tensor], torch.Tensor]
+"""``augment(x)``: a randomly transformed copy of a training batch (:func:`fedkd.data.augment.batch_augmenter`)."""
 Regularizer = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``regularizer(model, x, y, logits)``: a term added to the batch's cross-entropy (``logits`` = model(x))."""
 
@@ -29,10 +31,12 @@ def train_epoch(
     generator: torch.Generator | None = None,
     regularizer: Regularizer | None = None,
     max_steps: int | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, float]:
     """One pass over ``split`` (or ``max_steps`` batches); returns mean ``loss`` and ``accuracy``.
 
-    ``regularizer(model, x, y, logits)`` is added to the cross-entropy of every batch.
+    ``regularizer(model, x, y, logits)`` is added to the cross-entropy of every batch;
+    ``augment(x)`` transforms each batch first.
     """
     model.train()
     total_loss = torch.zeros((), device=device)
@@ -42,6 +46,8 @@ def train_epoch(
         if max_steps is not None and step >= max_steps:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if augment is not None:
+            x = augment(x)
         with autocast(device):
             logits = model(x)
             loss = F.cross_entropy(logits, y)
@@ -92,8 +98,12 @@ def fit(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     start_epoch: int = 1,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    augment: Augment | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for ``epochs`` with a progress bar; evaluate on ``test`` after each epoch.
+
+    ``augment(x)`` transforms every training batch (random shifts and flips); evaluation sees the
+    test set as it is.
 
     ``log(epoch, metrics)`` receives train and test figures. Returns the last epoch's metrics
     (the final model's, never the best seen on the test set).
@@ -111,7 +121,7 @@ def fit(
     metrics: dict[str, float] = {}
     bar = tqdm(range(start_epoch, epochs + 1), desc="train", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
-        tr = train_epoch(model, train, optimizer, batch_size, device, generator)
+        tr = train_epoch(model, train, optimizer, batch_size, device, generator, augment=augment)
         te = evaluate(model, test, device)
         if scheduler is not None:
             scheduler.step()

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedkd.data.augment import random_crop_flip, random_resized_crop
 from fedkd.data.specs import DatasetSpec
-from fedkd.datafree.augment import random_crop_flip, random_resized_crop
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.generators import reset_parameters

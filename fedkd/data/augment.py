@@ -1,5 +1,8 @@
 """Differentiable batch augmentations on normalised image tensors (per-sample random parameters).
 
+Supervised training (``augment.shift``/``augment.hflip`` of ``fedkd-train`` and of a teacher trained
+by ``fedkd-distill``) and CMI's synthesis share them: model inversion optimises samples under
+these transformations, so it works best with a teacher trained to be invariant to them.
 CMI's contrastive loss compares two views of each synthetic sample: a *global* view (random crop
 with padding, optional horizontal flip) and a *local* view (random resized crop of 25-100% of the
 area, optional flip). Both are one ``affine_grid``/``grid_sample`` call, so gradients flow back to
@@ -9,6 +12,7 @@ the generator. Padding is zero, i.e. the dataset's mean colour in normalised spa
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -57,3 +61,12 @@ def random_resized_crop(
     theta[:, 0, 2] = tx
     theta[:, 1, 2] = ty
     return _sample_affine(x, theta)
+
+
+def batch_augmenter(shift: int = 0, hflip: bool = False) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``x -> random_crop_flip(x, shift, hflip)`` for training batches; ``None`` when both are off."""
+    if shift < 0:
+        raise ValueError(f"augment.shift must be >= 0 pixels (got {shift})")
+    if shift == 0 and not hflip:
+        return None
+    return lambda x: random_crop_flip(x, shift, hflip)
