@@ -1,8 +1,9 @@
 """Differentiable batch augmentations on normalised image tensors (per-sample random parameters).
 
 Supervised training (``augment.shift``/``augment.hflip`` of ``fedkd-train`` and of a teacher trained
-by ``fedkd-distill``) and CMI's synthesis share them: model inversion optimises samples under
-these transformations, so it works best with a teacher trained to be invariant to them.
+by ``fedkd-distill``) and CMI's synthesis share them. CMI optimises its samples under these
+transformations; a teacher trained without them is not invariant to them, which slows CMI's
+cross-entropy (docs/centralized.md has the measurements).
 CMI's contrastive loss compares two views of each synthetic sample: a *global* view (random crop
 with padding, optional horizontal flip) and a *local* view (random resized crop of 25-100% of the
 area, optional flip). Both are one ``affine_grid``/``grid_sample`` call, so gradients flow back to
@@ -64,9 +65,8 @@ def random_resized_crop(
 
 
 def batch_augmenter(shift: int = 0, hflip: bool = False) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """``x -> random_crop_flip(x, shift, hflip)`` for training batches; ``None`` when both are off."""
-    if shift < 0:
-        raise ValueError(f"augment.shift must be >= 0 pixels (got {shift})")
+    """``x -> random_crop_flip(x, shift, hflip)`` for training batches; ``None`` when both are off.
+    (``fedkd.config.check_augment`` refuses a negative shift with a one-line error.)"""
     if shift == 0 and not hflip:
         return None
     return lambda x: random_crop_flip(x, shift, hflip)
