@@ -195,3 +195,32 @@ def test_synthesizer_state_round_trips_through_weights_only_loading(tmp_path, on
             b_metrics = fresh.synthesize(teacher, student)
             b = fresh.sample(8)[0]
             assert a_metrics == b_metrics and torch.equal(a, b), name
+
+
+def test_resume_with_a_replaced_teacher_is_refused_and_changes_nothing(references, tmp_path, monkeypatch, capfd):
+    """The run records its teacher's SHA-256; a teacher file changed since the checkpoint is refused."""
+    import shutil
+
+    from fedkd.utils.checkpoint import atomic_save
+
+    folder = tmp_path / "run"
+    shutil.copytree(references["fedkd-distill"], folder)
+    teacher = folder / "teacher.pt"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["teacher_sha256"] == hashlib.sha256(teacher.read_bytes()).hexdigest()
+
+    ckpt = load_checkpoint(teacher)  # same architecture, one weight changed: loads fine, is not the same teacher
+    state = {k: v.clone() for k, v in ckpt["state_dict"].items()}
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first].add_(0.01)
+    atomic_save({**ckpt, "state_dict": state}, teacher)
+    before = _snapshot(folder)
+    code, stderr = _main("fedkd-distill", [*DISTILL, f"resume={folder}"], monkeypatch, capfd)
+    line = _one_error_line(stderr)
+    assert code == 2
+    assert f"teacher {teacher} has changed since the run" in line and "SHA-256" in line and "; " in line
+    assert _snapshot(folder) == before, "a file of the run was changed, removed or added"
+
+    teacher.unlink()
+    code, stderr = _main("fedkd-distill", [*DISTILL, f"resume={folder}"], monkeypatch, capfd)
+    assert code == 2 and f"teacher {teacher} of the run at {folder} is missing" in _one_error_line(stderr)

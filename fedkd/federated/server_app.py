@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from hydra.utils import instantiate
@@ -23,7 +22,6 @@ from omegaconf import DictConfig
 
 from fedkd.cli.common import RunContext, quiet_libraries
 from fedkd.config import check_sim
-from fedkd.data import Split
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.config import RUN_CONFIG_OUT_DIR, config_from_run_config

@@ -75,10 +75,9 @@ def check_before_start(cfg: DictConfig) -> None:
     data and partitions are cached in this process, where the ServerApp uses them again.
     """
     from fedkd.federated.data import client_model_configs, load_data, partitions
+    from fedkd.federated.faults import assignment
     from fedkd.federated.records import group_key
     from fedkd.models import build_from_config
-
-    from fedkd.federated.faults import assignment
 
     data = load_data(cfg)
     partitions(cfg)

@@ -7,6 +7,7 @@ Writes go to a temporary file renamed into place, so a crash mid-write keeps the
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -33,6 +34,15 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex): identifies a checkpoint beyond its path."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_model(path: str | Path, model: nn.Module, **meta: Any) -> None:
