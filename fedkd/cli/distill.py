@@ -31,10 +31,10 @@ from fedkd.config import check_centralized
 from fedkd.data import DataBundle
 from fedkd.data.augment import batch_augmenter
 from fedkd.datafree import Synthesizer, Teacher, distill
-from fedkd.errors import CheckpointError, ConfigError
+from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, count_parameters, list_models, model_config
 from fedkd.training import evaluate, fit
-from fedkd.utils.checkpoint import file_sha256, model_from_checkpoint, model_meta, save_model
+from fedkd.utils.checkpoint import model_from_checkpoint, model_meta, save_model
 from fedkd.utils.run_state import RunCheckpointer, RunState, training_parts
 
 log = logging.getLogger("fedkd.distill")
@@ -102,28 +102,7 @@ def load_or_train_teacher(
         save_model(source, model, **model_meta(cfg.teacher.model, spec))
     accuracy = evaluate(model, test, device, cfg.eval_batch_size)["accuracy"]
     log.info("teacher %s: test accuracy %.4f", source, accuracy)
-    # The file's hash, not only its path: a resumed run refuses a teacher replaced in between.
-    return model, {"teacher_accuracy": accuracy, "teacher_checkpoint": source, "teacher_sha256": file_sha256(source)}
-
-
-def check_same_teacher(cfg: DictConfig, state: RunState) -> None:
-    """Refuse to resume ``state`` when its teacher file (``teacher.checkpoint``, or the run's own
-    ``teacher.pt``) is missing or no longer has the bytes it had. Called by the preflight, before
-    anything in the run folder changes."""
-    expected = state.parts.get("teacher_sha256")
-    if expected is None:  # checkpointed before teachers were fingerprinted
-        return
-    trained = state.parts.get("teacher_trained", False)
-    path = state.folder / TEACHER_FILE if trained else Path(str(cfg.teacher.checkpoint)).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"teacher {path} of the run at {state.folder} is missing; put it back, or start a new run without resume"
-        )
-    if file_sha256(path) != expected:
-        raise CheckpointError(
-            f"teacher {path} has changed since the run at {state.folder} was checkpointed (its SHA-256 differs); "
-            "put the original file back, or start a new run without resume"
-        )
+    return model, {"teacher_accuracy": accuracy, "teacher_checkpoint": source}
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -163,7 +142,10 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         cfg.iterations_per_epoch,
     )
     best = {"accuracy": -1.0, "epoch": 0}
-    checkpointer = RunCheckpointer(ctx.out_dir, cfg, "centralized", ctx.generator)
+    # The teacher is identified by its bytes, not only its path: a resume refuses a replaced one.
+    checkpointer = RunCheckpointer(ctx.out_dir, cfg, "centralized", ctx.generator,
+                                   inputs={"teacher": teacher_info["teacher_checkpoint"]})
+    teacher_info["teacher_sha256"] = checkpointer.inputs["teacher"]["sha256"]
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> dict[str, float]:
         result = evaluate(student, test, device, cfg.eval_batch_size)
@@ -182,7 +164,6 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
             **training_parts(student, optimizer, scheduler),
             "synthesizer": synthesizer.state_dict(),
             "teacher_checkpoint": teacher_info["teacher_checkpoint"],
-            "teacher_sha256": teacher_info["teacher_sha256"],
             "teacher_trained": trained_teacher,
             "best": dict(best),
             "metrics": {**metrics, **extra},  # what distill() returns after this epoch

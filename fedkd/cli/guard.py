@@ -28,8 +28,8 @@ RUN_MARKERS = ("summary.json", "model.pt", "student.pt", "teacher.pt", "generato
 
 def check_resume(config_name: str, cfg: DictConfig) -> None:
     """Load the run state ``cfg.resume`` points at with the entry point's own reader, which raises
-    a one-line :class:`FedkdError` when the folder holds no run, a damaged state or another config
-    (``fedkd-distill``: or a teacher file changed since the checkpoint).
+    a one-line :class:`FedkdError` when the folder holds no run, a damaged state, another config or
+    an input file (a distillation's teacher) changed since the checkpoint.
 
     ``fedkd-sim`` resumes from the server's ``server_state.pt`` (:mod:`fedkd.federated.resume`);
     ``fedkd-train`` and ``fedkd-distill`` from ``train_state.pt`` (:mod:`fedkd.utils.run_state`).
@@ -42,11 +42,7 @@ def check_resume(config_name: str, cfg: DictConfig) -> None:
     else:
         from fedkd.utils.run_state import RunState
 
-        state = RunState.load(cfg, config_name)
-        if config_name == "centralized":  # a distillation also depends on its teacher file
-            from fedkd.cli.distill import check_same_teacher
-
-            check_same_teacher(cfg, state)
+        RunState.load(cfg, config_name)
 
 
 def holds_run(folder: Path) -> str | None:

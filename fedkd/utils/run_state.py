@@ -10,7 +10,9 @@ while writing leaves the previous epoch's state intact). It holds
   last checkpoint is not duplicated);
 - the RNG states (torch, CUDA, NumPy, Python and the run's data-order generator) at the end of
   that epoch;
-- the config that matters for the results, to refuse resuming with a different one.
+- the config that matters for the results, to refuse resuming with a different one;
+- the SHA-256 of each input file the run depends on (``fedkd-distill``: its teacher), to refuse
+  resuming after one of them was replaced or removed.
 
 ``fedkd-train <same overrides> resume=<run folder>`` (``fedkd-distill`` alike) continues at the
 epoch after the last complete one, in that folder. Everything is read with
@@ -30,7 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fedkd.errors import CheckpointError, ConfigError
-from fedkd.utils.checkpoint import atomic_save
+from fedkd.utils.checkpoint import atomic_save, file_sha256
 from fedkd.utils.run_logger import METRICS_FILE
 from fedkd.utils.seeding import rng_state, set_rng_state
 
@@ -120,16 +122,40 @@ def check_identity(cfg: DictConfig, folder: Path, state: dict[str, Any], identit
         )
 
 
+def _fingerprint(path: Path, folder: Path) -> dict[str, str]:
+    path, folder = path.resolve(), folder.resolve()
+    stored = path.relative_to(folder) if path.is_relative_to(folder) else path
+    return {"path": str(stored), "sha256": file_sha256(path)}
+
+
+def check_inputs(folder: Path, inputs: dict[str, dict[str, str]]) -> None:
+    """Refuse, in one line, to resume when an input file the run recorded is missing or changed."""
+    for label, record in inputs.items():
+        path = folder / record["path"]  # an absolute stored path stays as it is
+        if not path.is_file():
+            raise CheckpointError(
+                f"{label} {path} of the run at {folder} is missing; put it back, or start a new run without resume"
+            )
+        if file_sha256(path) != record["sha256"]:
+            raise CheckpointError(
+                f"{label} {path} has changed since the run at {folder} was checkpointed (its SHA-256 differs); "
+                "put the original file back, or start a new run without resume"
+            )
+
+
 class RunCheckpointer:
     """Writes ``train_state.pt`` for one run: call :meth:`save` at the end of every epoch."""
 
     def __init__(self, out_dir: str | Path, cfg: DictConfig, config_name: str,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, inputs: dict[str, str | Path] | None = None) -> None:
         self.folder = Path(out_dir)
         self.path = self.folder / STATE_FILE
         self.config_name = config_name
         self.identity = json.dumps(config_identity(cfg), sort_keys=True)
         self.generator = generator
+        # Files the run reads and a resume must find unchanged, hashed once: {label: {path, sha256}}.
+        # A path inside the run folder is kept relative to it (the folder may be moved).
+        self.inputs = {label: _fingerprint(Path(path), self.folder) for label, path in (inputs or {}).items()}
 
     def save(self, epoch: int, parts: dict[str, Any]) -> None:
         """Write the run's state after ``epoch``: ``parts`` (tensors and plain values), the metrics
@@ -143,6 +169,7 @@ class RunCheckpointer:
             "rows": rows,
             "rng": rng_state(self.generator),
             "config": self.identity,
+            "inputs": self.inputs,
             "parts": parts,
         }
         atomic_save(state, self.path)
@@ -168,6 +195,7 @@ class RunState:
             other = COMMANDS.get(state["entry"], state["entry"])
             raise ConfigError(f"resume={folder} is a {other} run, not a {command} run; resume it with {other}")
         check_identity(cfg, folder, state, config_identity)
+        check_inputs(folder, state.get("inputs", {}))  # states written before inputs were recorded have none
         return cls(folder, int(state["epoch"]), dict(state["parts"]), list(state["rows"]), state["rng"])
 
     @classmethod
