@@ -163,8 +163,6 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         checkpointer.save(epoch, {
             **training_parts(student, optimizer, scheduler),
             "synthesizer": synthesizer.state_dict(),
-            "teacher_checkpoint": teacher_info["teacher_checkpoint"],
-            "teacher_trained": trained_teacher,
             "best": dict(best),
             "metrics": {**metrics, **extra},  # what distill() returns after this epoch
         })
