@@ -156,6 +156,7 @@ class CentralizedConfig(RunConfig):
     student: Any = MISSING
     optim: Any = MISSING  # the student's optimizer
     distill: Any = MISSING  # the synthesizer (conf/distill/)
+    student_terms: Any = field(default_factory=dict)  # extra student losses by name (conf/student_terms/)
     epochs: int = 10
     iterations_per_epoch: int = 50
     batch_size: int = 256

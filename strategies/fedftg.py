@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from torch import nn
 
 from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill
+from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.models import build_from_config
@@ -93,6 +94,7 @@ class FedFTG(FedAvg):
         image_every: int = 5,
         freeze_bn_stats: bool = True,
         warmup_rounds: int = 1,
+        student_terms: Mapping[str, StudentTerm] | None = None,
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
@@ -115,6 +117,7 @@ class FedFTG(FedAvg):
         self.image_every = image_every
         self.freeze_bn_stats = freeze_bn_stats
         self.warmup_rounds = warmup_rounds
+        self.student_terms = check_student_terms(student_terms, "strategy.student_terms")
         self.synthesizer: Synthesizer | None = None
         self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
         self.run: ServerRun | None = None
@@ -159,7 +162,7 @@ class FedFTG(FedAvg):
             result = distill(
                 student, teacher, self.synthesizer, self.make_optimizer(student.parameters()), self.iterations,
                 batch_size=self.batch_size, progress=False, desc=f"server r{server_round}",
-                freeze_bn_stats=self.freeze_bn_stats,
+                freeze_bn_stats=self.freeze_bn_stats, terms=list(self.student_terms.values()),
             )
             after = evaluate(student, run.test, run.device)["accuracy"]
             global_models[key] = self.students[key] = R.to_arrays(student.cpu())
@@ -186,6 +189,7 @@ class FedFTG(FedAvg):
         return {
             **super().state_dict(),
             "synthesizer": self.synthesizer.state_dict(),
+            "student_terms": {name: term.state_dict() for name, term in self.student_terms.items()},
             "students": {key: R.state_dict(arrays) for key, arrays in self.students.items()},
         }
 
@@ -194,6 +198,8 @@ class FedFTG(FedAvg):
         super().load_state_dict(state)
         self._require_run()
         self.synthesizer.load_state_dict(state["synthesizer"])
+        for name, term in self.student_terms.items():
+            term.load_state_dict(state.get("student_terms", {}).get(name, {}))
         self.students = {key: ArrayRecord(sd) for key, sd in state.get("students", {}).items()}
 
     # ------------------------------------------------------------------ pieces

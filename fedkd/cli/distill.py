@@ -31,6 +31,7 @@ from fedkd.config import check_centralized
 from fedkd.data import DataBundle
 from fedkd.data.augment import batch_augmenter
 from fedkd.datafree import Synthesizer, Teacher, distill
+from fedkd.datafree.student_terms import check_student_terms
 from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, count_parameters, list_models, model_config
 from fedkd.training import evaluate, fit
@@ -129,6 +130,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
     # Build what the config describes before any long work, so config mistakes fail at once.
     student = build_student(cfg, data).to(device)
     synthesizer = build_synthesizer(cfg, data, device)
+    terms = check_student_terms(instantiate(cfg.student_terms, _convert_="all"), "student_terms")
     trained_teacher = not cfg.teacher.checkpoint  # the run trains its teacher (saved as teacher.pt)
     teacher_model, teacher_info = load_or_train_teacher(cfg, data, ctx, trained=resume is not None and trained_teacher)
     teacher = Teacher(teacher_model)
@@ -163,6 +165,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         checkpointer.save(epoch, {
             **training_parts(student, optimizer, scheduler),
             "synthesizer": synthesizer.state_dict(),
+            "student_terms": {name: term.state_dict() for name, term in terms.items()},
             "best": dict(best),
             "metrics": {**metrics, **extra},  # what distill() returns after this epoch
         })
@@ -173,6 +176,8 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         parts = resume.parts
         resume.restore_training(student, optimizer, scheduler)
         synthesizer.load_state_dict(parts["synthesizer"])
+        for name, term in terms.items():
+            term.load_state_dict(parts.get("student_terms", {}).get(name, {}))
         best.update(parts["best"])
         start, previous = resume.epoch + 1, dict(parts["metrics"])
         resume.restore_rng(ctx.generator)  # last: building models drew random numbers
@@ -180,7 +185,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
     final = distill(
         student, teacher, synthesizer, optimizer, cfg.iterations_per_epoch,
         epochs=cfg.epochs, batch_size=cfg.batch_size, scheduler=scheduler, on_epoch=on_epoch,
-        start_epoch=start, previous=previous,
+        start_epoch=start, previous=previous, terms=list(terms.values()),
     )
     save_model(ctx.out_dir / "student.pt", student, **model_meta(cfg.student, spec))
     if synthesizer.generator is not None:

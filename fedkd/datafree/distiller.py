@@ -2,7 +2,8 @@
 
 Each iteration runs the synthesizer's step (:meth:`Synthesizer.synthesize`), then
 ``student_steps`` student updates on :meth:`Synthesizer.sample` batches, each minimising the
-student's distance to the teacher's logits (L1 or temperature-scaled KL). The centralized entry
+student's distance to the teacher's logits (L1 or temperature-scaled KL) plus the weighted
+student-side terms (:mod:`fedkd.datafree.student_terms`: the synthesizer's own, then the run's). The centralized entry
 point calls :func:`distill` once for many epochs with a per-epoch evaluation callback; the
 federated server calls it every round with a small budget.
 """
@@ -10,13 +11,14 @@ federated server calls it every round with a small budget.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fedkd.datafree.losses import STUDENT_LOSSES
+from fedkd.datafree.student_terms import StudentBatch, StudentTerm, ordered_terms
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
@@ -54,6 +56,7 @@ def distill(
     freeze_bn_stats: bool = False,
     start_epoch: int = 1,
     previous: dict[str, float] | None = None,
+    terms: Sequence[StudentTerm] = (),
 ) -> dict[str, float]:
     """Distill ``teacher`` into ``student`` on ``synthesizer``'s samples; return the final metrics.
 
@@ -78,6 +81,8 @@ def distill(
         previous: on resume, what this function returned after epoch ``start_epoch - 1`` (the
             checkpoint keeps it): its ``wall_time_s`` and ``samples_generated`` carry on, and it is
             returned as it is when no epoch is left to run.
+        terms: student-side terms added to every student step, after the synthesizer's own
+            (:meth:`Synthesizer.student_terms`); their mean losses are reported as ``term/<name>``.
 
     Returns:
         The last epoch's mean losses (``student_loss`` and the synthesizer's), ``samples_generated``,
@@ -98,43 +103,62 @@ def distill(
     steps = synthesizer.student_steps if student_steps is None else student_steps
     teacher = as_teacher(teacher)
     device = synthesizer.device
+    all_terms = ordered_terms([*synthesizer.student_terms(), *terms])
     # busy: seconds spent distilling (no callbacks); generated0: the synthesizer's count at epoch 1.
     metrics: dict[str, float] = dict(previous or {})
     busy = float(metrics.get("wall_time_s", 0.0))
     generated0 = synthesizer.samples_generated - int(metrics.get("samples_generated", 0))
-    for epoch in range(start_epoch, epochs + 1):
-        sums: dict[str, float] = {}
-        start = time.perf_counter()
-        bar = tqdm(range(iterations), desc=f"{desc} {epoch}/{epochs}", disable=not progress, dynamic_ncols=True, leave=False)
-        for _ in bar:
-            student.train()
-            row = synthesizer.synthesize(teacher, student)
-            set_student_mode(student, freeze_bn_stats)
-            total = torch.zeros((), device=device)
-            for _ in range(steps):
-                x, y = synthesizer.sample(batch_size)
-                with autocast(device):
-                    with torch.no_grad():  # the teacher only labels the batch here
-                        t_logits = teacher(x, y)  # y: the labels x was generated for (None if unknown)
-                    s_logits = student(x)
-                    step_loss = loss_fn(s_logits, t_logits, temp)
-                    if y is not None and label_weight > 0:
-                        step_loss = step_loss + label_weight * F.cross_entropy(s_logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
-                step_loss.backward()
-                optimizer.step()
-                total += step_loss.detach()
-            if scheduler is not None:
-                scheduler.step()
-            row["student_loss"] = total.item() / max(steps, 1)  # one sync per iteration
-            for key, value in row.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
-        busy += time.perf_counter() - start
-        metrics = {k: v / iterations for k, v in sums.items()}
-        metrics["samples_generated"] = float(synthesizer.samples_generated - generated0)
-        metrics["student_samples"] = float(epoch * iterations * steps * batch_size)
-        metrics["wall_time_s"] = busy
-        if on_epoch is not None:
-            metrics.update(on_epoch(epoch, dict(metrics)) or {})
+    for term in all_terms:
+        term.attach(student, teacher)
+    try:
+        for epoch in range(start_epoch, epochs + 1):
+            sums: dict[str, float] = {}
+            start = time.perf_counter()
+            bar = tqdm(range(iterations), desc=f"{desc} {epoch}/{epochs}", disable=not progress, dynamic_ncols=True, leave=False)
+            for _ in bar:
+                student.train()
+                row = synthesizer.synthesize(teacher, student)
+                set_student_mode(student, freeze_bn_stats)
+                total = torch.zeros((), device=device)
+                term_totals = torch.zeros(len(all_terms), device=device)
+                for _ in range(steps):
+                    x, y = synthesizer.sample(batch_size)
+                    with autocast(device):
+                        with torch.no_grad():  # the teacher only labels the batch here
+                            t_logits = teacher(x, y)  # y: the labels x was generated for (None if unknown)
+                        s_logits = student(x)
+                        step_loss = loss_fn(s_logits, t_logits, temp)
+                        if y is not None and label_weight > 0:
+                            step_loss = step_loss + label_weight * F.cross_entropy(s_logits.float(), y)
+                        if all_terms:
+                            batch = StudentBatch(x, y, s_logits, t_logits, student, teacher,
+                                                 lambda s, t: loss_fn(s, t, temp), temp)
+                            values = torch.stack([term(batch).float() for term in all_terms])
+                            weights = torch.tensor([term.weight for term in all_terms], device=values.device)
+                            step_loss = step_loss + (weights * values).sum()
+                            term_totals += values.detach()
+                    optimizer.zero_grad(set_to_none=True)
+                    step_loss.backward()
+                    optimizer.step()
+                    for term in all_terms:
+                        term.step()
+                    total += step_loss.detach()
+                if scheduler is not None:
+                    scheduler.step()
+                row["student_loss"] = total.item() / max(steps, 1)  # one sync per iteration
+                for term, value in zip(all_terms, term_totals.tolist(), strict=True):
+                    row[f"term/{term.name}"] = value / max(steps, 1)
+                for key, value in row.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
+            busy += time.perf_counter() - start
+            metrics = {k: v / iterations for k, v in sums.items()}
+            metrics["samples_generated"] = float(synthesizer.samples_generated - generated0)
+            metrics["student_samples"] = float(epoch * iterations * steps * batch_size)
+            metrics["wall_time_s"] = busy
+            if on_epoch is not None:
+                metrics.update(on_epoch(epoch, dict(metrics)) or {})
+    finally:
+        for term in all_terms:
+            term.detach()
     return metrics

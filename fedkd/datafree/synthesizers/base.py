@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.student_terms import StudentTerm
 from fedkd.errors import ConfigError
 from fedkd.models.registry import build_model, list_models, model_config
 
@@ -75,6 +76,11 @@ class Synthesizer(ABC):
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` inputs for a student step on the synthesizer's device, and their intended labels
         (``None`` when the method has none). Never tracks gradients."""
+
+    def student_terms(self) -> list[StudentTerm]:
+        """Student-side terms the method itself adds to every student step (ZSKT's attention
+        transfer); the distiller puts the run's configured terms after them. None by default."""
+        return []
 
     def preview(self, n: int = 64) -> torch.Tensor:
         """Samples to look at (TensorBoard grids); not counted in :attr:`samples_generated`."""
