@@ -1,0 +1,11 @@
+"""Student-side terms: extra losses on every student step, one module per method (see ``base``)."""
+
+from fedkd.datafree.student_terms.base import (
+    ForwardCapture,
+    StudentBatch,
+    StudentTerm,
+    check_student_terms,
+    ordered_terms,
+)
+
+__all__ = ["ForwardCapture", "StudentBatch", "StudentTerm", "check_student_terms", "ordered_terms"]
