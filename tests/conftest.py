@@ -127,3 +127,19 @@ def sigkill_when(argv: list[str], log_path: Path, ready, timeout: float, env: di
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
     return proc.returncode
+
+
+@pytest.fixture(scope="session")
+def digits_teacher(digits):
+    """A LeNet-5 trained on digits once per session (about 97% test accuracy)."""
+    from fedkd.models import build_model
+    from fedkd.training import evaluate, fit
+    from fedkd.utils.seeding import seed_everything
+
+    gen = seed_everything(0)
+    model = build_model("lenet5", digits.spec)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    fit(model, digits.train, digits.test, opt, 5, 64, torch.device("cpu"), generator=gen, progress=False)
+    acc = evaluate(model, digits.test, torch.device("cpu"))["accuracy"]
+    assert acc > 0.9
+    return model.eval()

@@ -41,18 +41,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def digits_teacher(digits):
-    """A LeNet-5 trained on digits once per session (about 97% test accuracy)."""
-    gen = seed_everything(0)
-    model = build_model("lenet5", digits.spec)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    fit(model, digits.train, digits.test, opt, 5, 64, CPU, generator=gen, progress=False)
-    acc = evaluate(model, digits.test, CPU)["accuracy"]
-    assert acc > 0.9
-    return model.eval()
-
-
 def _random_bn_lenet(seed: int) -> nn.Module:
     """A LeNet-5 with non-trivial BN running statistics (so eval-mode BN is not the identity)."""
     torch.manual_seed(seed)
