@@ -34,6 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clients.train import GeneratorRegularizer, local_train
+from fedkd.datafree import generators as _generators  # noqa: F401  (FedGen's generator is built here)
 from fedkd.errors import ConfigError
 from fedkd.federated import faults
 from fedkd.federated import records as R

@@ -17,9 +17,10 @@ ModelBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelBuilder] = {}
 _KINDS: dict[str, str] = {}
 
-#: Modules whose models register themselves on import. Loaded on the first lookup, so a process
-#: that imported only the classifiers (a Flower client) can still build the data-free generators.
-BUILTIN_MODULES = ("fedkd.models.lenet", "fedkd.models.resnet", "fedkd.datafree.generators")
+#: This package's modules whose classifiers register themselves on import, loaded on the first
+#: lookup. Generators live one layer up (``fedkd.datafree.generators``) and register when that
+#: layer is imported: whoever builds a generator imports it (models never import upwards).
+BUILTIN_MODULES = ("fedkd.models.lenet", "fedkd.models.resnet")
 
 
 def _load_builtins() -> None:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from fedkd.data.specs import DatasetSpec
+from fedkd.datafree import generators as _generators  # noqa: F401  (registers the generators)
 from fedkd.datafree.student_terms import StudentTerm
 from fedkd.errors import ConfigError
 from fedkd.models.registry import build_model, list_models, model_config
