@@ -17,11 +17,16 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedkd.errors import FedkdError
+from fedkd.report.plots import integer_x_ticks, pyplot
 from fedkd.utils.run_logger import METRICS_FILE, read_metrics
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 # Per-round keys the federated runs write (see fedkd/federated/metrics.py).
 ACCURACY = "test_accuracy"
@@ -111,14 +116,8 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: list[Run], path: str | Path, title: str = "") -> None:
-    """Test accuracy per round per strategy: mean over seeds, shaded min-max band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+def draw_accuracy(runs: list[Run], ax: Axes, title: str = "") -> None:
+    """Test accuracy per round per strategy on ``ax``: mean over seeds, shaded min-max band."""
     for strategy in sorted({r.strategy for r in runs}, key=[r.strategy for r in runs].index):
         curves = [r.curve() for r in runs if r.strategy == strategy]
         length = min(len(c) for c in curves)
@@ -126,14 +125,24 @@ def plot(runs: list[Run], path: str | Path, title: str = "") -> None:
         x = np.arange(1, length + 1)
         (line,) = ax.plot(x, stack.mean(0), marker="o" if length < 15 else None, label=f"{strategy} (n={len(curves)})")
         ax.fill_between(x, stack.min(0), stack.max(0), color=line.get_color(), alpha=0.2)
+    integer_x_ticks(ax)  # rounds are whole numbers
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+
+
+def plot(runs: list[Run], path: str | Path, title: str = "") -> None:
+    """Write :func:`draw_accuracy`'s plot to ``path`` (PNG)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    try:
+        draw_accuracy(runs, ax, title)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
 
 
 def render(root: str | Path, target: float, title: str = "") -> str:

@@ -1,4 +1,4 @@
-"""Everything a run records: TensorBoard scalars and image grids, plus a JSON-lines metrics file.
+"""Everything a run records: TensorBoard scalars and image grids, PNG sample grids, a JSON-lines metrics file.
 
 The metrics file (``metrics.jsonl``, one JSON object per line) is what scripts and the comparison
 report read; TensorBoard is for looking.
@@ -18,6 +18,7 @@ from fedkd.errors import FedkdError
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+SAMPLES_DIR = "samples"  # PNG grids of generated images, one per logged step
 
 
 def _plain(value: Any) -> Any:
@@ -29,7 +30,7 @@ def _plain(value: Any) -> Any:
 
 
 class RunLogger:
-    """Writes the run's metrics to ``out_dir``: ``metrics.jsonl``, ``summary.json``, ``tb/``."""
+    """Writes the run's metrics to ``out_dir``: ``metrics.jsonl``, ``summary.json``, ``tb/``, ``samples/``."""
 
     def __init__(self, out_dir: str | Path, tensorboard: bool = True) -> None:
         self.out_dir = Path(out_dir)
@@ -53,16 +54,27 @@ class RunLogger:
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self.tb.add_scalar(key.replace(".", "/"), value, step)
 
-    def images(self, tag: str, images: torch.Tensor, step: int, mean=None, std=None, nrow: int = 8) -> None:
-        """Add a grid of (normalised) images to TensorBoard, un-normalised with ``mean``/``std``."""
-        if self.tb is None:
-            return
-        from torchvision.utils import make_grid
+    def images(
+        self, tag: str, images: torch.Tensor, step: int, mean=None, std=None, nrow: int = 8
+    ) -> Path:
+        """Write a grid of (normalised) images, un-normalised with ``mean``/``std``.
+
+        The grid goes to ``samples/<tag>_<step>.png`` (``/`` in ``tag`` becomes ``_``), so a run's
+        samples can be looked at without TensorBoard, and to TensorBoard when it is on. Returns
+        the PNG's path.
+        """
+        from torchvision.utils import make_grid, save_image
 
         images = images.detach().float().cpu()
         if mean is not None and std is not None:
             images = images * torch.tensor(std).view(1, -1, 1, 1) + torch.tensor(mean).view(1, -1, 1, 1)
-        self.tb.add_image(tag, make_grid(images.clamp(0, 1), nrow=nrow), step)
+        grid = make_grid(images.clamp(0, 1), nrow=nrow)
+        path = self.out_dir / SAMPLES_DIR / f"{tag.replace('/', '_')}_{step}.png"
+        path.parent.mkdir(exist_ok=True)
+        save_image(grid, path)  # the grid already has its padding: saved as is
+        if self.tb is not None:
+            self.tb.add_image(tag, grid, step)
+        return path
 
     def summary(self, values: dict[str, Any]) -> None:
         """Write the run's final figures to ``summary.json``."""
