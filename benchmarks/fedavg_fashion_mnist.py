@@ -35,7 +35,7 @@ from statistics import mean
 import torch
 
 from fedkd.federated.config import compose_sim_config
-from fedkd.federated.simulation import parallel_clients, simulate
+from fedkd.apps.simulation import parallel_clients, simulate
 from fedkd.utils.run_logger import read_metrics
 
 HERE = Path(__file__).resolve().parent

@@ -1,1 +1,2 @@
-"""Flower ``ClientApp`` of fedkd: local training on one partition (see :mod:`clients.app`)."""
+"""Flower clients (installed as ``fedkd.clients``): what a client does with each message
+(:mod:`fedkd.clients.handlers`) and its local training (:mod:`fedkd.clients.train`)."""

@@ -1,10 +1,6 @@
-"""The fedkd ``ClientApp``: one Flower client per data partition.
+"""What a fedkd client does with each message: one Flower client per data partition.
 
-``app`` (the object ``flwr run`` loads, see ``[tool.flwr.app.components]``) composes the
-``fedkd-sim`` config from the run config (``overrides``); :func:`make_client_app` builds the
-same app around a config already composed (``fedkd-sim``, in-process simulation).
-
-The client's partition comes from its node config (``partition-id``, ``num-partitions``: set by
+The ``ClientApp`` that routes messages here is :mod:`fedkd.apps.client_app`. The client's partition comes from its node config (``partition-id``, ``num-partitions``: set by
 the simulation engine, or ``flower-supernode --node-config``). Handlers:
 
 - ``train``: load the global model (or, when the server sends none that fits this client's
@@ -21,7 +17,6 @@ round) and, with ``keep_local_model=true``, ``local-model`` (the client's traine
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -29,16 +24,14 @@ from typing import Any
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from clients.train import GeneratorRegularizer, local_train
+from fedkd.clients.train import GeneratorRegularizer, local_train
 from fedkd.datafree import generators as _generators  # noqa: F401  (FedGen's generator is built here)
 from fedkd.errors import ConfigError
 from fedkd.federated import faults
 from fedkd.federated import records as R
-from fedkd.federated.config import RUN_CONFIG_OVERRIDES, config_from_run_config, plain
 from fedkd.federated.data import build_client_model, check_partition_id, client_model_config, client_split, load_data
 from fedkd.models import build_from_config, model_config
 from fedkd.training import evaluate
@@ -46,23 +39,6 @@ from fedkd.utils.device import resolve_device
 
 STATE_KEY = "fedkd-client"
 LOCAL_MODEL_KEY = "local-model"
-
-
-@functools.lru_cache(maxsize=4)
-def _config_from_json(text: str) -> DictConfig:
-    return OmegaConf.create(json.loads(text))
-
-
-@functools.lru_cache(maxsize=4)
-def _config_from_overrides(overrides: str) -> DictConfig:
-    return config_from_run_config({RUN_CONFIG_OVERRIDES: overrides})
-
-
-def client_config(context: Context, fixed: str | None) -> DictConfig:
-    """The run's config: the one the app was built with, else composed from the run config (cached)."""
-    if fixed is not None:
-        return _config_from_json(fixed)
-    return _config_from_overrides(str(context.run_config.get(RUN_CONFIG_OVERRIDES, "")))
 
 
 def partition_of(context: Context, cfg: DictConfig) -> int:
@@ -219,30 +195,3 @@ def handle_query(msg: Message, context: Context, cfg: DictConfig) -> Message:
     pid = partition_of(context, cfg)
     metrics = MetricRecord({R.PARTITION_ID: pid, R.NUM_PARTITIONS: int(cfg.num_clients)})
     return Message(RecordDict({R.METRICS: metrics}), reply_to=msg)
-
-
-def make_client_app(cfg: DictConfig | None = None) -> ClientApp:
-    """The ClientApp; with ``cfg`` it uses that config, else the one composed from the run config.
-
-    The config travels to the simulation's worker processes as JSON inside the app (Flower
-    pickles the app for them), and each process loads its data once.
-    """
-    fixed = json.dumps(plain(cfg)) if cfg is not None else None
-    client = ClientApp()
-
-    @client.train()
-    def train(msg: Message, context: Context) -> Message:
-        return handle_train(msg, context, client_config(context, fixed))
-
-    @client.evaluate()
-    def evaluate_(msg: Message, context: Context) -> Message:
-        return handle_evaluate(msg, context, client_config(context, fixed))
-
-    @client.query()
-    def query(msg: Message, context: Context) -> Message:
-        return handle_query(msg, context, client_config(context, fixed))
-
-    return client
-
-
-app = make_client_app()

@@ -9,12 +9,16 @@ at start, naming the key). Groups whose fields depend on the chosen option (``mo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from fedkd.errors import ConfigError
+
+#: The Hydra config folder (``conf/`` at the repository root; a Flower app bundle carries it too).
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 @dataclass
@@ -28,6 +32,13 @@ class DatasetConfig:
     test_fraction: float = 0.2
     max_train: int | None = None
     max_test: int | None = None
+    # Your own data (dataset=image_folder|arrays|hf; see docs/your_data_and_model.md):
+    hub: str | None = None  # a Hugging Face hub name (dataset=hf), instead of root
+    num_classes: int | None = None  # null: from the folders, the ClassLabel feature or the largest label
+    image_key: str | None = None  # dataset=hf: the image column (null: the first Image feature)
+    label_key: str | None = None  # dataset=hf: the label column (null: the first ClassLabel, or 'label')
+    train_split: str = "train"  # dataset=hf: split names
+    test_split: str = "test"
 
 
 @dataclass
@@ -75,6 +86,7 @@ class ClientResourcesConfig:
 class BackendConfig:
     """Flower's Ray simulation backend (``fedkd-sim`` only; ``flwr run`` takes its own settings)."""
 
+    address: str | None = None  # an existing Ray cluster to join ("HOST:PORT", "auto"); null: a local Ray per run
     num_cpus: int | None = None  # CPUs Ray may use (null: all of this machine's)
     num_gpus: int | None = None  # GPUs Ray may use (null: all visible)
     log_to_driver: bool = False  # true shows the client processes' stdout/stderr (debugging)

@@ -3,7 +3,7 @@
 Subclass of Flower's message-API :class:`flwr.serverapp.strategy.FedAvg`; Flower's
 ``Strategy.start`` loop drives it unchanged. What this class changes:
 
-- clients are sampled by partition id with a seeded generator (:mod:`strategies.sampling`),
+- clients are sampled by partition id with a seeded generator (:mod:`fedkd.strategies.sampling`),
   learning each node's partition id once with a query message;
 - replies are sorted by partition id before aggregation (floating-point sums depend on order),
   and handed to :meth:`FedAvg.aggregate` as :class:`ClientUpdate` objects that carry each
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -30,82 +29,20 @@ from flwr.serverapp.strategy import Result
 
 from fedkd.errors import FedkdError
 from fedkd.federated import records as R
-from fedkd.federated.faults import INJECTED
 from fedkd.federated.metrics import RoundRecorder
-from fedkd.federated.robust import all_finite, check_options, clip_update_norms, combine, screen_reply, short_reason
+from fedkd.federated.robust import all_finite, check_options, clip_update_norms, combine
 from fedkd.federated.server_run import ServerRun
-from strategies.sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_partitions
+from fedkd.strategies.partition_directory import PartitionDirectory
+from fedkd.strategies.round_stats import RoundStats, client_stats, metrics_row
+from fedkd.strategies.sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_partitions
+from fedkd.strategies.screening import screen_replies
+from fedkd.strategies.updates import ClientUpdate, weighted_client_metrics
+
+__all__ = ["ClientUpdate", "EvaluateFn", "FedAvg", "weighted_client_metrics"]
 
 log = logging.getLogger("fedkd.sim")
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
-
-
-@dataclass
-class ClientUpdate:
-    """One client's train reply, decoded: what :meth:`FedAvg.aggregate` works with."""
-
-    partition_id: int
-    node_id: int
-    content: RecordDict  # the reply as received: "arrays" and "metrics"
-
-    @property
-    def arrays(self) -> ArrayRecord:
-        """The client's trained weights (its model's ``state_dict``)."""
-        return next(iter(self.content.array_records.values()))
-
-    @property
-    def metrics(self) -> MetricRecord:
-        return next(iter(self.content.metric_records.values()))
-
-    @property
-    def num_examples(self) -> int:
-        return int(self.metrics[R.NUM_EXAMPLES])
-
-    @property
-    def label_counts(self) -> np.ndarray:
-        """Label histogram of the client's partition, shape ``(num_classes,)``."""
-        return np.asarray(self.metrics[R.LABEL_COUNTS], dtype=np.int64)
-
-    @classmethod
-    def from_reply(cls, message: Message) -> ClientUpdate:
-        metrics = R.reply_metrics(message)
-        return cls(int(metrics[R.PARTITION_ID]), message.metadata.src_node_id, message.content)
-
-
-@dataclass
-class _RoundStats:
-    """What one round measures between ``configure_train`` and the central evaluation."""
-
-    started: float = field(default_factory=time.perf_counter)
-    sampled: list[int] = field(default_factory=list)
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    train_done: float | None = None
-    aggregate_seconds: float = 0.0
-    client: dict[str, float] = field(default_factory=dict)
-    evaluate: dict[str, float] = field(default_factory=dict)
-    server: dict[str, float] = field(default_factory=dict)  # strategy-specific server metrics
-    global_arrays: ArrayRecord | None = None  # what the clients were sent (the reference for screening)
-    replies: dict[str, int] = field(default_factory=dict)  # ok / failed / late / nonfinite / malformed
-    skipped: bool = False  # too few usable replies, or a non-finite aggregate: the global model is kept
-    clipped: int = 0  # updates whose norm was clipped
-
-
-def weighted_client_metrics(contents: list[RecordDict], weighted_by_key: str) -> MetricRecord:
-    """Example-weighted mean of the clients' loss and accuracy (train or evaluate replies).
-
-    Replaces Flower's default, which would also average ids and label histograms.
-    """
-    keys = (R.TRAIN_LOSS, R.TRAIN_ACCURACY, R.EVAL_LOSS, R.EVAL_ACCURACY)
-    weights = np.array([float(next(iter(c.metric_records.values()))[weighted_by_key]) for c in contents])
-    weights = weights / weights.sum()
-    out = MetricRecord()
-    for key in keys:
-        values = [next(iter(c.metric_records.values())).get(key) for c in contents]
-        if all(isinstance(v, int | float) for v in values):
-            out[key] = float(np.dot(weights, np.asarray(values, dtype=np.float64)))
-    return out
 
 
 class FedAvg(FlowerFedAvg):
@@ -168,7 +105,7 @@ class FedAvg(FlowerFedAvg):
         self.evaluate_fn = evaluate_fn
         self.recorder = recorder
         self.node_timeout = node_timeout
-        self.node_partition: dict[int, int] = {}  # node id -> partition id, learned by query
+        self.partitions = PartitionDirectory(num_clients, node_timeout, self._construct_messages)
         self.client_label_counts: dict[int, np.ndarray] = {}  # partition id -> label histogram
         self.min_replies = int(min_replies)
         self.aggregation = aggregation
@@ -178,7 +115,7 @@ class FedAvg(FlowerFedAvg):
         self.server_run: ServerRun | None = None
         # Called as checkpointer(round, global arrays) after each round's row (fedkd.federated.resume).
         self.checkpointer: Callable[[int, ArrayRecord], None] | None = None
-        self._round = _RoundStats()
+        self._round = RoundStats()
 
     # ------------------------------------------------------------------ the run
     def start(
@@ -255,56 +192,14 @@ class FedAvg(FlowerFedAvg):
         log.debug("%s: %d clients, sampling seed %d", type(self).__name__, self.num_clients, self.seed)
 
     # ------------------------------------------------------------------ which node is which client
+    @property
+    def node_partition(self) -> dict[int, int]:
+        """``{node_id: partition_id}`` of the nodes seen so far."""
+        return self.partitions.node_partition
+
     def connected_partitions(self, grid: Grid) -> dict[int, int]:
-        """``{partition_id: node_id}`` of the connected clients, once ``min_available_nodes`` are online.
-
-        Asks each node not seen before for its partition id (one query message); waits up to
-        ``node_timeout`` seconds for enough clients.
-        """
-        deadline = time.monotonic() + self.node_timeout
-        while True:
-            nodes = sorted(grid.get_node_ids())
-            unknown = [n for n in nodes if n not in self.node_partition]
-            if unknown:
-                self._query_partitions(grid, unknown)
-            online: dict[int, int] = {}
-            for node in nodes:
-                if node not in self.node_partition:
-                    continue
-                pid = self.node_partition[node]
-                if pid in online:
-                    raise FedkdError(
-                        f"two SuperNodes report partition-id {pid}; give each SuperNode its own "
-                        "--node-config 'partition-id=<k> num-partitions=<n>'"
-                    )
-                online[pid] = node
-            if len(online) >= self.min_available_nodes:
-                return online
-            if time.monotonic() > deadline:
-                raise FedkdError(
-                    f"only {len(online)} of the {self.min_available_nodes} clients needed connected within "
-                    f"{self.node_timeout:.0f}s; start num_clients={self.num_clients} SuperNodes "
-                    "(flwr run: --federation-config num-supernodes=N) or raise node_timeout"
-                )
-            time.sleep(1.0)
-
-    def _query_partitions(self, grid: Grid, nodes: Sequence[int]) -> None:
-        query = RecordDict({R.CONFIG: ConfigRecord({"query": "partition"})})
-        replies = grid.send_and_receive(self._construct_messages(query, list(nodes), MessageType.QUERY), timeout=self.node_timeout)
-        for reply in replies:
-            if reply.has_error():
-                raise FedkdError(
-                    f"node {reply.metadata.src_node_id} could not report its partition ({reply.error.reason}); "
-                    "check that its ClientApp loads (fedkd installed) and its --node-config"
-                )
-            metrics = R.reply_metrics(reply)
-            num_partitions = int(metrics[R.NUM_PARTITIONS])
-            if num_partitions != self.num_clients:
-                raise FedkdError(
-                    f"a SuperNode has num-partitions={num_partitions} but num_clients={self.num_clients}; "
-                    "make them equal (--node-config 'num-partitions=N' or num_clients=N)"
-                )
-            self.node_partition[reply.metadata.src_node_id] = int(metrics[R.PARTITION_ID])
+        """``{partition_id: node_id}`` of the connected clients, once ``min_available_nodes`` are online."""
+        return self.partitions.connected(grid, self.min_available_nodes)
 
     def _messages(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid,
@@ -324,7 +219,7 @@ class FedAvg(FlowerFedAvg):
     # ------------------------------------------------------------------ training
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         """Start the round's clock; send the global model to the clients sampled for this round."""
-        self._round = _RoundStats(global_arrays=arrays)
+        self._round = RoundStats(global_arrays=arrays)
         return self._messages(
             server_round, arrays, config, grid, self.fraction_train, self.min_train_nodes, TRAIN_STREAM, MessageType.TRAIN
         )
@@ -332,30 +227,10 @@ class FedAvg(FlowerFedAvg):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Check the replies, sort them by partition id, record their stats, then :meth:`aggregate`."""
         replies = list(replies)
-        # Flower's consistency check raises on one odd reply; ours (screen_reply, per architecture
-        # group) drops that reply instead.
         valid, failed = self._check_and_log_replies(replies, is_train=True, validate=False)
-        counts = {"ok": 0, "failed": len(failed), "late": max(0, len(self._round.sampled) - len(replies)),
-                  "nonfinite": 0, "malformed": 0}
-        for msg in failed:
-            log.warning("round %d: a client failed: %s", server_round, short_reason(msg.error.reason))
-        usable = []
-        for msg in valid:
-            kind = screen_reply(msg.content, self.reference_arrays(msg), self.weighted_by_key)
-            if kind is None:
-                usable.append(msg)
-            else:
-                counts[kind] += 1
-                log.warning("round %d: dropped a %s reply from node %d", server_round, kind, msg.metadata.src_node_id)
-        counts["ok"] = len(usable)
+        screened = screen_replies(server_round, valid, failed, len(self._round.sampled), self.reference_arrays, self.weighted_by_key)
+        usable, counts = screened.usable, screened.counts
         self._round.replies = counts
-        if counts["late"]:
-            log.warning("round %d: %d client(s) did not reply within round_timeout", server_round, counts["late"])
-        if not usable and failed and len(failed) == len(replies) and not any(INJECTED in m.error.reason for m in failed):
-            # Every client raised, and not by injection: a bug or config error on the clients, not a fault to ride out.
-            raise FedkdError(
-                f"round {server_round}: no client returned an update ({failed[0].error.reason}); fix the client error above"
-            )
         if len(usable) < self.min_replies:
             log.warning(
                 "round %d skipped: %d usable replies, fewer than strategy.min_replies=%d (failed %d, late %d, "
@@ -370,7 +245,7 @@ class FedAvg(FlowerFedAvg):
         for update in updates:
             self.client_label_counts[update.partition_id] = update.label_counts
         self._round.bytes_received += sum(R.payload_bytes(u.content) for u in updates)
-        self._round.client = _client_stats(updates)
+        self._round.client = client_stats(updates)
         start = time.perf_counter()
         arrays, metrics = self.aggregate(server_round, updates)
         self._round.aggregate_seconds = time.perf_counter() - start
@@ -450,63 +325,9 @@ class FedAvg(FlowerFedAvg):
         start = time.perf_counter()
         result = self.evaluate_fn(server_round, arrays) if self.evaluate_fn is not None else None
         end = time.perf_counter()
-        stats = self._round
-        train_done = stats.train_done or end
-        row: dict[str, Any] = {k: float(v) for k, v in (result or {}).items()}
-        row.update(
-            {
-                "train_loss": stats.client.get("train_loss"),
-                "train_accuracy": stats.client.get("train_accuracy"),
-                **stats.evaluate,
-                **stats.server,
-                "clients": len(stats.sampled),
-                **{f"replies_{k}": v for k, v in stats.replies.items()},
-                "round_skipped": int(stats.skipped),
-                "updates_clipped": stats.clipped,
-                "round_seconds": end - stats.started,
-                "train_phase_seconds": train_done - stats.started,
-                "aggregate_seconds": stats.aggregate_seconds,
-                "eval_seconds": end - start,
-                "bytes_sent": stats.bytes_sent,
-                "bytes_received": stats.bytes_received,
-                **{k: v for k, v in stats.client.items() if k not in ("train_loss", "train_accuracy")},
-            }
-        )
-        row = {k: v for k, v in row.items() if v is not None}
+        row = metrics_row(self._round, dict(result or {}), end - start, end)
         if self.recorder is not None:
             self.recorder.record(server_round, row)
         if self.checkpointer is not None:  # after the row: the checkpoint holds every row up to this round
             self.checkpointer(server_round, arrays)
         return result
-
-
-def _client_stats(updates: list[ClientUpdate]) -> dict[str, float]:
-    """Example-weighted train loss/accuracy and the clients' timings (for the overhead split).
-
-    ``*_critical`` is the busiest worker process's total: simulated clients share Ray workers and
-    run one after another on each, so the round cannot be shorter than that worker's work.
-    """
-    weights = np.array([u.num_examples for u in updates], dtype=np.float64)
-    weights /= weights.sum()
-
-    def column(key: str) -> np.ndarray:
-        return np.array([float(u.metrics[key]) for u in updates])
-
-    def critical(values: np.ndarray) -> float:
-        workers = [int(u.metrics.get(R.WORKER, i)) for i, u in enumerate(updates)]
-        busy: dict[int, float] = {}
-        for worker, value in zip(workers, values, strict=True):
-            busy[worker] = busy.get(worker, 0.0) + float(value)
-        return max(busy.values())
-
-    train_s, client_s = column(R.TRAIN_SECONDS), column(R.CLIENT_SECONDS)
-    return {
-        "train_loss": float(weights @ column(R.TRAIN_LOSS)),
-        "train_accuracy": float(weights @ column(R.TRAIN_ACCURACY)),
-        "client_train_seconds_max": float(train_s.max()),
-        "client_train_seconds_sum": float(train_s.sum()),
-        "client_train_seconds_critical": critical(train_s),
-        "client_seconds_max": float(client_s.max()),
-        "client_seconds_sum": float(client_s.sum()),
-        "client_seconds_critical": critical(client_s),
-    }

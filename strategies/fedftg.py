@@ -39,7 +39,7 @@ from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.models import build_from_config
 from fedkd.training import evaluate
-from strategies.fedavg import ClientUpdate, FedAvg, ServerRun
+from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 
 log = logging.getLogger("fedkd.sim")
 
@@ -50,7 +50,7 @@ STUDENT_INITS = ("average", "previous", "scratch")
 class FedFTG(FedAvg):
     """FedAvg per architecture group, then server-side data-free distillation from all clients.
 
-    Parameters beyond :class:`strategies.fedavg.FedAvg`:
+    Parameters beyond :class:`fedkd.strategies.fedavg.FedAvg`:
         synthesizer: ``synthesizer(spec, device) -> Synthesizer`` (a Hydra partial from
             ``conf/distill/``); built once, so its generator persists across rounds.
         optimizer: ``optimizer(params) -> Optimizer`` for the student (fresh each round).

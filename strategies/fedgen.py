@@ -13,7 +13,7 @@ Each round, after the clients reply (:meth:`FedGen.aggregate`):
    term :func:`fedkd.datafree.losses.diversity_loss` of (noise, features);
 2. the clients' models are averaged as in FedAvg (with its robust options);
 3. the next round's train instruction carries the global model and the generator, and clients add
-   :class:`clients.train.GeneratorRegularizer` to their loss with weight
+   :class:`fedkd.clients.train.GeneratorRegularizer` to their loss with weight
    ``regularizer_weight * regularizer_decay ** (round - 2)`` (round 1 has no trained generator, so
    its clients train plainly).
 
@@ -41,7 +41,8 @@ from fedkd.datafree.losses import diversity_loss, weighted_member_cross_entropy
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.models import build_from_config, count_parameters
-from strategies.fedavg import ClientUpdate, FedAvg, ServerRun
+from fedkd.models.custom import linear_head
+from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 
 log = logging.getLogger("fedkd.sim")
 
@@ -51,7 +52,7 @@ CLASS_WEIGHTINGS = ("label_counts", "uniform")
 class FedGen(FedAvg):
     """FedAvg plus a server-trained feature generator that regularises the clients' heads.
 
-    Parameters beyond :class:`strategies.fedavg.FedAvg`:
+    Parameters beyond :class:`fedkd.strategies.fedavg.FedAvg`:
         generator: the generator's model config (registry ``name`` plus kwargs, e.g.
             ``{"name": "fedgen_generator", "noise_dim": 32, "hidden": 256}``); ``feature_dim``
             is taken from the clients' model.
@@ -116,7 +117,8 @@ class FedGen(FedAvg):
         super().bind(run)
         self.run = run
         (model_cfg,) = run.model_configs.values()  # FedAvg's ServerApp check: one architecture
-        feature_dim = build_from_config(model_cfg, run.spec).feature_dim
+        # The head's input size, by inspection, so your own model (model._target_) works too.
+        feature_dim = linear_head(build_from_config(model_cfg, run.spec), "FedGen").in_features
         self.generator_config = {**self.generator_config, "feature_dim": feature_dim}
         self.generator = build_from_config(self.generator_config, run.spec).to(run.device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=self.generator_lr)

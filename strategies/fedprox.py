@@ -1,7 +1,7 @@
 """FedProx (Li et al., 2020): FedAvg whose clients add ``(mu/2)||w - w_global||^2`` to their loss.
 
 The server side is FedAvg's; the strategy only tells clients ``mu`` (``proximal-mu`` in the train
-config), and :func:`clients.train.proximal_term` adds the term during local training.
+config), and :func:`fedkd.clients.train.proximal_term` adds the term during local training.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from flwr.serverapp import Grid
 
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
-from strategies.fedavg import FedAvg
+from fedkd.strategies.fedavg import FedAvg
 
 
 class FedProx(FedAvg):

@@ -355,7 +355,7 @@ def test_real_data_reference_runs_through_the_same_loop(digits, digits_teacher):
 def _compose(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from fedkd.cli.common import CONF_DIR
+    from fedkd.config import CONF_DIR
     from fedkd.config import register_schemas
 
     register_schemas()
@@ -364,7 +364,7 @@ def _compose(*overrides: str):
 
 
 def _run(tmp_path, name: str, *overrides: str) -> dict:
-    from fedkd.cli.common import RunContext
+    from fedkd.utils.run_context import RunContext
     from fedkd.cli.distill import run_distillation
 
     cfg = _compose("device=cpu", "tensorboard=true", "preview_images=8", *overrides)

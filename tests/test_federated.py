@@ -12,7 +12,7 @@ import pytest
 from fedkd.data import load_dataset
 from fedkd.federated.config import compose_sim_config
 from fedkd.federated.loopback import LoopbackDeployment
-from fedkd.federated.simulation import simulate
+from fedkd.apps.simulation import simulate
 from fedkd.training import evaluate
 from fedkd.utils.checkpoint import model_from_checkpoint
 from fedkd.utils.run_logger import read_metrics

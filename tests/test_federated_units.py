@@ -16,18 +16,18 @@ from flwr.common.config import flatten_dict, fuse_dicts, get_project_config, par
 from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
-from clients.app import LOCAL_MODEL_KEY, STATE_KEY, handle_query, handle_train
-from clients.train import proximal_term
+from fedkd.clients.handlers import LOCAL_MODEL_KEY, STATE_KEY, handle_query, handle_train
+from fedkd.clients.train import proximal_term
 from fedkd.errors import ConfigError, FedkdError
 from fedkd.federated import records as R
 from fedkd.federated.config import compose_sim_config, config_from_run_config, plain
 from fedkd.federated.data import client_model_config, client_split, partition_label_counts
 from fedkd.federated.metrics import RoundRecorder
-from fedkd.federated.server_app import check_models
+from fedkd.apps.server_app import check_models
 from fedkd.utils.run_logger import RunLogger, read_metrics
-from strategies.fedavg import FedAvg
-from strategies.fedprox import FedProx
-from strategies.sampling import sample_partitions
+from fedkd.strategies.fedavg import FedAvg
+from fedkd.strategies.fedprox import FedProx
+from fedkd.strategies.sampling import sample_partitions
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -263,5 +263,5 @@ def test_hydra_entry_and_flwr_run_compose_the_same_config():
     assert flwr_cfg == hydra_cfg
     assert flwr_cfg["strategy"]["proximal_mu"] == 0.05 and flwr_cfg["num_clients"] == 4
     assert project["tool"]["flwr"]["app"]["components"] == {
-        "serverapp": "fedkd.federated.server_app:app", "clientapp": "clients.app:app",
+        "serverapp": "fedkd.apps.server_app:app", "clientapp": "fedkd.apps.client_app:app",
     }

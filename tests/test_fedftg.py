@@ -10,13 +10,13 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Message, RecordDict
 
-from clients.app import _start_model
+from fedkd.clients.handlers import _start_model
 from fedkd.data import load_dataset
 from fedkd.datafree import class_weights_from_counts
 from fedkd.federated import records as R
 from fedkd.federated.config import compose_sim_config
 from fedkd.federated.data import partition_label_counts
-from fedkd.federated.simulation import simulate
+from fedkd.apps.simulation import simulate
 from fedkd.utils.checkpoint import model_from_checkpoint
 from fedkd.utils.run_logger import read_metrics
 from conftest import FEDFTG_BUDGET, SMALL_SIM, bound_strategy, client_updates, run_cli

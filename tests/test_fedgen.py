@@ -11,7 +11,7 @@ import pytest
 import torch
 from flwr.app import ConfigRecord
 
-from clients.train import GeneratorRegularizer, local_train
+from fedkd.clients.train import GeneratorRegularizer, local_train
 from fedkd.data import load_dataset
 from fedkd.datafree.losses import weighted_member_cross_entropy
 from fedkd.errors import ConfigError
@@ -166,7 +166,7 @@ def test_server_generator_learns_the_heads_and_persists_across_rounds(cfg, updat
 
 
 def test_fedgen_refuses_bad_settings_with_one_line_errors():
-    from strategies.fedgen import FedGen
+    from fedkd.strategies.fedgen import FedGen
 
     generator = {"name": "fedgen_generator"}
     with pytest.raises(ConfigError, match="class_weighting"):

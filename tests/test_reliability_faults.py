@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricReco
 from flwr.supercore.task_identity import TaskIdentity
 from omegaconf import OmegaConf
 
-from clients.train import local_train
+from fedkd.clients.train import local_train
 from fedkd.data import load_dataset
 from fedkd.data.partitions import iid
 from fedkd.errors import ConfigError
@@ -25,7 +25,8 @@ from fedkd.models import build_model
 from fedkd.training import evaluate, fit
 from fedkd.utils.checkpoint import load_checkpoint
 from fedkd.utils.run_logger import RunLogger, read_metrics
-from strategies.fedavg import ClientUpdate, FedAvg, _RoundStats
+from fedkd.strategies.fedavg import ClientUpdate, FedAvg
+from fedkd.strategies.round_stats import RoundStats
 
 BIN = Path(sys.executable).parent
 
@@ -80,7 +81,7 @@ def _bad_round(strategy: FedAvg):
     rng = np.random.default_rng(0)
     base = {"w": rng.normal(size=(4, 3)).astype(np.float32), "n": np.array(3, dtype=np.int64)}
     glob = ArrayRecord({k: Array(v) for k, v in base.items()})
-    strategy._round = _RoundStats(global_arrays=glob, sampled=list(range(7)))
+    strategy._round = RoundStats(global_arrays=glob, sampled=list(range(7)))
     cfg = _cfg()
 
     def arrays(shift: float) -> ArrayRecord:
@@ -165,13 +166,13 @@ def poisoned_round():
 
     def accuracy(**options) -> float:
         strategy = FedAvg(num_clients=5, seed=0, **options)
-        strategy._round = _RoundStats(global_arrays=glob)
+        strategy._round = RoundStats(global_arrays=glob)
         arrays, _ = strategy.aggregate(1, updates)
         model.load_state_dict(R.state_dict(arrays))
         return evaluate(model, data.test, torch.device("cpu"))["accuracy"]
 
     honest = FedAvg(num_clients=5, seed=0)
-    honest._round = _RoundStats(global_arrays=glob)
+    honest._round = RoundStats(global_arrays=glob)
     model.load_state_dict(R.state_dict(honest.aggregate(1, updates[:4])[0]))
     yield accuracy, evaluate(model, data.test, torch.device("cpu"))["accuracy"]
     torch.set_num_threads(threads)

@@ -103,7 +103,7 @@ def inputs(tmp_path_factory) -> Path:
 
     from fedkd.federated.config import compose_sim_config
     from fedkd.federated.resume import STATE_FILE, ServerCheckpointer
-    from strategies.fedavg import FedAvg
+    from fedkd.strategies.fedavg import FedAvg
 
     class Rows:
         rows: list = []
@@ -115,7 +115,7 @@ def inputs(tmp_path_factory) -> Path:
     (root / "damaged_state" / STATE_FILE).write_bytes(good[:100])
 
     # A fedkd-train run folder checkpointed after epoch 1 (of the default config, seed=0).
-    from fedkd.cli.common import CONF_DIR
+    from fedkd.config import CONF_DIR
     from fedkd.cli.guard import compose_checked
     from fedkd.utils.run_state import RunCheckpointer
 

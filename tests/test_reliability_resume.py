@@ -114,11 +114,11 @@ def test_compare_resumes_an_interrupted_run_and_keeps_finished_ones(tmp_path, mo
     from flwr.app import ArrayRecord
     from omegaconf import OmegaConf
 
-    import fedkd.federated.simulation as simulation
+    import fedkd.apps.simulation as simulation
     from fedkd.cli.compare import run_all
     from fedkd.federated.config import compose_sim_config
     from fedkd.federated.resume import ServerCheckpointer
-    from strategies.fedavg import FedAvg
+    from fedkd.strategies.fedavg import FedAvg
 
     class Rows:
         rows: list = []

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fedkd.cli.common import RunContext, quiet_libraries
+from fedkd.utils.run_context import RunContext, quiet_libraries
 from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
@@ -30,6 +30,7 @@ from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.resume import ResumeState, ServerCheckpointer
 from fedkd.federated.server_run import ServerRun
 from fedkd.models import build_from_config, count_parameters, model_config
+from fedkd.report.plots import write_partition_plot
 from fedkd.training import evaluate
 from fedkd.utils.checkpoint import model_meta, save_model
 
@@ -80,7 +81,7 @@ def train_config(cfg: DictConfig) -> ConfigRecord:
 
 def check_models(cfg: DictConfig, strategy: Any) -> None:
     """Weight-averaging strategies need every client to train ``cfg.model``'s architecture."""
-    if not getattr(strategy, "averages_weights", True):  # see strategies.fedavg.FedAvg.averages_weights
+    if not getattr(strategy, "averages_weights", True):  # see fedkd.strategies.fedavg.FedAvg.averages_weights
         return
     want = model_config(cfg.model)
     for pid, have in enumerate(client_model_configs(cfg)):
@@ -94,7 +95,7 @@ def check_models(cfg: DictConfig, strategy: Any) -> None:
 def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run ``cfg.rounds`` federated rounds with ``cfg.strategy``; return (and write) the summary.
 
-    Writes to ``out_dir``: ``metrics.jsonl`` (one row per round), ``tb/``, ``model.pt`` (the
+    Writes to ``out_dir``: ``partition.png``, ``metrics.jsonl`` (one row per round), ``tb/``, ``model.pt`` (the
     final global model), ``summary.json``, ``resolved_config.yaml``.
     """
     started = time.perf_counter()
@@ -108,6 +109,7 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
     ctx = RunContext.create(cfg, out_dir)
     with ctx.logger:
         data = load_data(cfg)
+        write_partition_plot(cfg, ctx.out_dir)  # partition.png: label counts per client, before round 1
         # Initial models are built first, with the RNG seeded by RunContext: same start every run.
         server_run = ServerRun.create(
             data.spec, data.test.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg)
@@ -133,7 +135,7 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
         log.info(
             "%s: %d clients, %d rounds, %s (%d parameters) on %s; output %s",
             type(strategy).__name__, cfg.num_clients, cfg.rounds,
-            " + ".join(c["name"] for c in server_run.model_configs.values()),
+            " + ".join(str(c.get("name") or c.get("_target_")) for c in server_run.model_configs.values()),
             sum(count_parameters(m) for m in evaluator.models.values()),
             data.spec.name, ctx.out_dir,
         )

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from clients.app import make_client_app
+from fedkd.apps.client_app import make_client_app
 from fedkd.config import check_sim
+from fedkd.errors import ConfigError
 from fedkd.federated.faults import INJECTED
-from fedkd.federated.server_app import make_server_app, quiet_flower
+from fedkd.apps.server_app import make_server_app, quiet_flower
 
 log = logging.getLogger("fedkd.sim")
 
@@ -45,13 +46,30 @@ def parallel_clients(cfg: DictConfig) -> int:
     return max(1, min(slots, int(cfg.num_clients)))
 
 
-def backend_config(cfg: DictConfig, temp_dir: str) -> dict[str, Any]:
-    """Flower's backend config for Ray: client resources and ``ray.init`` arguments."""
-    init_args: dict[str, Any] = {
-        "logging_level": "WARNING",
-        "log_to_driver": bool(cfg.backend.log_to_driver),
-        "_temp_dir": temp_dir,
-    }
+def check_cluster(cfg: DictConfig) -> None:
+    """With ``backend.address`` Ray joins a running cluster, which has its own resources and session folder."""
+    if cfg.backend.get("address") is None:
+        return
+    local_only = [k for k in ("num_cpus", "num_gpus", "temp_dir") if cfg.backend.get(k) is not None]
+    if local_only:
+        raise ConfigError(
+            f"backend.{local_only[0]} applies to a local Ray instance, not to the cluster at backend.address="
+            f"{cfg.backend.address}; set backend.{local_only[0]}=null (size the cluster with `ray start --num-cpus/--num-gpus`)"
+        )
+
+
+def backend_config(cfg: DictConfig, temp_dir: str | None) -> dict[str, Any]:
+    """Flower's backend config for Ray: client resources and ``ray.init`` arguments.
+
+    Flower passes ``init_args`` to ``ray.init``: with ``backend.address`` that joins the cluster
+    there (whose nodes then run the clients), otherwise it starts a local Ray in ``temp_dir``.
+    """
+    init_args: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": bool(cfg.backend.log_to_driver)}
+    if cfg.backend.get("address") is not None:
+        check_cluster(cfg)  # before Ray starts: its own error for these is a ValueError deep in ray.init
+        init_args["address"] = str(cfg.backend.address)
+        return {"client_resources": client_resources(cfg), "init_args": init_args}
+    init_args["_temp_dir"] = temp_dir
     if cfg.backend.num_cpus is not None:
         init_args["num_cpus"] = int(cfg.backend.num_cpus)
     if cfg.backend.num_gpus is not None:
@@ -98,8 +116,10 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     check_sim(cfg)
     check_before_start(cfg)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    # Ray keeps logs and sockets in its session folder; a fresh one per run, removed afterwards.
-    temp_dir = cfg.backend.temp_dir or tempfile.mkdtemp(prefix="fedkd-ray-")
+    # A local Ray keeps logs and sockets in its session folder; a fresh one per run, removed
+    # afterwards. A cluster (backend.address) keeps its own.
+    cluster = cfg.backend.get("address") is not None
+    temp_dir = None if cluster else cfg.backend.temp_dir or tempfile.mkdtemp(prefix="fedkd-ray-")
     summary: dict[str, Any] = {}
     flwr_logger = logging.getLogger("flwr")
     quiet = _DropDeprecation()
@@ -111,12 +131,14 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
             server_app=make_server_app(cfg, out_dir, result=summary),
             client_app=make_client_app(cfg),
             num_supernodes=int(cfg.num_clients),
-            backend_config=backend_config(cfg, str(temp_dir)),
+            backend_config=backend_config(cfg, temp_dir),
         )
     finally:
         flwr_logger.removeFilter(quiet)
         flwr_logger.propagate = propagate
-        if cfg.backend.keep_logs:
+        if temp_dir is None:
+            pass  # a cluster's logs stay in its own session folder
+        elif cfg.backend.keep_logs:
             log.info("Ray logs kept in %s", temp_dir)
         elif not cfg.backend.temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)

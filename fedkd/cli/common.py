@@ -1,37 +1,23 @@
-"""What every Hydra entry point shares: config path, one-line errors, run context."""
+"""What every Hydra entry point shares: the config folder, one-line errors, the preflight."""
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import hydra
-import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fedkd.cli.guard import preflight
-from fedkd.config import register_schemas
+from fedkd.config import CONF_DIR, register_schemas
 from fedkd.errors import FedkdError
-from fedkd.utils.device import resolve_device
-from fedkd.utils.run_logger import RunLogger
-from fedkd.utils.seeding import seed_everything
+from fedkd.utils.run_context import RunContext, hydra_output_dir, quiet_libraries
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+__all__ = ["CONF_DIR", "RunContext", "fail", "hydra_entry", "hydra_output_dir", "quiet_libraries"]
 
 log = logging.getLogger("fedkd")
-
-
-def quiet_libraries() -> None:
-    """Keep Flower's and Ray's chatter off the console (Hydra routes the root logger there)."""
-    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    for name in ("flwr", "ray", "filelock", "matplotlib", "PIL"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def fail(message: str) -> None:
@@ -88,29 +74,3 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
         return checked
 
     return decorate
-
-
-def hydra_output_dir() -> Path:
-    """The current Hydra run's output folder."""
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-@dataclass
-class RunContext:
-    """Per-run essentials: output folder, device, seeded generator and the metrics logger."""
-
-    cfg: DictConfig
-    out_dir: Path
-    device: torch.device
-    generator: torch.Generator
-    logger: RunLogger
-
-    @classmethod
-    def create(cls, cfg: DictConfig, out_dir: str | Path | None = None) -> RunContext:
-        out = Path(out_dir) if out_dir is not None else hydra_output_dir()
-        device = resolve_device(cfg.device)
-        generator = seed_everything(cfg.seed)
-        logger = RunLogger(out, tensorboard=cfg.get("tensorboard", True))
-        # Hydra keeps the unresolved config in .hydra/; scripts want the values that ran.
-        (out / "resolved_config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        return cls(cfg=cfg, out_dir=out, device=device, generator=generator, logger=logger)

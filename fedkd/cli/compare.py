@@ -29,7 +29,7 @@ def run_all(cfg: DictConfig, root: Path) -> None:
     """Run every (strategy, seed) pair not finished yet under ``root/runs``."""
     from fedkd.federated.config import compose_sim_config
     from fedkd.federated.resume import STATE_FILE
-    from fedkd.federated.simulation import simulate
+    from fedkd.apps.simulation import simulate
 
     if not cfg.strategies or not cfg.seeds:
         raise ConfigError("strategies and seeds must each name at least one entry; e.g. strategies=[fedavg,fedftg] seeds=[0]")

@@ -33,7 +33,7 @@ from fedkd.data.augment import batch_augmenter
 from fedkd.datafree import Synthesizer, Teacher, distill
 from fedkd.datafree.student_terms import check_student_terms
 from fedkd.errors import ConfigError
-from fedkd.models import build_from_config, count_parameters, list_models, model_config
+from fedkd.models import build_from_config, count_parameters, list_models, model_config, model_label
 from fedkd.training import evaluate, fit
 from fedkd.utils.checkpoint import model_from_checkpoint, model_meta, save_model
 from fedkd.utils.run_state import RunCheckpointer, RunState, training_parts
@@ -42,9 +42,10 @@ log = logging.getLogger("fedkd.distill")
 
 
 def build_student(cfg: DictConfig, data: DataBundle) -> nn.Module:
-    """The configured student; a one-line error when its name is not a registered classifier."""
-    name = model_config(cfg.student).get("name")
-    if name not in list_models("classifier"):
+    """The configured student; a one-line error when its name is not a registered classifier
+    (your own class, ``student._target_=...``, is checked when it is built)."""
+    name = model_label(cfg.student)
+    if "_target_" not in model_config(cfg.student) and name not in list_models("classifier"):
         raise ConfigError(
             f"student.name '{name}' is not a registered classifier; choose one of: {', '.join(list_models('classifier'))}"
         )
@@ -93,7 +94,7 @@ def load_or_train_teacher(
     else:
         model = build_from_config(cfg.teacher.model, spec).to(device)
         optimizer = instantiate(cfg.teacher.optim)(model.parameters())
-        log.info("no teacher.checkpoint: training %s for %d epochs", cfg.teacher.model.name, cfg.teacher.epochs)
+        log.info("no teacher.checkpoint: training %s for %d epochs", model_label(cfg.teacher.model), cfg.teacher.epochs)
         fit(
             model, data.train, test, optimizer, cfg.teacher.epochs, cfg.teacher.batch_size, device,
             generator=ctx.generator, log=lambda epoch, m: ctx.logger.log(epoch, m, prefix="teacher/"),
@@ -140,7 +141,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
     test = data.test.to(device)
     log.info(
         "distilling into %s (%d parameters) with %s: %d epochs x %d iterations",
-        model_config(cfg.student)["name"], count_parameters(student), type(synthesizer).__name__, cfg.epochs,
+        model_label(cfg.student), count_parameters(student), type(synthesizer).__name__, cfg.epochs,
         cfg.iterations_per_epoch,
     )
     best = {"accuracy": -1.0, "epoch": 0}

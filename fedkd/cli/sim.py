@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from fedkd.cli.common import hydra_entry
-from fedkd.federated.simulation import simulate
+from fedkd.apps.simulation import simulate
 
 
 @hydra_entry("sim")

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from fedkd.cli.common import RunContext, hydra_entry
 from fedkd.config import check_train
 from fedkd.data.augment import batch_augmenter
-from fedkd.models import build_from_config, count_parameters
+from fedkd.models import build_from_config, count_parameters, model_label
 from fedkd.training import fit
 from fedkd.utils.checkpoint import model_meta, save_model
 from fedkd.utils.run_state import RunCheckpointer, RunState, training_parts
@@ -48,7 +48,7 @@ def train(cfg: DictConfig, ctx: RunContext, resume: RunState | None = None) -> d
         start, final = resume.epoch + 1, dict(resume.parts["metrics"])
         resume.restore_rng(ctx.generator)  # last: building the model drew random numbers
         log.info("resuming %s after epoch %d of %d", ctx.out_dir, resume.epoch, cfg.epochs)
-    log.info("training %s (%d parameters) on %s (%d samples)", cfg.model.name, count_parameters(model), data.spec.name, len(data.train))
+    log.info("training %s (%d parameters) on %s (%d samples)", model_label(cfg.model), count_parameters(model), data.spec.name, len(data.train))
     final = fit(
         model, data.train, data.test.to(ctx.device), optimizer, cfg.epochs, cfg.batch_size, ctx.device,
         generator=ctx.generator, cosine_lr=cfg.cosine_lr, log=ctx.logger.log,

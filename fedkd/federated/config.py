@@ -17,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from fedkd.cli.common import CONF_DIR
+from fedkd.config import CONF_DIR
 from fedkd.config import register_schemas
 from fedkd.errors import ConfigError
 

@@ -93,8 +93,8 @@ def client_model_config(cfg: DictConfig, partition_id: int) -> DictConfig:
         entry = {int(k): v for k, v in choice.items()}.get(partition_id, cfg.model)
     else:
         raise ConfigError(f"client_models must be a list or a mapping of model configs (got {choice!r}); see conf/sim.yaml")
-    if "name" not in entry:
-        raise ConfigError(f"client_models entry {entry!r} has no 'name'; write e.g. {{name: lenet5_half}}")
+    if "name" not in entry and "_target_" not in entry:
+        raise ConfigError(f"client_models entry {entry!r} has no 'name' nor '_target_'; write e.g. {{name: lenet5_half}}")
     return entry
 
 

@@ -106,12 +106,14 @@ GROUP_SEP = "::"
 
 
 def group_key(model_cfg: dict) -> str:
-    """A stable name for an architecture group: the model name plus a hash of its full config."""
+    """A stable name for an architecture group: the model name (your model: its class name) plus a
+    hash of its full config."""
     import hashlib
     import json
 
     digest = hashlib.sha1(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{model_cfg['name']}-{digest}"
+    name = model_cfg.get("name") or str(model_cfg.get("_target_", "model")).rsplit(".", 1)[-1]
+    return f"{name}-{digest}"
 
 
 def pack_groups(groups: dict[str, ArrayRecord]) -> ArrayRecord:

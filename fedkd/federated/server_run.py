@@ -1,6 +1,6 @@
 """What a server strategy may know about the run besides its messages.
 
-:func:`fedkd.federated.server_app.run_server` builds one :class:`ServerRun` and hands it to the
+:func:`fedkd.apps.server_app.run_server` builds one :class:`ServerRun` and hands it to the
 strategy (``strategy.bind(run)``) before the first round: the data spec, the test split for
 server-side evaluation, the device, the run logger, and every client's model config. Plain
 FedAvg needs none of it; generator-based strategies build their synthesizer and client models

@@ -1,0 +1,12 @@
+"""``fedkd.strategies``: the repository's top-level ``strategies/`` folder, under an import name that cannot clash.
+
+The code lives in ``strategies/`` at the repository root (the layout the project's users asked for).
+A wheel installs that folder as ``fedkd/strategies`` (``[tool.setuptools.package-dir]`` in
+pyproject.toml), so nothing named ``strategies`` lands in site-packages. In a source tree (a checkout,
+an editable install, a Flower app bundle) this file stands in for it and points the package's
+search path at the folder.
+"""
+
+from pathlib import Path
+
+__path__ = [str(Path(__file__).resolve().parents[2] / "strategies")]  # noqa: F811

@@ -1,0 +1,68 @@
+"""Reply screening: which train replies a round may aggregate (docs/reliability.md).
+
+Flower's own consistency check raises on one odd reply; here a failed, late, non-finite or
+malformed reply is counted and dropped, and the round goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, Message
+
+from fedkd.errors import FedkdError
+from fedkd.federated.faults import INJECTED
+from fedkd.federated.robust import screen_reply, short_reason
+
+log = logging.getLogger("fedkd.sim")
+
+
+@dataclass
+class Screened:
+    """The usable replies of a round and the count of each kind of reply (``ok``, ``failed``,
+    ``late``, ``nonfinite``, ``malformed``)."""
+
+    usable: list[Message] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def screen_replies(
+    server_round: int,
+    valid: list[Message],
+    failed: list[Message],
+    sampled: int,
+    reference: Callable[[Message], ArrayRecord | None],
+    weighted_by_key: str,
+) -> Screened:
+    """Drop the replies a round cannot use and count why.
+
+    Args:
+        valid, failed: Flower's split of the replies (``_check_and_log_replies``).
+        sampled: how many clients were asked (the rest are late).
+        reference: the global weights a reply must match (keys, shapes, dtypes).
+
+    Raises :class:`FedkdError` when every client raised, and not by an injected fault: that is a
+    bug or config error on the clients, not a fault to ride out.
+    """
+    counts = {"ok": 0, "failed": len(failed), "late": max(0, sampled - len(valid) - len(failed)),
+              "nonfinite": 0, "malformed": 0}
+    for msg in failed:
+        log.warning("round %d: a client failed: %s", server_round, short_reason(msg.error.reason))
+    usable = []
+    for msg in valid:
+        kind = screen_reply(msg.content, reference(msg), weighted_by_key)
+        if kind is None:
+            usable.append(msg)
+        else:
+            counts[kind] += 1
+            log.warning("round %d: dropped a %s reply from node %d", server_round, kind, msg.metadata.src_node_id)
+    counts["ok"] = len(usable)
+    if counts["late"]:
+        log.warning("round %d: %d client(s) did not reply within round_timeout", server_round, counts["late"])
+    if not usable and failed and not valid and not any(INJECTED in m.error.reason for m in failed):
+        raise FedkdError(
+            f"round {server_round}: no client returned an update ({failed[0].error.reason}); fix the client error above"
+        )
+    return Screened(usable, counts)
