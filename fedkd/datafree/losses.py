@@ -129,3 +129,35 @@ STUDENT_LOSSES = {
     "kl": kl_divergence,
 }
 """Student losses by config name: ``fn(student_logits, teacher_logits, temperature)``."""
+
+
+# ----------------------------------------------------------------------------------- RDSKD
+def argmax_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Sample authenticity (DAFL's one-hot loss, RDSKD's authenticity term): the cross-entropy of
+    the logits to their own argmax. Small when the teacher is certain about every sample."""
+    logits = logits.float()
+    return F.cross_entropy(logits, logits.detach().argmax(1))
+
+
+def mode_seeking_ratio(
+    x_a: torch.Tensor, x_b: torch.Tensor, logits_a: torch.Tensor, logits_b: torch.Tensor, eps: float = 1e-8
+) -> torch.Tensor:
+    """RDSKD's inter-sample diversity term over pairs ``(x_a[i], x_b[i])`` from different codes:
+    ``||softmax(logits_a) - softmax(logits_b)||_F / (||x_a - x_b||_F + eps)``.
+
+    Frobenius norms over the whole half-batches, as in the authors' code (which writes it as the
+    inverse of the sample-to-output distance ratio). Minimised: pairs must differ as inputs even
+    where the teacher sees them alike, which keeps a generator from collapsing onto a few samples.
+    """
+    d_out = torch.linalg.vector_norm(F.softmax(logits_a.float(), 1) - F.softmax(logits_b.float(), 1))
+    d_in = torch.linalg.vector_norm(x_a.float() - x_b.float())
+    return d_out / (d_in + eps)
+
+
+def exp_increment_penalty(loss: torch.Tensor, reference: torch.Tensor | float) -> torch.Tensor:
+    """RDSKD's exponential penalty on a loss increment: ``exp(loss - reference)``, the reference
+    detached. It equals 1 at the reference and grows exponentially as the loss rises above it; its
+    gradient is ``exp(loss - reference) * d loss``, so a term that climbed back up gets a larger
+    weight -- the method's replacement for hand-tuned loss weights."""
+    ref = reference.detach().float() if isinstance(reference, torch.Tensor) else float(reference)
+    return torch.exp(loss.float() - ref)
