@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedkd.data.custom import OWN_DATASETS, load_own
 from fedkd.data.idx import has_idx_files, read_idx_folder
 from fedkd.data.specs import DatasetSpec, get_spec
 from fedkd.errors import DataError
@@ -172,18 +173,36 @@ def load_dataset(
     test_fraction: float = 0.2,
     max_train: int | None = None,
     max_test: int | None = None,
+    hub: str | None = None,
+    num_classes: int | None = None,
+    image_key: str | None = None,
+    label_key: str | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
 ) -> DataBundle:
     """Load dataset ``name`` as normalised tensors.
 
     Args:
-        name: one of :data:`fedkd.data.specs.SPECS`.
+        name: one of :data:`fedkd.data.specs.SPECS`, or your own data: ``image_folder``,
+            ``arrays`` or ``hf`` (:mod:`fedkd.data.custom`; their spec is read from the data).
         root: folder of the files; ``None`` uses Debian's Fashion-MNIST folder when present, else
-            ``$FEDKD_DATA`` (default ``~/.cache/fedkd/data``).
+            ``$FEDKD_DATA`` (default ``~/.cache/fedkd/data``). Your own data: the ImageFolder
+            tree, the ``.npz`` file or the ``save_to_disk`` folder.
         download: let torchvision download missing files (needs internet).
         image_size: resize to this side length (default: the dataset's own).
         seed, test_fraction: the fixed train/test split of datasets that ship without one (digits).
         max_train, max_test: keep only the first samples (quick experiments).
+        hub, num_classes, image_key, label_key, train_split, test_split: your own data only (a
+            Hugging Face hub name, the class count when the labels do not show it, the columns
+            and splits of a Hugging Face dataset).
     """
+    if name in OWN_DATASETS:
+        bundle = load_own(
+            name, root, hub=hub, image_size=image_size, num_classes=num_classes, image_key=image_key,
+            label_key=label_key, train_split=train_split, test_split=test_split,
+        )
+        train, test = bundle.train, bundle.test
+        return DataBundle(bundle.spec, Split(train.x[:max_train], train.y[:max_train]), Split(test.x[:max_test], test.y[:max_test]))
     spec = get_spec(name)
     if image_size is not None:
         spec = spec.resized(int(image_size))

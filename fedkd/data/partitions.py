@@ -4,9 +4,10 @@ Every partitioner takes the label array, the number of clients, a seed and a min
 and returns one index array per client. Each sample goes to exactly one client; the same seed
 gives the same split.
 
-These are written here rather than taken from ``flwr-datasets``: its partitioners work on
-Hugging Face ``datasets`` objects, while our data are in-memory tensors, and the extra dependency
-(and a conversion per run) buys nothing for four short functions.
+These four are written here, on in-memory labels, with no extra dependency; Flower's own
+partitioners (flwr-datasets, the optional extra ``fedkd[hf]``) are available next to them through
+:mod:`fedkd.data.flwr_partitions` (``conf/partition/flwr_*.yaml``). :func:`label_skew` measures a
+partition's label skew, to compare the two (``python -m fedkd.data.skew_table``).
 """
 
 from __future__ import annotations
@@ -114,3 +115,30 @@ def label_counts(labels: np.ndarray, partition: Partition, num_classes: int) -> 
     """Per-client label histogram, shape (num_clients, num_classes)."""
     labels = np.asarray(labels)
     return np.stack([np.bincount(labels[idx], minlength=num_classes) for idx in partition])
+
+
+def label_skew(labels: np.ndarray, partition: Partition, num_classes: int) -> dict[str, float]:
+    """Label-skew statistics of a partition, averaged over clients.
+
+    - ``classes_per_client``: classes a client holds at least one sample of;
+    - ``classes_for_90pct``: fewest classes that make up 90% of a client's samples;
+    - ``max_class_share``: share of a client's largest class;
+    - ``tv_to_global``: total-variation distance of a client's label distribution to the global one
+      (0: IID labels, towards 1: disjoint);
+    - ``size_cv``: coefficient of variation of client sizes (quantity skew);
+    - ``unassigned``: fraction of samples no client got.
+    """
+    labels = np.asarray(labels)
+    counts = label_counts(labels, partition, num_classes).astype(np.float64)
+    sizes = counts.sum(1)
+    shares = counts / np.maximum(sizes, 1)[:, None]
+    global_share = np.bincount(labels, minlength=num_classes) / max(len(labels), 1)
+    cumulative = np.sort(shares, axis=1)[:, ::-1].cumsum(1)  # largest classes first
+    return {
+        "classes_per_client": float((counts > 0).sum(1).mean()),
+        "classes_for_90pct": float((cumulative < 0.9 - 1e-9).sum(1).mean() + 1),
+        "max_class_share": float(shares.max(1).mean()),
+        "tv_to_global": float(0.5 * np.abs(shares - global_share).sum(1).mean()),
+        "size_cv": float(sizes.std() / max(sizes.mean(), 1e-12)),
+        "unassigned": float(1 - sizes.sum() / max(len(labels), 1)),
+    }

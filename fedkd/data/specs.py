@@ -51,5 +51,6 @@ def get_spec(name: str) -> DatasetSpec:
     except KeyError:
         known = ", ".join(sorted(SPECS))
         raise ConfigError(
-            f"dataset.name: unknown dataset '{name}'; choose one of: {known}"
+            f"dataset.name: unknown dataset '{name}'; choose one of: {known}, "
+            "or your own data with dataset=image_folder, arrays or hf"
         ) from None

@@ -66,15 +66,48 @@ def build_model(name: str, spec: DatasetSpec, **kwargs) -> nn.Module:
     return builder(spec, **kwargs)
 
 
+#: ``_target_`` values that mean "the registry builder": the model is looked up by ``name``.
+REGISTRY_TARGETS = ("fedkd.models.build_model", "fedkd.models.registry.build_model")
+
+
 def model_config(cfg) -> dict:
-    """The plain ``{"name": ..., **kwargs}`` of a Hydra model config (``_target_`` etc. dropped)."""
+    """The plain dict of a Hydra model config, as clients, the server and checkpoints carry it.
+
+    A registry model is ``{"name": ..., **kwargs}`` (fedkd's ``_target_`` and ``_partial_``
+    dropped); your own model keeps its ``_target_`` (``{"_target_": "mypackage.nets.MyNet",
+    **kwargs}``) so every process that rebuilds it from this dict builds the same class.
+    """
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
-    return {k: v for k, v in plain.items() if not k.startswith("_")}
+    target = plain.get("_target_")
+    kwargs = {k: v for k, v in plain.items() if not k.startswith("_")}
+    if target is not None and target not in REGISTRY_TARGETS:
+        return {"_target_": target, **kwargs}
+    return kwargs
+
+
+def model_label(cfg) -> str:
+    """A short name of a model config for logs: the registry name, or your class's dotted path."""
+    plain = model_config(cfg)
+    return str(plain.get("_target_") or plain.get("name"))
 
 
 def build_from_config(cfg, spec: DatasetSpec) -> nn.Module:
-    """Build the model that a ``conf/model/*.yaml`` config (or its plain dict) describes."""
+    """Build the model that a ``conf/model/*.yaml`` config (or its plain dict) describes.
+
+    With ``_target_`` other than fedkd's builder, that importable class or factory is called
+    (:func:`fedkd.models.custom.build_custom`); otherwise the registry model ``name``.
+    """
     kwargs = model_config(cfg)
+    target = kwargs.pop("_target_", None)
+    if target is not None:
+        from fedkd.models.custom import build_custom
+
+        return build_custom(target, spec, kwargs)
+    if "name" not in kwargs:
+        raise ConfigError(
+            f"model config {kwargs} has neither 'name' (a registered model) nor '_target_' (your model class); "
+            "use e.g. model=lenet5, or model=custom model._target_=mypackage.nets.MyNet"
+        )
     return build_model(kwargs.pop("name"), spec, **kwargs)
