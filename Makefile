@@ -21,8 +21,8 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/fedkd-compare strategies=[fedavg,fedftg] seeds=[0] "overrides=['dataset=digits','num_clients=4','rounds=3']" title="FedAvg vs FedFTG on digits"
 
-# The suite CI runs: everything but the three tests marked slow (real SuperLink/SuperNode
-# processes, about 50 s each); `make test-all` runs those too.
+# The suite CI runs: everything but the tests marked slow (real SuperLink/SuperNode processes,
+# about 50 s each; fedkd-sim on a Ray cluster of its own, 1-2 min); `make test-all` runs those too.
 test: install
 	$(PY) -m pytest -q -m "not slow" --durations=15
 

@@ -49,8 +49,13 @@ def draw_label_counts(counts: np.ndarray, ax: Axes, title: str = "") -> None:
     ax.set_xlabel("client (partition id)")
     ax.set_ylabel("training samples")
     ax.set_title(title)
-    integer_x_ticks(ax)
+    if num_clients <= 30:
+        ax.set_xticks(clients)  # every client labelled
+    else:
+        integer_x_ticks(ax)
     ax.set_xlim(-0.6, num_clients - 0.4)
+    # Explicit: a zero-count label on top of the tallest bar would pin the autoscaled top to it.
+    ax.set_ylim(0, max(1, counts.sum(1).max()) * 1.05)
     if num_classes <= 20:  # a legend of more labels hides the bars
         ax.legend(title="label", fontsize="small", ncol=2 if num_classes > 10 else 1,
                   bbox_to_anchor=(1.01, 1), loc="upper left")

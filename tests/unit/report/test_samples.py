@@ -1,0 +1,76 @@
+"""Sample grids as PNG files in the run folder: RunLogger.images, fedkd-distill per epoch, FedFTG per round."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fedkd.utils.run_logger import SAMPLES_DIR, RunLogger
+
+
+def grid_size(n: int, nrow: int, side: int, padding: int = 2) -> tuple[int, int]:
+    """(width, height) of torchvision's make_grid of ``n`` square ``side`` images."""
+    cols, rows = min(n, nrow), -(-n // nrow)
+    return cols * (side + padding) + padding, rows * (side + padding) + padding
+
+
+@pytest.mark.parametrize("tensorboard", [False, True])
+def test_images_writes_a_denormalised_png_grid(tmp_path, digits, tensorboard):
+    spec = digits.spec
+    images = digits.train.x[:20]
+    with RunLogger(tmp_path, tensorboard=tensorboard) as logger:
+        path = logger.images("server/samples", images, 3, spec.mean, spec.std, nrow=8)
+    assert path == tmp_path / SAMPLES_DIR / "server_samples_3.png"  # "/" in the tag does not make a folder
+    png = Image.open(path)
+    png.load()
+    assert png.format == "PNG" and png.size == grid_size(20, 8, spec.image_size)
+    # The first cell holds the first image, un-normalised back to [0, 1] (then 0..255).
+    pixels = np.asarray(png.convert("L"), dtype=np.int16)[2 : 2 + spec.image_size, 2 : 2 + spec.image_size]
+    expected = (images[0, 0] * spec.std[0] + spec.mean[0]).clamp(0, 1).mul(255).round().numpy()
+    assert np.abs(pixels - expected).max() <= 1
+    assert pixels.max() > 200 and pixels.min() < 50  # a digit, not a normalised (mostly negative) tensor
+    assert (tmp_path / "tb").is_dir() == tensorboard
+
+
+def test_fedkd_distill_writes_one_sample_grid_per_epoch(tmp_path, digits, digits_teacher):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from fedkd.cli.common import CONF_DIR, RunContext
+    from fedkd.cli.distill import run_distillation
+    from fedkd.config import register_schemas
+    from fedkd.utils.checkpoint import model_meta, save_model
+
+    ckpt = tmp_path / "teacher.pt"
+    save_model(ckpt, digits_teacher, **model_meta({"name": "lenet5"}, digits.spec))
+    register_schemas()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="centralized", overrides=[
+            "device=cpu", "tensorboard=false", "preview_images=10", f"teacher.checkpoint={ckpt}",
+            "epochs=2", "iterations_per_epoch=1", "batch_size=32", "distill.batch_size=32", "distill.generator.ngf=4",
+        ])
+    ctx = RunContext.create(cfg, out_dir=tmp_path / "run")
+    with ctx.logger:
+        run_distillation(cfg, ctx)
+    pngs = sorted(p.name for p in (tmp_path / "run" / SAMPLES_DIR).iterdir())
+    assert pngs == ["synthetic_1.png", "synthetic_2.png"]  # one per epoch, even without TensorBoard
+    for name in pngs:
+        assert Image.open(tmp_path / "run" / SAMPLES_DIR / name).size == grid_size(10, 8, 28)
+
+
+def test_fedftg_server_writes_sample_grids_every_image_every_rounds(compare_dir):
+    # The shared comparison runs FedFTG with image_every=1 for 2 rounds; the preview has 64 images.
+    samples = compare_dir / "runs" / "fedftg" / "seed0" / SAMPLES_DIR
+    assert sorted(p.name for p in samples.iterdir()) == ["server_samples_1.png", "server_samples_2.png"]
+    png = Image.open(samples / "server_samples_2.png")
+    assert png.format == "PNG" and png.size == grid_size(64, 8, 28)
+    assert not (compare_dir / "runs" / "fedavg" / "seed0" / SAMPLES_DIR).exists()  # FedAvg synthesises nothing
+
+
+def test_images_accepts_unnormalised_input(tmp_path):
+    with RunLogger(tmp_path, tensorboard=False) as logger:
+        path = logger.images("x", torch.full((3, 3, 5, 5), 0.5), 0)  # RGB, no mean/std
+    assert Image.open(path).size == grid_size(3, 8, 5)
