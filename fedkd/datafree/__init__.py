@@ -13,13 +13,16 @@ from fedkd.datafree import generators  # noqa: F401  (registers the generators i
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.distiller import distill
 from fedkd.datafree.generators import ConditionalGenerator, FeatureGenerator, ImageGenerator
+from fedkd.datafree.student_terms import AttentionTransfer
 from fedkd.datafree.synthesizers import (
     CMISynthesizer,
     ConditionalSynthesizer,
+    DAFLSynthesizer,
     DFADSynthesizer,
     RDSKDSynthesizer,
     RealDataSource,
     Synthesizer,
+    ZSKTSynthesizer,
     build_generator,
 )
 from fedkd.datafree.teacher import (
@@ -31,10 +34,12 @@ from fedkd.datafree.teacher import (
 )
 
 __all__ = [
+    "AttentionTransfer",
     "BNStatHooks",
     "CMISynthesizer",
     "ConditionalGenerator",
     "ConditionalSynthesizer",
+    "DAFLSynthesizer",
     "DFADSynthesizer",
     "EnsembleTeacher",
     "FeatureGenerator",
@@ -43,6 +48,7 @@ __all__ = [
     "RealDataSource",
     "Synthesizer",
     "Teacher",
+    "ZSKTSynthesizer",
     "as_teacher",
     "build_generator",
     "class_weights_from_counts",

@@ -161,3 +161,35 @@ def exp_increment_penalty(loss: torch.Tensor, reference: torch.Tensor | float) -
     weight -- the method's replacement for hand-tuned loss weights."""
     ref = reference.detach().float() if isinstance(reference, torch.Tensor) else float(reference)
     return torch.exp(loss.float() - ref)
+
+
+def activation_loss(features: torch.Tensor) -> torch.Tensor:
+    """DAFL's activation term: minus the mean absolute value of the teacher's penultimate features.
+
+    The paper writes ``-1/n sum_i ||f_i||_1``; the authors' code (whose weight 0.1 we use) takes the
+    mean over all elements, i.e. also divides by the feature size -- the form implemented here, so
+    the weight does not depend on the width of the teacher's last hidden layer. Lower for larger
+    activations (the generator is pushed towards inputs that excite the teacher's features).
+    """
+    return -features.float().abs().mean()
+
+
+def attention_map(activations: torch.Tensor) -> torch.Tensor:
+    """Zagoruyko & Komodakis' spatial attention map: the channel mean of squared activations of a
+    (N, C, H, W) tensor, flattened to (N, H*W) and L2-normalised per sample (so channel counts
+    may differ between student and teacher and a positive rescaling does not change it)."""
+    a = activations.float().pow(2).mean(1).flatten(1)
+    return F.normalize(a, dim=1)
+
+
+def attention_transfer(student_activations: Sequence[torch.Tensor], teacher_activations: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Attention-transfer loss summed over matched layer pairs (same spatial size per pair).
+
+    Each pair contributes ``mean((attention_map(s) - attention_map(t))**2)`` over samples and
+    positions: the form of Zagoruyko & Komodakis' and ZSKT's released code, for which ZSKT's
+    ``beta = 250`` was tuned (the papers write the unsquared per-sample L2 norm instead).
+    """
+    total = torch.zeros((), device=student_activations[0].device) if student_activations else torch.zeros(())
+    for s, t in zip(student_activations, teacher_activations, strict=True):
+        total = total + (attention_map(s) - attention_map(t)).pow(2).mean()
+    return total

@@ -1,5 +1,6 @@
 """Student-side terms: extra losses on every student step, one module per method (see ``base``)."""
 
+from fedkd.datafree.student_terms.attention import AttentionTransfer
 from fedkd.datafree.student_terms.base import (
     ForwardCapture,
     StudentBatch,
@@ -8,4 +9,4 @@ from fedkd.datafree.student_terms.base import (
     ordered_terms,
 )
 
-__all__ = ["ForwardCapture", "StudentBatch", "StudentTerm", "check_student_terms", "ordered_terms"]
+__all__ = ["AttentionTransfer", "ForwardCapture", "StudentBatch", "StudentTerm", "check_student_terms", "ordered_terms"]

@@ -1,0 +1,118 @@
+"""A persistent generator trained by Adam whose student steps of one round share one batch.
+
+DAFL and ZSKT both train one generator for the whole run and let the student learn, in each
+round (one :meth:`Synthesizer.synthesize` call), from a single generated batch:
+
+- DAFL (authors' code) updates generator and student on the *same* batch ``G(z)`` at once, so the
+  student's batch is the one the generator step just used;
+- ZSKT (authors' code) draws ``z`` once, takes the generator step(s), and then ``ns`` student
+  steps on ``G(z)`` of the updated generator (recomputed, same ``z``).
+
+:class:`RoundBatchSynthesizer` holds the generator, its Adam optimiser and that shared batch;
+subclasses implement :meth:`synthesize` and call :meth:`_start_round`. ``reuse_batch=False``
+draws a fresh batch for every student step instead (DFAD's way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.losses import STUDENT_LOSSES
+from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.errors import ConfigError
+from fedkd.utils.device import autocast
+
+
+class RoundBatchSynthesizer(Synthesizer):
+    """Base of DAFL and ZSKT: generator + Adam; one student batch per round.
+
+    Args:
+        spec, device: dataset spec and device.
+        generator: registry config of the generator (default ``dfad_generator``).
+        batch_size: samples per generator step.
+        lr, betas: the generator's Adam settings.
+        generator_steps: generator updates per round.
+        reuse_batch: the round's student steps share one batch (both papers) or draw fresh ones.
+        student_steps, student_loss, temperature: how the distiller trains the student.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        device: torch.device | str,
+        generator: Mapping[str, Any] | None,
+        batch_size: int,
+        lr: float,
+        betas: tuple[float, float],
+        generator_steps: int,
+        reuse_batch: bool,
+        student_steps: int,
+        student_loss: str,
+        temperature: float,
+    ) -> None:
+        super().__init__(spec, device)
+        self._check_positive(
+            batch_size=batch_size, lr=lr, generator_steps=generator_steps, student_steps=student_steps, temperature=temperature
+        )
+        if student_loss not in STUDENT_LOSSES:
+            raise ConfigError(
+                f"distill.student_loss '{student_loss}' is unknown; set distill.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
+            )
+        if len(tuple(betas)) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"distill.betas must be two numbers in [0, 1) (got {betas}); set e.g. distill.betas=[0.9,0.999]")
+        self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
+        self.batch_size, self.generator_steps, self.reuse_batch = batch_size, generator_steps, bool(reuse_batch)
+        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
+        self._params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
+        # The round's shared student batch and the noise it comes from; both are reset by every
+        # synthesize() call, so they are not carried between calls (nor checkpointed).
+        self._z: torch.Tensor | None = None
+        self._batch: torch.Tensor | None = None
+
+    def _start_round(self, z: torch.Tensor, batch: torch.Tensor | None = None) -> None:
+        """Set the round's noise and, when already generated, its student batch (detached)."""
+        self._z = z.detach()
+        self._batch = None if batch is None else batch.detach()
+
+    @torch.no_grad()
+    def _generate(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` samples from ``z`` (fresh noise when ``None``), counted in samples_generated."""
+        z = self.generator.noise(n, self.device) if z is None else z
+        self.generator.train()  # batch statistics in the generator's BatchNorm, as in training
+        with autocast(self.device):
+            x = self.generator(z)
+        self.samples_generated += n
+        return x
+
+    def sample(self, n: int) -> tuple[torch.Tensor, None]:
+        """The first ``n`` samples of the round's batch (generated at the first call when the
+        round has none that large), or a fresh batch every call with ``reuse_batch=False``."""
+        if not self.reuse_batch:
+            return self._generate(n), None
+        if self._batch is None or len(self._batch) < n:
+            # From the round's noise when it is large enough (the papers' algorithm); otherwise
+            # (student batches larger than distill.batch_size) from fresh noise of size n.
+            z = self._z[:n] if self._z is not None and len(self._z) >= n else None
+            self._batch = self._generate(n, z)
+        return self._batch[:n], None
+
+    def preview(self, n: int = 64) -> torch.Tensor:
+        """Fresh samples to look at; leaves the round's batch and the sample count alone."""
+        count = self.samples_generated
+        x = self._generate(n)
+        self.samples_generated = count
+        return x
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base state plus the generator's Adam state."""
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._z = self._batch = None

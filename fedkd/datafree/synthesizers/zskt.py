@@ -1,0 +1,127 @@
+"""ZSKT: Zero-shot Knowledge Transfer via Adversarial Belief Matching (Micaelli & Storkey,
+NeurIPS 2019).
+
+An adversarial game on generated samples, as in DFAD but with divergences:
+
+- the generator *maximises* the forward KL ``KL(softmax(t) || softmax(s))`` between teacher and
+  student on its samples (:func:`~fedkd.datafree.losses.adversarial_kl` over all samples);
+- the student minimises the same KL plus attention transfer on matching layers
+  (:class:`~fedkd.datafree.student_terms.AttentionTransfer`, ``beta = 250``), which this
+  synthesizer hands the distiller through :meth:`student_terms`.
+
+Per round (authors' code): draw ``z``, take ``ng = 1`` generator step on ``G(z)``, then
+``ns = 10`` student steps all on ``G(z)`` of the updated generator (the same ``z``). Other paper
+settings: batch 128, ``z`` of size 100, generator Adam lr 1e-3 with its gradient norm clipped at 5,
+student Adam lr 2e-3 (the run's ``optim`` config; the authors also clip the student's gradient
+norm at 5, which the shared loop does not), KL temperature 1, cosine schedules.
+
+Weight of the attention term: the authors' code takes ``F.kl_div``'s old default reduction, the
+mean over samples *and classes*, so its KL is ``1/num_classes`` of the true (batch-mean) KL used
+here; their AT-to-KL balance is therefore ``num_classes`` times stronger than ``at_weight = 250``
+gives here (set ``at_weight = 250 * num_classes`` to reproduce it). We keep the paper's 250.
+The generator is ``dfad_generator`` (DAFL/DFAD's net: ZSKT's has the same layers, without the tanh
+before its non-affine output BatchNorm).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.losses import adversarial_kl
+from fedkd.datafree.student_terms import StudentTerm
+from fedkd.datafree.student_terms.attention import AttentionTransfer
+from fedkd.datafree.synthesizers.round_batch import RoundBatchSynthesizer
+from fedkd.errors import ConfigError
+from fedkd.utils.device import autocast
+
+
+class ZSKTSynthesizer(RoundBatchSynthesizer):
+    """ZSKT's adversarial generator; its attention-transfer term is added to the student's loss.
+
+    Args:
+        spec, device: dataset spec and device.
+        generator: registry config of the generator (default ``dfad_generator``, ``nz`` 100).
+        batch_size: samples per generator step (paper: 128).
+        lr, betas: the generator's Adam settings (paper: 1e-3, default betas).
+        generator_steps: generator updates per round (paper: ``ng = 1``).
+        clip_grad_norm: max gradient norm of a generator step (paper: 5); ``None``/0: no clipping.
+        at_weight: weight of attention transfer in the student's loss (paper: ``beta = 250``);
+            0 drops the term (the paper's "no AT" ablation).
+        at_student_layers, at_teacher_layers: module names to pair for attention transfer;
+            ``None``: the last activation at each common spatial size (see ``AttentionTransfer``).
+        reuse_batch: the round's student steps share one batch (paper) or draw fresh ones.
+        student_steps, student_loss, temperature: ``ns = 10`` student steps per round, KL at
+            temperature 1 (paper); the generator's KL uses the same temperature.
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        device: torch.device | str = "cpu",
+        generator: Mapping[str, Any] | None = None,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        generator_steps: int = 1,
+        clip_grad_norm: float | None = 5.0,
+        at_weight: float = 250.0,
+        at_student_layers: Sequence[str] | None = None,
+        at_teacher_layers: Sequence[str] | None = None,
+        reuse_batch: bool = True,
+        student_steps: int = 10,
+        student_loss: str = "kl",
+        temperature: float = 1.0,
+    ) -> None:
+        super().__init__(
+            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch, student_steps, student_loss, temperature
+        )
+        if clip_grad_norm is not None and not clip_grad_norm >= 0:
+            raise ConfigError(
+                f"distill.clip_grad_norm must be >= 0 or null (got {clip_grad_norm}); set distill.clip_grad_norm=5 (paper) or null"
+            )
+        if at_weight is None or not at_weight >= 0:
+            raise ConfigError(f"distill.at_weight must be >= 0 (got {at_weight}); set distill.at_weight=250 (paper) or 0")
+        self.clip_grad_norm = clip_grad_norm or None
+        self.attention = (
+            AttentionTransfer(at_weight, at_student_layers, at_teacher_layers, key_prefix="distill.at_") if at_weight > 0 else None
+        )
+
+    def student_terms(self) -> list[StudentTerm]:
+        """Attention transfer (unless ``at_weight`` is 0), added to every student step."""
+        return [] if self.attention is None else [self.attention]
+
+    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
+        """Generator step(s): gradient *ascent* on the student-teacher forward KL."""
+        self.generator.train()
+        z = self.generator.noise(self.batch_size, self.device)
+        kl = torch.zeros((), device=self.device)
+        for _ in range(self.generator_steps):
+            with autocast(self.device):
+                x = self.generator(z)
+                loss = adversarial_kl(student(x), teacher(x), self.temperature, only_agreeing=False)
+            self.optimizer.zero_grad(set_to_none=True)
+            # Only the generator learns here: backward into its parameters alone skips the
+            # student's weight gradients (and the teacher is frozen).
+            loss.backward(inputs=self._params)
+            if self.clip_grad_norm:
+                nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
+            self.optimizer.step()
+            self.samples_generated += self.batch_size
+            kl = -loss.detach()
+        self._start_round(z)  # the student steps use G(z) of the updated generator
+        d = kl.item()
+        return {"generator_loss": -d, "kl": d}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The generator, its Adam state and the attention term's state."""
+        return {**super().state_dict(), "attention": {} if self.attention is None else self.attention.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.attention is not None:
+            self.attention.load_state_dict(state.get("attention", {}))
