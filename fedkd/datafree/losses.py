@@ -193,3 +193,40 @@ def attention_transfer(student_activations: Sequence[torch.Tensor], teacher_acti
     for s, t in zip(student_activations, teacher_activations, strict=True):
         total = total + (attention_map(s) - attention_map(t)).pow(2).mean()
     return total
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """DeepInversion's total-variation image prior (the authors' ``loss_var_l2``).
+
+    The sum of the L2 norms of the differences between each pixel and its right, lower and two
+    diagonal neighbours, over the whole batch (not averaged, as in the authors' code, so their
+    weights carry over). Zero for constant images; grows with high-frequency noise.
+    """
+    x = x.float()
+    right = x[..., :, :-1] - x[..., :, 1:]
+    down = x[..., :-1, :] - x[..., 1:, :]
+    diag = x[..., 1:, :-1] - x[..., :-1, 1:]
+    anti = x[..., :-1, :-1] - x[..., 1:, 1:]
+    return sum(torch.linalg.vector_norm(d) for d in (right, down, diag, anti))
+
+
+def l2_prior(x: torch.Tensor) -> torch.Tensor:
+    """DeepInversion's L2 image prior: each sample's L2 norm (in normalised input space), averaged
+    over the batch (the authors' ImageNet form; it keeps pixels near the data's mean colour)."""
+    return torch.linalg.vector_norm(x.float().flatten(1), dim=1).mean()
+
+
+def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Jensen-Shannon divergence of ``softmax(p/T)`` and ``softmax(q/T)``, averaged over the batch.
+
+    ``JS = (KL(P || M) + KL(Q || M)) / 2`` with ``M = (P + Q) / 2``: symmetric, in ``[0, log 2]``.
+    Adaptive DeepInversion's competition term is ``1 - JS(teacher, student)`` (Yin et al., 2020).
+    Computed in log space (no clamping of the probabilities, which the authors' code does and
+    which zeroes the gradient of confident samples).
+    """
+    log_p = F.log_softmax(p_logits.float() / temperature, dim=1)
+    log_q = F.log_softmax(q_logits.float() / temperature, dim=1)
+    log_m = torch.logaddexp(log_p, log_q) - 0.6931471805599453  # log((P + Q) / 2)
+    kl_pm = (log_p.exp() * (log_p - log_m)).sum(1)
+    kl_qm = (log_q.exp() * (log_q - log_m)).sum(1)
+    return (0.5 * (kl_pm + kl_qm)).mean()

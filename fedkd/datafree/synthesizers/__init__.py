@@ -4,9 +4,11 @@ from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.datafree.synthesizers.cmi import CMISynthesizer
 from fedkd.datafree.synthesizers.conditional import ConditionalSynthesizer
 from fedkd.datafree.synthesizers.dafl import DAFLSynthesizer
+from fedkd.datafree.synthesizers.deepinversion import DeepInversionSynthesizer
 from fedkd.datafree.synthesizers.dfad import DFADSynthesizer
+from fedkd.datafree.synthesizers.fast_meta import FastMetaSynthesizer
 from fedkd.datafree.synthesizers.rdskd import RDSKDSynthesizer
 from fedkd.datafree.synthesizers.real import RealDataSource
 from fedkd.datafree.synthesizers.zskt import ZSKTSynthesizer
 
-__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DFADSynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]
+__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer", "FastMetaSynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]
