@@ -181,6 +181,9 @@ class EnsembleTeacher(Teacher):
             self._stacked = (params, buffers, x.device)
             # A parameter-free copy of one member serves as the template for functional_call.
             self._template = copy.deepcopy(self.ensemble[0]).to("meta").eval()
+            for module in self._template.modules():  # deepcopy copies hooks; the template must run none
+                module._forward_hooks.clear()
+                module._forward_pre_hooks.clear()
         params, buffers, _ = self._stacked
         template = self._template
 

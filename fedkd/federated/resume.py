@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import ArrayRecord
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.utils.checkpoint import atomic_save
+from fedkd.utils import run_state
 from fedkd.utils.run_state import read_state_file
 from fedkd.utils.seeding import rng_state as _rng_state
 from fedkd.utils.seeding import set_rng_state as _set_rng_state
@@ -44,9 +45,7 @@ NOT_IDENTITY = ("resume", "rounds", "hydra", "debug", "tensorboard", "backend", 
 
 def config_identity(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config without the keys that may change on resume (:data:`NOT_IDENTITY`)."""
-    # Mask first: Hydra's own node (present in the preflight's config) does not resolve outside a run.
-    kept = [k for k in cfg.keys() if k not in NOT_IDENTITY]
-    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True)
+    return run_state.config_identity(cfg, NOT_IDENTITY)
 
 
 class ServerCheckpointer:
@@ -98,13 +97,8 @@ class ResumeState:
 
     def rewrite_metrics(self) -> None:
         """``metrics.jsonl`` as it was at the checkpoint: rows of later, unfinished rounds dropped."""
-        from fedkd.utils.run_logger import METRICS_FILE
-
         lines = [json.dumps({"step": row["round"], **{k: v for k, v in row.items() if k != "round"}}) for row in self.rows]
-        target = self.folder / METRICS_FILE
-        tmp = target.with_name(f".{METRICS_FILE}.resume.tmp")
-        tmp.write_text("".join(line + "\n" for line in lines))
-        tmp.replace(target)
+        run_state.rewrite_metrics(self.folder, lines)
 
     def restore(self, strategy: Any, recorder: Any) -> None:
         """Put the strategy's state, the recorder's rows and the RNG states back as they were."""

@@ -48,10 +48,20 @@ NOT_IDENTITY = ("resume", "hydra", "debug", "tensorboard", "device", "eval_batch
 
 
 def config_identity(cfg: DictConfig, ignore: tuple[str, ...] = NOT_IDENTITY) -> dict[str, Any]:
-    """The resolved config without the keys in ``ignore``."""
+    """The resolved config without the keys in ``ignore`` (what must match between a run and its
+    resume; the federated server passes its own ``ignore``, :data:`fedkd.federated.resume.NOT_IDENTITY`)."""
     # Mask first: Hydra's own node (present in the preflight's config) does not resolve outside a run.
     kept = [k for k in cfg if k not in ignore]
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, kept), resolve=True)
+
+
+def rewrite_metrics(folder: Path, lines: list[str]) -> None:
+    """Replace ``<folder>/metrics.jsonl`` with ``lines`` (JSON rows), atomically: on resume the file
+    goes back to what it held at the checkpoint, so rows of unfinished epochs or rounds vanish."""
+    target = folder / METRICS_FILE
+    tmp = target.with_name(f".{METRICS_FILE}.resume.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    tmp.replace(target)
 
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -110,9 +120,26 @@ def read_state_file(
     return folder, state
 
 
+#: Import paths that moved, as ``(old prefix, new prefix)``: a run folder written before a move
+#: still resumes (its saved ``_target_`` values are read with the new names).
+RENAMED_TARGETS = (("strategies.", "fedkd.strategies."), ("clients.", "fedkd.clients."))
+
+
+def _renamed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _renamed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v) for v in value]
+    if isinstance(value, str):
+        for old, new in RENAMED_TARGETS:
+            if value.startswith(old):
+                return new + value[len(old):]
+    return value
+
+
 def check_identity(cfg: DictConfig, folder: Path, state: dict[str, Any], identity: Callable[[DictConfig], dict[str, Any]]) -> None:
     """Refuse, in one line naming the differing keys, a config other than the one the run had."""
-    saved = json.loads(state["config"])
+    saved = _renamed(json.loads(state["config"]))
     now = identity(cfg)
     if saved != now:
         keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -220,10 +247,7 @@ class RunState:
     def rewrite_metrics(self) -> None:
         """``metrics.jsonl`` as it was at the checkpoint: rows of later, unfinished epochs dropped.
         Call before the run's logger opens the file."""
-        target = self.folder / METRICS_FILE
-        tmp = target.with_name(f".{METRICS_FILE}.resume.tmp")
-        tmp.write_text("".join(line + "\n" for line in self.rows))
-        tmp.replace(target)
+        rewrite_metrics(self.folder, self.rows)
 
     def restore_rng(self, generator: torch.Generator | None = None) -> None:
         """Put the RNG states (and ``generator``'s) back as they were after the checkpointed epoch.
