@@ -9,6 +9,7 @@ from fedkd.datafree.synthesizers.dfad import DFADSynthesizer
 from fedkd.datafree.synthesizers.fast_meta import FastMetaSynthesizer
 from fedkd.datafree.synthesizers.rdskd import RDSKDSynthesizer
 from fedkd.datafree.synthesizers.real import RealDataSource
+from fedkd.datafree.synthesizers.replay import PseudoReplaySynthesizer
 from fedkd.datafree.synthesizers.zskt import ZSKTSynthesizer
 
-__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer", "FastMetaSynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]
+__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer", "FastMetaSynthesizer", "PseudoReplaySynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]
