@@ -111,6 +111,8 @@ def build_custom(target: str, spec: DatasetSpec, options: dict[str, Any]) -> nn.
         raise ConfigError(f"model._target_ '{target}' does not take these options ({str(exc)[:160]}); fix the model config") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model._target_ '{target}' returned a {type(model).__name__}, not a torch.nn.Module; return the network")
+    if not any(True for _ in model.parameters()):
+        raise ConfigError(f"model._target_ '{target}' built a {type(model).__name__} without parameters; give a network with trainable layers")
     return model
 
 

@@ -12,7 +12,8 @@ from fedkd.errors import ConfigError
 from fedkd.federated.records import group_key
 from fedkd.models import build_from_config, model_config, model_label
 from fedkd.models.custom import batchnorm_layers_of, linear_head
-from fedkd.utils.checkpoint import model_from_checkpoint, model_meta, save_model
+from fedkd.models.checkpoint import model_from_checkpoint, model_meta
+from fedkd.utils.checkpoint import save_model
 
 SPEC = get_spec("cifar10")
 HERE = __name__  # importable module path of the classes below
@@ -98,6 +99,7 @@ def test_checkpoint_rebuilds_your_class(tmp_path):
         ({"_target_": "???"}, "model._target_ is not set"),
         ({"_target_": "not a path"}, "is not a dotted path"),
         ({"batch_norm": True}, "neither 'name'"),
+        ({"_target_": "torch.nn.ReLU"}, "without parameters"),
     ],
 )
 def test_bad_model_config_is_one_line(cfg, needle):
