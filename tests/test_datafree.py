@@ -377,7 +377,7 @@ TINY = ("epochs=2", "iterations_per_epoch=2", "batch_size=32", "distill.batch_si
 
 
 def test_distill_entry_trains_a_teacher_then_distills_and_records_everything(tmp_path):
-    from fedkd.utils.checkpoint import model_from_checkpoint
+    from fedkd.models.checkpoint import model_from_checkpoint
     from fedkd.utils.run_logger import read_metrics
 
     summary = _run(tmp_path, "dfad", "teacher.epochs=1", *TINY)
@@ -400,7 +400,8 @@ def test_distill_entry_trains_a_teacher_then_distills_and_records_everything(tmp
 
 
 def test_distill_entry_with_a_checkpoint_cmi_and_keep_best_on_test(tmp_path, digits_teacher):
-    from fedkd.utils.checkpoint import model_meta, save_model
+    from fedkd.models.checkpoint import model_meta
+    from fedkd.utils.checkpoint import save_model
 
     ckpt = tmp_path / "teacher.pt"
     save_model(ckpt, digits_teacher, **model_meta({"name": "lenet5"}, SPEC))
@@ -417,7 +418,8 @@ def test_distill_entry_with_a_checkpoint_cmi_and_keep_best_on_test(tmp_path, dig
 def test_distill_entry_bad_inputs_end_with_one_line_errors(tmp_path, digits_teacher):
     from fedkd.data.specs import DatasetSpec
     from fedkd.errors import CheckpointError, FedkdError
-    from fedkd.utils.checkpoint import model_meta, save_model
+    from fedkd.models.checkpoint import model_meta
+    from fedkd.utils.checkpoint import save_model
 
     with pytest.raises(CheckpointError, match="does not exist") as missing:
         _run(tmp_path, "a", f"teacher.checkpoint={tmp_path / 'nope.pt'}", *TINY)

@@ -17,7 +17,7 @@ from fedkd.federated import records as R
 from fedkd.federated.config import compose_sim_config
 from fedkd.federated.data import partition_label_counts
 from fedkd.apps.simulation import simulate
-from fedkd.utils.checkpoint import model_from_checkpoint
+from fedkd.models.checkpoint import model_from_checkpoint
 from fedkd.utils.run_logger import read_metrics
 from conftest import FEDFTG_BUDGET, SMALL_SIM, bound_strategy, client_updates, run_cli
 

@@ -25,7 +25,8 @@ import torch
 
 from fedkd.data import get_spec
 from fedkd.models import build_model
-from fedkd.utils.checkpoint import model_meta, save_model
+from fedkd.models.checkpoint import model_meta
+from fedkd.utils.checkpoint import save_model
 from conftest import run_cli
 
 FASHION = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")

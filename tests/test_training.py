@@ -12,7 +12,8 @@ from fedkd.data import get_spec
 from fedkd.errors import CheckpointError
 from fedkd.models import build_model
 from fedkd.training import evaluate, train_epoch
-from fedkd.utils.checkpoint import load_model, model_from_checkpoint, model_meta, save_model
+from fedkd.models.checkpoint import model_from_checkpoint, model_meta
+from fedkd.utils.checkpoint import load_model, save_model
 from fedkd.utils.run_logger import read_metrics
 from fedkd.utils.seeding import seed_everything
 

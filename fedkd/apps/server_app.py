@@ -20,19 +20,20 @@ from flwr.serverapp import Grid, ServerApp
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fedkd.utils.run_context import RunContext, quiet_libraries
 from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.config import RUN_CONFIG_OUT_DIR, config_from_run_config
-from fedkd.federated.data import client_model_configs, load_data
+from fedkd.federated.data import client_model_configs, load_data, partition_label_counts
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.resume import ResumeState, ServerCheckpointer
 from fedkd.federated.server_run import ServerRun
 from fedkd.models import build_from_config, count_parameters, model_config
+from fedkd.models.checkpoint import model_meta
 from fedkd.report.plots import write_partition_plot
 from fedkd.training import evaluate
-from fedkd.utils.checkpoint import model_meta, save_model
+from fedkd.utils.checkpoint import save_model
+from fedkd.utils.run_context import RunContext, quiet_libraries
 
 log = logging.getLogger("fedkd.sim")
 
@@ -109,7 +110,7 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
     ctx = RunContext.create(cfg, out_dir)
     with ctx.logger:
         data = load_data(cfg)
-        write_partition_plot(cfg, ctx.out_dir)  # partition.png: label counts per client, before round 1
+        write_partition_plot(partition_label_counts(cfg), cfg, ctx.out_dir)  # partition.png: label counts per client, before round 1
         # Initial models are built first, with the RNG seeded by RunContext: same start every run.
         server_run = ServerRun.create(
             data.spec, data.test.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg)

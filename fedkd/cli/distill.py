@@ -34,8 +34,9 @@ from fedkd.datafree import Synthesizer, Teacher, distill
 from fedkd.datafree.student_terms import check_student_terms
 from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, count_parameters, list_models, model_config, model_label
+from fedkd.models.checkpoint import model_from_checkpoint, model_meta
 from fedkd.training import evaluate, fit
-from fedkd.utils.checkpoint import model_from_checkpoint, model_meta, save_model
+from fedkd.utils.checkpoint import save_model
 from fedkd.utils.run_state import RunCheckpointer, RunState, training_parts
 
 log = logging.getLogger("fedkd.distill")

@@ -19,8 +19,9 @@ from fedkd.cli.common import RunContext, hydra_entry
 from fedkd.config import check_train
 from fedkd.data.augment import batch_augmenter
 from fedkd.models import build_from_config, count_parameters, model_label
+from fedkd.models.checkpoint import model_meta
 from fedkd.training import fit
-from fedkd.utils.checkpoint import model_meta, save_model
+from fedkd.utils.checkpoint import save_model
 from fedkd.utils.run_state import RunCheckpointer, RunState, training_parts
 
 log = logging.getLogger("fedkd.train")

@@ -101,8 +101,6 @@ def partition_title(cfg: DictConfig) -> str:
     return f"{cfg.dataset.name}: {cfg.num_clients} clients, {name}({args}), seed {cfg.seed}"
 
 
-def write_partition_plot(cfg: DictConfig, out_dir: str | Path) -> Path:
-    """``<out_dir>/partition.png``: the label counts of the federated run ``cfg``'s clients."""
-    from fedkd.federated.data import partition_label_counts  # the clients' own numbers
-
-    return plot_label_counts(partition_label_counts(cfg), Path(out_dir) / PARTITION_PLOT, partition_title(cfg))
+def write_partition_plot(counts, cfg: DictConfig, out_dir: str | Path) -> Path:
+    """``<out_dir>/partition.png``: the label counts (clients x classes) of the federated run ``cfg``."""
+    return plot_label_counts(counts, Path(out_dir) / PARTITION_PLOT, partition_title(cfg))

@@ -78,7 +78,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _check_meta(path: Path, meta: dict[str, Any], expect: dict[str, Any]) -> None:
+def check_meta(path: Path, meta: dict[str, Any], expect: dict[str, Any]) -> None:
     for key, want in expect.items():
         have = meta.get(key)
         if have is not None and have != want:
@@ -88,7 +88,7 @@ def _check_meta(path: Path, meta: dict[str, Any], expect: dict[str, Any]) -> Non
             )
 
 
-def _load_state(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_state(path: Path, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -105,37 +105,6 @@ def load_model(path: str | Path, model: nn.Module, expect: dict[str, Any] | None
     checkpoint of another architecture or class count gets a clear message.
     """
     ckpt = load_checkpoint(path)
-    _check_meta(Path(path), ckpt["meta"], expect or {})
-    _load_state(Path(path), model, ckpt["state_dict"])
+    check_meta(Path(path), ckpt["meta"], expect or {})
+    load_state(Path(path), model, ckpt["state_dict"])
     return ckpt["meta"]
-
-
-def model_from_checkpoint(path: str | Path, spec, expect: dict[str, Any] | None = None) -> tuple[nn.Module, dict]:
-    """Rebuild the model a checkpoint describes (``meta["model_config"]``) for ``spec``, load it.
-
-    The checkpoint's class count and input channels must match ``spec``.
-    """
-    from fedkd.models.registry import build_from_config
-
-    path = Path(path)
-    ckpt = load_checkpoint(path)
-    meta = ckpt["meta"]
-    _check_meta(path, meta, {"num_classes": spec.num_classes, "channels": spec.channels, **(expect or {})})
-    if "model_config" not in meta:
-        raise CheckpointError(f"checkpoint {path} does not record its architecture; re-create it with fedkd-train")
-    model = build_from_config(meta["model_config"], spec)
-    _load_state(path, model, ckpt["state_dict"])
-    return model, meta
-
-
-def model_meta(model_cfg, spec) -> dict[str, Any]:
-    """The ``meta`` a model checkpoint carries so it can be rebuilt and checked later."""
-    from fedkd.models.registry import model_config
-
-    return {
-        "model_config": model_config(model_cfg),
-        "dataset": spec.name,
-        "num_classes": spec.num_classes,
-        "channels": spec.channels,
-        "image_size": spec.image_size,
-    }

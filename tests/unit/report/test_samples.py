@@ -41,7 +41,8 @@ def test_fedkd_distill_writes_one_sample_grid_per_epoch(tmp_path, digits, digits
     from fedkd.cli.common import CONF_DIR, RunContext
     from fedkd.cli.distill import run_distillation
     from fedkd.config import register_schemas
-    from fedkd.utils.checkpoint import model_meta, save_model
+    from fedkd.models.checkpoint import model_meta
+    from fedkd.utils.checkpoint import save_model
 
     ckpt = tmp_path / "teacher.pt"
     save_model(ckpt, digits_teacher, **model_meta({"name": "lenet5"}, digits.spec))
