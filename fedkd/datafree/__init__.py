@@ -13,7 +13,7 @@ from fedkd.datafree import generators  # noqa: F401  (registers the generators i
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.distiller import distill
 from fedkd.datafree.generators import ConditionalGenerator, FeatureGenerator, ImageGenerator
-from fedkd.datafree.student_terms import AttentionTransfer
+from fedkd.datafree.student_terms import ActivationRegularizer, AttentionTransfer, VirtualInterpolation
 from fedkd.datafree.synthesizers import (
     CMISynthesizer,
     ConditionalSynthesizer,
@@ -37,6 +37,7 @@ from fedkd.datafree.teacher import (
 )
 
 __all__ = [
+    "ActivationRegularizer",
     "AttentionTransfer",
     "BNStatHooks",
     "CMISynthesizer",
@@ -54,6 +55,7 @@ __all__ = [
     "RealDataSource",
     "Synthesizer",
     "Teacher",
+    "VirtualInterpolation",
     "ZSKTSynthesizer",
     "as_teacher",
     "build_generator",

@@ -248,3 +248,52 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """``KL(N(mu, exp(logvar)) || N(0, I))`` summed over the latent dimensions, averaged over the batch."""
     mu, logvar = mu.float(), logvar.float()
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
+
+
+# ----------------------------------------------- activation regularisation, virtual interpolation
+def activation_boundary_loss(student_pre: torch.Tensor, teacher_pre: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """Heo et al.'s (AAAI 2019) activation-boundary transfer loss, averaged over elements.
+
+    Where the teacher's neuron is active (pre-activation ``> 0``) the student's must be ``>= margin``,
+    elsewhere ``<= -margin``; each violation costs its squared distance to the margin:
+    ``relu(margin - s)**2`` or ``relu(margin + s)**2``. Zero exactly when the student's
+    pre-activations have the teacher's signs with the margin. Only the teacher's *signs* matter.
+    """
+    s = student_pre.float()
+    active = teacher_pre.float() > 0
+    return torch.where(active, F.relu(margin - s), F.relu(margin + s)).pow(2).mean()
+
+
+def decision_boundary_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """The activation-boundary hinge on the teacher's decision, averaged over samples.
+
+    For the teacher's predicted class ``c``, the decision functions ``s_c - s_k`` (``k != c``) are
+    the student's "pre-activations" of the teacher's decision: positive on the teacher's side of
+    every boundary around ``c``. Each must reach ``min(margin, t_c - t_k)``; a violation costs
+    ``relu(min(margin, t_c - t_k) - (s_c - s_k))``, averaged over the ``C - 1`` other classes.
+    The margin is capped at the teacher's own gap so that a student equal to the teacher has zero
+    loss: near a decision boundary (where an adversarial generator puts its samples) the student
+    must be on the teacher's side by as much as the teacher is, not by more (a full margin there
+    fights the logit-matching loss). The hinge is not squared, unlike the hidden-layer one: logits
+    have no BatchNorm'd connector to bound their scale, and a squared hinge's gradient grows with
+    the error (on digits, with DFAD's student lr 0.1, it made the student diverge to chance).
+    """
+    s, t = student_logits.float(), teacher_logits.float()
+    c = t.argmax(1, keepdim=True)
+    gap = s.gather(1, c) - s  # (N, C): zero at c
+    need = (t.gather(1, c) - t).clamp(max=margin)
+    hinge = F.relu(need - gap).scatter(1, c, 0.0)
+    return hinge.sum(1).mean() / max(s.shape[1] - 1, 1)
+
+
+def convex_mix(a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``lam * a + (1 - lam) * b`` with one ``lam`` per row (shape (N,)), broadcast over the rest."""
+    w = lam.to(a.dtype).view(-1, *([1] * (a.dim() - 1)))
+    return w * a + (1 - w) * b
+
+
+def soft_target_kl(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``KL(target || softmax(s/T)) * T**2`` for a given target distribution (e.g. a mixup label),
+    averaged over the batch; zero when the student's tempered softmax equals the target."""
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    return F.kl_div(log_p_s, target_probs.float(), reduction="batchmean") * (temperature * temperature)

@@ -1,5 +1,6 @@
 """Student-side terms: extra losses on every student step, one module per method (see ``base``)."""
 
+from fedkd.datafree.student_terms.activation import ActivationRegularizer
 from fedkd.datafree.student_terms.attention import AttentionTransfer
 from fedkd.datafree.student_terms.base import (
     ForwardCapture,
@@ -8,5 +9,6 @@ from fedkd.datafree.student_terms.base import (
     check_student_terms,
     ordered_terms,
 )
+from fedkd.datafree.student_terms.interpolation import VirtualInterpolation
 
-__all__ = ["AttentionTransfer", "ForwardCapture", "StudentBatch", "StudentTerm", "check_student_terms", "ordered_terms"]
+__all__ = ["ActivationRegularizer", "AttentionTransfer", "ForwardCapture", "StudentBatch", "StudentTerm", "VirtualInterpolation", "check_student_terms", "ordered_terms"]
