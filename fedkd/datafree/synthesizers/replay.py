@@ -37,6 +37,10 @@ Labels: a conditional base gives the labels its samples were generated for; repl
 none, so a batch that holds replayed samples comes with ``None`` labels (the distiller then skips
 its label cross-entropy, an ensemble teacher its label weighting, for that batch).
 
+Config: ``conf/distill/replay_<base>.yaml`` composes the base method's YAML as ``distill.base``
+(``defaults: [/distill@base: dfad, _self_]``); under FedFTG, ``distill@strategy.synthesizer=replay_conditional
+distill@strategy.synthesizer.base=fedftg`` keeps the strategy's server settings for the base.
+
 Delegation: ``student_steps``, ``student_loss``, ``temperature``, ``generator``, the label prior
 and :meth:`student_terms` are the base's -- the method trains the student as the base does.
 """
@@ -91,8 +95,8 @@ class PseudoReplaySynthesizer(Synthesizer):
         vae_steps, vae_batch_size, vae_lr, vae_betas: VAE updates per call and their Adam settings.
         vae_replay_share: fraction of each VAE batch decoded by the replay decoder, in [0, 1).
         teacher_weight, kl_weight: weights of the teacher-agreement and KL terms.
-        **base_overrides: other keys go to ``base`` (so ``synthesizer.batch_size=64`` set by a
-            strategy config reaches the base method); only with an unbuilt ``base``.
+        **base_overrides: other keys go to ``base`` (``+distill.batch_size=64`` reaches the base
+            method as ``distill.base.batch_size=64`` does); only with an unbuilt ``base``.
     """
 
     def __init__(
@@ -148,7 +152,7 @@ class PseudoReplaySynthesizer(Synthesizer):
             if not isinstance(base, Synthesizer):
                 raise ConfigError(f"distill.base built a {type(base).__name__}, not a Synthesizer; point distill.base._target_ at one")
         elif overrides:
-            raise ConfigError(f"distill.{sorted(overrides)[0]} is not a replay setting and the base is already built; set it on the base")
+            raise ConfigError(f"distill.{min(overrides)} is not a replay setting and the base is already built; set it on the base")
         if base.device != self.device:
             raise ConfigError(f"distill.base is on {base.device}, the replay wrapper on {self.device}; build both for one device")
         return base

@@ -14,6 +14,7 @@ from fedkd.datafree import (
     ConditionalSynthesizer,
     DFADSynthesizer,
     PseudoReplaySynthesizer,
+    RDSKDSynthesizer,
     Teacher,
     distill,
 )
@@ -240,7 +241,10 @@ def _compose(config: str, *overrides: str):
         return compose(config_name=config, overrides=list(overrides))
 
 
-@pytest.mark.parametrize(("name", "base_cls"), [("replay_dfad", DFADSynthesizer), ("replay_conditional", ConditionalSynthesizer)])
+@pytest.mark.parametrize(
+    ("name", "base_cls"),
+    [("replay_dfad", DFADSynthesizer), ("replay_conditional", ConditionalSynthesizer), ("replay_rdskd", RDSKDSynthesizer)],
+)
 def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
     from hydra.utils import instantiate
 
@@ -251,11 +255,46 @@ def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
     assert synth.base.generator.ngf == 8 and synth.vae_batch_size == 16
 
 
-def test_fedftg_synthesizer_settings_reach_the_base():
+def test_replay_composes_under_fedftg_over_its_server_synthesizer():
     from hydra.utils import instantiate
 
-    cfg = _compose("sim", "strategy=fedftg", "distill@strategy.synthesizer=replay_conditional")
+    picks = ["strategy=fedftg", "distill@strategy.synthesizer=replay_conditional"]
+    synth = instantiate(_compose("sim", *picks).strategy.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
+    assert isinstance(synth, PseudoReplaySynthesizer) and isinstance(synth.base, ConditionalSynthesizer)
+    # FedFTG's server settings (conf/distill/fedftg.yaml) as the base; a top-level key reaches the base too.
+    cfg = _compose("sim", *picks, "distill@strategy.synthesizer.base=fedftg", "+strategy.synthesizer.generator_steps=2")
     synth = instantiate(cfg.strategy.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
-    assert isinstance(synth.base, ConditionalSynthesizer)
-    # fedftg.yaml's synthesizer block (batch_size 128, bn 1.0, student_steps 2) configures the base.
     assert synth.base.batch_size == 128 and synth.base.weights["bn"] == 1.0 and synth.student_steps == 2
+    assert synth.base.generator_steps == 2
+
+
+def test_a_resumed_distillation_equals_an_uninterrupted_one(digits_teacher):
+    teacher = Teacher(digits_teacher)
+
+    def setup(seed: int):
+        seed_everything(seed)
+        student = build_model("lenet5_half", SPEC)
+        synth = _replay(DFADSynthesizer(SPEC, "cpu", SMALL_DFAD, batch_size=32, student_steps=2), vae_replay_share=0.25)
+        return student, synth, torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
+
+    def run(student, synth, opt, epochs: int, **kw):
+        return distill(student, teacher, synth, opt, iterations=2, epochs=epochs, batch_size=32, progress=False, **kw)
+
+    student, synth, opt = setup(0)
+    run(student, synth, opt, 2)
+    first = setup(0)
+    metrics = run(*first, 1)
+    buf = io.BytesIO()
+    torch.save({"student": first[0].state_dict(), "synth": first[1].state_dict(), "opt": first[2].state_dict(),
+                "rng": torch.get_rng_state()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    resumed = setup(1)  # fresh objects, other initial weights
+    resumed[0].load_state_dict(state["student"])
+    resumed[1].load_state_dict(state["synth"])
+    resumed[2].load_state_dict(state["opt"])
+    torch.set_rng_state(state["rng"])
+    run(*resumed, 2, start_epoch=2, previous=metrics)
+    assert resumed[1].replayed == synth.replayed > 0
+    for key, value in student.state_dict().items():
+        assert torch.equal(value, resumed[0].state_dict()[key]), key
