@@ -69,11 +69,11 @@ def client_updates(cfg, run, seed: int = 0, epochs: int = 1) -> list:
     """Train replies as a strategy receives them, from (briefly) trained client models."""
     from flwr.app import MetricRecord, RecordDict
 
-    from clients.train import local_train
+    from fedkd.clients.train import local_train
     from fedkd.federated import records as R
     from fedkd.federated.data import client_split, partition_label_counts
     from fedkd.models import build_from_config
-    from strategies.fedavg import ClientUpdate
+    from fedkd.strategies.fedavg import ClientUpdate
 
     counts = partition_label_counts(cfg)
     updates = []

@@ -32,6 +32,7 @@ from fedkd.data import DataBundle
 from fedkd.data.augment import batch_augmenter
 from fedkd.datafree import Synthesizer, Teacher, distill
 from fedkd.datafree.student_terms import check_student_terms
+from fedkd.datafree.synthesizers.base import state_bytes
 from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, count_parameters, list_models, model_config, model_label
 from fedkd.models.checkpoint import model_from_checkpoint, model_meta
@@ -191,7 +192,10 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
     )
     save_model(ctx.out_dir / "student.pt", student, **model_meta(cfg.student, spec))
     if synthesizer.generator is not None:
-        generator_cfg = model_config(cfg.distill.generator) if "generator" in cfg.distill else {}
+        node = cfg.distill  # a wrapper (pseudo replay) keeps its base's generator under distill.base
+        while "generator" not in node and "base" in node:
+            node = node.base
+        generator_cfg = model_config(node.generator) if "generator" in node else {}
         save_model(ctx.out_dir / "generator.pt", synthesizer.generator, **model_meta(generator_cfg, spec), kind="generator")
     wall = final["wall_time_s"]
     summary: dict[str, Any] = {
@@ -205,6 +209,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         "synthetic_samples": int(final["samples_generated"]),
         "synthetic_samples_per_s": final["samples_generated"] / wall if wall > 0 else 0.0,
         "student_samples_per_s": final["student_samples"] / wall if wall > 0 else 0.0,
+        "synthesizer_state_mb": state_bytes(synthesizer.state_dict()) / 2**20,
         "device": str(device),
         "threads": torch.get_num_threads(),
         **peak_memory_mb(device),

@@ -116,17 +116,27 @@ class ForwardCapture:
     """Keeps the latest output of each of ``modules`` (forward hooks) while attached.
 
     ``inputs=True`` keeps each module's first input instead (e.g. the pre-activation entering a
-    ReLU). The captured tensors keep their autograd graph, so a term can back-propagate into the
-    student through them.
+    ReLU), copied before the module runs: an in-place ReLU would otherwise overwrite it. The
+    captured tensors keep their autograd graph, so a term can back-propagate into the student
+    through them.
     """
 
     def __init__(self, modules: Sequence[nn.Module], inputs: bool = False) -> None:
         self.values: list[torch.Tensor | None] = [None] * len(modules)
-        self._handles = [m.register_forward_hook(self._hook(i, inputs)) for i, m in enumerate(modules)]
+        if inputs:
+            self._handles = [m.register_forward_pre_hook(self._pre_hook(i)) for i, m in enumerate(modules)]
+        else:
+            self._handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
 
-    def _hook(self, index: int, inputs: bool):
+    def _hook(self, index: int):
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            self.values[index] = args[0] if inputs else output
+            self.values[index] = output
+
+        return hook
+
+    def _pre_hook(self, index: int):
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            self.values[index] = args[0].clone()
 
         return hook
 

@@ -47,6 +47,18 @@ def build_generator(cfg: Mapping[str, Any] | Any, spec: DatasetSpec) -> nn.Modul
         raise ConfigError(f"generator '{name}' does not take these options ({exc}); fix the generator config") from None
 
 
+def state_bytes(state: Any) -> int:
+    """Bytes of every tensor in a (nested) state dict: the memory a synthesizer carries between
+    calls (generator and optimiser, a sample pool, a memory bank, a VAE)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, Mapping):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
 class Synthesizer(ABC):
     """Base class: produce training inputs for the student from the teacher (and the student).
 

@@ -83,7 +83,16 @@ def test_forward_capture_keeps_outputs_or_inputs():
     assert torch.equal(out_cap.values[0], y) and torch.equal(in_cap.values[0], x)
     out_cap.remove()
     in_cap.remove()
-    assert not layer._forward_hooks
+    assert not layer._forward_hooks and not layer._forward_pre_hooks
+
+
+def test_forward_capture_keeps_the_input_of_an_in_place_relu():
+    relu = torch.nn.ReLU(inplace=True)
+    capture = ForwardCapture([relu], inputs=True)
+    x = torch.tensor([-1.0, 2.0])
+    relu(x.clone())
+    assert capture.values[0].tolist() == [-1.0, 2.0]
+    capture.remove()
 
 
 def test_config_entries_must_be_terms_and_weights_non_negative():

@@ -1,0 +1,255 @@
+"""The data-free leaderboard: every method of the pipeline on Fashion-MNIST, LeNet-5 -> LeNet-5-half.
+
+One teacher for every row (LeNet-5 with BN, trained once by ``fedkd-train``), the same student
+architecture, and the same student budget for every row: 10 epochs, 3,200 student steps of 128
+samples. What differs is how each method makes its samples (and how much that costs), which is
+what the wall-time and time-to-accuracy columns measure. Each row x seed is one ``fedkd-distill``
+process in its own folder under ``outputs/benchmarks/leaderboard/``; a finished run is never re-run,
+and the table re-renders from whatever has finished, so the benchmark runs in parts:
+
+    .venv/bin/python benchmarks/datafree_leaderboard.py --rows kd,dfad --seeds 0     # some runs
+    .venv/bin/python benchmarks/datafree_leaderboard.py --jobs 2                       # all missing runs
+    .venv/bin/python benchmarks/datafree_leaderboard.py --report-only                 # re-render
+
+Writes ``benchmarks/results/datafree_leaderboard.{json,txt,png}``. The test set only reports:
+per-epoch test accuracy gives the mean over training, the largest epoch-to-epoch drop and the
+time to 75 % / 80 % (first epoch at or above; epoch granularity); nothing is selected on it.
+Settings come from each paper (or its authors' code) scaled to this budget; the combination row
+was fixed before any leaderboard run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+OUT = REPO / "outputs" / "benchmarks" / "leaderboard"
+RESULTS = REPO / "benchmarks" / "results"
+TEACHER = OUT / "teacher"
+TEACHER_ARGS = ["dataset=fashion_mnist", "model=lenet5", "epochs=10", "batch_size=128", "optim.lr=0.05", "seed=0"]
+THRESHOLDS = (0.75, 0.80)
+
+# 10 epochs x (iterations x student steps) = 3,200 student steps at batch 128 in every row.
+DFAD = ["distill=dfad", "iterations_per_epoch=64", "distill.batch_size=128", "distill.lr=1e-4"]
+CMI = ["distill=cmi", "iterations_per_epoch=10", "distill.batch_size=128", "distill.iterations=60", "distill.lr=1e-2",
+       "distill.oh=2.0", "distill.student_steps=32", "distill.hflip=true"]
+FAST = ["distill=fast_meta", "iterations_per_epoch=10", "distill.batch_size=128", "distill.student_steps=32",
+        "distill.hflip=true"]
+ADAM = ["optim=adam", "optim.lr=2e-3"]  # the student optimiser of RDSKD's, DAFL's and ZSKT's authors
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "kd": ("KD on real data (reference)", ["distill=real_kd", "iterations_per_epoch=64"]),
+    "dfad": ("DFAD", DFAD),
+    "cmi": ("CMI", CMI),
+    "rdskd": ("RDSKD", ["distill=rdskd", "iterations_per_epoch=64", "distill.batch_size=256",
+                        "distill.generator_warmup=600", "distill.ref_interval=60", *ADAM]),
+    "dfad_arvi": ("DFAD + act. reg. + virt. interp.", [*DFAD, "student_terms=[activation,interpolation]"]),
+    "replay_dfad": ("pseudo replay over DFAD", ["distill=replay_dfad", "iterations_per_epoch=64",
+                                                "distill.base.batch_size=128", "distill.base.lr=1e-4"]),
+    "dafl": ("DAFL", ["distill=dafl", "iterations_per_epoch=320", "distill.batch_size=128", *ADAM]),
+    "zskt": ("ZSKT", ["distill=zskt", "iterations_per_epoch=32", *ADAM]),
+    "deepinversion": ("DeepInversion", ["distill=deepinversion", "iterations_per_epoch=10", "distill.batch_size=128",
+                                        "distill.student_steps=32", "distill.hflip=true"]),
+    "fast_meta": ("fast meta-synthesis (Fast-2)", FAST),
+    "fast_arvi": ("Fast-2 + act. reg. + virt. interp.", [*FAST, "student_terms=[activation,interpolation]"]),
+}
+
+
+def run(cmd: list[str], log: Path) -> int:
+    with open(log, "w") as handle:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_TELEMETRY_ENABLED": "0"}
+        return subprocess.run(cmd, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL).returncode
+
+
+def ensure_teacher() -> Path:
+    model = TEACHER / "model.pt"
+    if not model.is_file():
+        TEACHER.mkdir(parents=True, exist_ok=True)
+        code = run([str(BIN / "fedkd-train"), *TEACHER_ARGS, "tensorboard=false", f"hydra.run.dir={TEACHER}"],
+                   OUT / "teacher.log")
+        if code != 0:
+            sys.exit(f"teacher training failed; see {OUT / 'teacher.log'}")
+    return model
+
+
+def run_dir(row: str, seed: int) -> Path:
+    return OUT / row / f"seed{seed}"
+
+
+def finished(row: str, seed: int) -> bool:
+    return (run_dir(row, seed) / "summary.json").is_file()
+
+
+def distill(row: str, seed: int, teacher: Path) -> tuple[str, int, int, float]:
+    folder = run_dir(row, seed)
+    if folder.exists():  # an unfinished earlier attempt: start it again (fedkd-distill refuses a used folder)
+        for path in sorted(folder.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(BIN / "fedkd-distill"), "dataset=fashion_mnist", "threads=1", f"teacher.checkpoint={teacher}",
+           "epochs=10", "batch_size=128", "tensorboard=false", "preview_images=64", f"seed={seed}",
+           *ROWS[row][1], f"hydra.run.dir={folder}"]
+    start = time.perf_counter()
+    code = run(cmd, folder.parent / f"seed{seed}.log")
+    return row, seed, code, time.perf_counter() - start
+
+
+def epoch_rows(folder: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if "test_accuracy" in r and "wall_time_s" in r]
+
+
+def run_figures(folder: Path) -> dict:
+    summary = json.loads((folder / "summary.json").read_text())
+    epochs = epoch_rows(folder)
+    accs = [r["test_accuracy"] for r in epochs]
+    out = {
+        "final_accuracy": summary["final_student_accuracy"],
+        "mean_accuracy_over_epochs": statistics.fmean(accs),
+        "largest_epoch_drop": max([0.0] + [a - b for a, b in zip(accs, accs[1:])]),
+        "wall_time_s": summary["wall_time_s"],
+        "synthetic_samples_per_s": summary["synthetic_samples_per_s"],
+        "peak_rss_mb": summary["peak_rss_mb"],
+        "synthesizer_state_mb": summary.get("synthesizer_state_mb"),
+        "teacher_accuracy": summary["teacher_accuracy"],
+        "curve": [(r["wall_time_s"], r["test_accuracy"]) for r in epochs],
+    }
+    for t in THRESHOLDS:
+        out[f"time_to_{int(t * 100)}"] = next((s for s, a in out["curve"] if a >= t), None)
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect() -> dict:
+    table = {}
+    for row, (label, overrides) in ROWS.items():
+        runs = {int(p.name[4:]): run_figures(p) for p in sorted((OUT / row).glob("seed*")) if (p / "summary.json").is_file()}
+        if not runs:
+            continue
+        figures = list(runs.values())
+        entry = {"label": label, "overrides": overrides, "seeds": sorted(runs), "runs": runs}
+        for key in ("final_accuracy", "mean_accuracy_over_epochs", "largest_epoch_drop", "wall_time_s",
+                    "synthetic_samples_per_s", "peak_rss_mb", "synthesizer_state_mb"):
+            values = [f[key] for f in figures if f[key] is not None]
+            entry[key] = mean_std(values) if values else None
+        for t in THRESHOLDS:
+            key = f"time_to_{int(t * 100)}"
+            reached = [f[key] for f in figures if f[key] is not None]
+            entry[key] = (statistics.fmean(reached), len(reached)) if reached else (None, 0)
+        table[row] = entry
+    return table
+
+
+def render(table: dict) -> str:
+    teacher = next((e["runs"][s]["teacher_accuracy"] for e in table.values() for s in e["runs"]), None)
+    kd = table.get("kd", {}).get("final_accuracy")
+    lines = [
+        "Data-free leaderboard, Fashion-MNIST, LeNet-5 (BN) -> LeNet-5-half, 3,200 student steps of 128 samples,",
+        f"teacher test accuracy {teacher:.4f}" if teacher is not None else "teacher: not trained yet",
+        "",
+        f"{'row':36s} {'seeds':5s} {'final acc':>15s} {'/KD':>5s} {'mean over ep.':>15s} {'max drop':>8s} "
+        f"{'wall s':>7s} {'t75 s':>10s} {'t80 s':>10s} {'samples/s':>9s} {'peak MiB':>8s} {'state MB':>8s}",
+    ]
+    for row, e in table.items():
+        acc, sd = e["final_accuracy"]
+        ratio = f"{acc / kd[0]:.3f}" if kd and row != "kd" else ""
+        mean, msd = e["mean_accuracy_over_epochs"]
+
+        def reach(key: str) -> str:
+            value, n = e[key]
+            return "-" if value is None else f"{value:.0f} ({n}/{len(e['seeds'])})"
+
+        state = e["synthesizer_state_mb"]
+        lines.append(
+            f"{e['label']:36s} {len(e['seeds']):5d} {100 * acc:7.2f} ± {100 * sd:4.2f} {ratio:>5s} "
+            f"{100 * mean:7.2f} ± {100 * msd:4.2f} {100 * e['largest_epoch_drop'][0]:8.2f} {e['wall_time_s'][0]:7.0f} "
+            f"{reach('time_to_75'):>10s} {reach('time_to_80'):>10s} {e['synthetic_samples_per_s'][0]:9.0f} "
+            f"{e['peak_rss_mb'][0]:8.0f} {'' if state is None else f'{state[0]:8.1f}'}"
+        )
+    lines += [
+        "",
+        "final acc: the final student's test accuracy, mean ± std over seeds (in %); /KD: over the KD row's mean.",
+        "mean over ep.: test accuracy averaged over the 10 epochs (PRE-DFKD's measure); max drop: the largest fall",
+        "between consecutive epochs (points, mean over seeds). wall s: seconds inside the distillation loop (mean).",
+        "t75/t80: loop seconds until the student first reaches 75 % / 80 % at an epoch end (mean over the seeds",
+        "that reached it, and how many did). samples/s: synthetic samples generated per loop second (KD: real).",
+        "state MB: tensors the synthesizer carries between steps (generator, optimiser, pool, memory bank, VAE).",
+        "Each run: one process, one torch thread; runs may share the 2 cores with another run.",
+    ]
+    return "\n".join(lines)
+
+
+def plot(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    for index, (_, e) in enumerate(table.items()):
+        color = plt.cm.tab20(index % 20)
+        for n, seed in enumerate(e["seeds"]):
+            curve = e["runs"][seed]["curve"]
+            ax.plot([s for s, _ in curve], [100 * a for _, a in curve], "o-", ms=2.5, lw=1, color=color,
+                    label=e["label"] if n == 0 else None, alpha=0.85)
+    for t in THRESHOLDS:
+        ax.axhline(100 * t, color="grey", lw=0.6, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds in the distillation loop (log scale)")
+    ax.set_ylabel("student test accuracy (%) at each epoch end")
+    ax.set_title("Fashion-MNIST, LeNet-5 -> LeNet-5-half, 3,200 student steps")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report() -> None:
+    table = collect()
+    text = render(table)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "datafree_leaderboard.txt").write_text(text + "\n")
+    (RESULTS / "datafree_leaderboard.json").write_text(json.dumps(
+        {"date": time.strftime("%Y-%m-%d"), "teacher": TEACHER_ARGS, "rows": table}, indent=1, default=list))
+    if table:
+        plot(table, RESULTS / "datafree_leaderboard.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    if not args.report_only:
+        teacher = ensure_teacher()
+        todo = [(r, int(s)) for s in args.seeds.split(",") for r in rows if not finished(r, int(s))]
+        print(f"{len(todo)} run(s) to do: {todo}", flush=True)
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for row, seed, code, seconds in pool.map(lambda job: distill(*job, teacher), todo):
+                status = "ok" if code == 0 else f"FAILED (exit {code}; see {run_dir(row, seed).parent}/seed{seed}.log)"
+                print(f"{row} seed {seed}: {status}, {seconds:.0f} s", flush=True)
+    report()
+
+
+if __name__ == "__main__":
+    main()
