@@ -276,7 +276,7 @@ def decision_boundary_loss(student_logits: torch.Tensor, teacher_logits: torch.T
     must be on the teacher's side by as much as the teacher is, not by more (a full margin there
     fights the logit-matching loss). The hinge is not squared, unlike the hidden-layer one: logits
     have no BatchNorm'd connector to bound their scale, and a squared hinge's gradient grows with
-    the error (on digits, with DFAD's student lr 0.1, it made the student diverge to chance).
+    the error, which made the student diverge (see docs/design_notes.md#decision-boundary-hinge).
     """
     s, t = student_logits.float(), teacher_logits.float()
     c = t.argmax(1, keepdim=True)

@@ -94,9 +94,8 @@ class EnsembleTeacher(Teacher):
 
     ``batched``: ``"auto"`` (default) evaluates members that share one architecture in a single
     vectorised call (parameters stacked, ``torch.func.functional_call`` under ``torch.func.vmap``)
-    on CUDA, and one call per member on the CPU, where the loop measured faster (10 small CNNs,
-    batch 256, 2 cores: vmap 0.30x the loop's speed forward, 0.26x forward+backward; see
-    ``benchmarks/fedftg_fashion_mnist.py``); ``True`` demands the batched path on any device,
+    on CUDA, and one call per member on the CPU, where the loop measured faster (see
+    docs/design_notes.md#ensemble-teacher-on-the-cpu); ``True`` demands the batched path on any device,
     ``False`` forces the loop.
     The stacked parameters are a snapshot: call :meth:`refresh` after changing a member's weights.
     """

@@ -21,8 +21,8 @@ Distillation of Activation Boundaries Formed by Hidden Neurons"):
   neuron is on" is "the teacher's decision is ``c`` rather than ``k``"; the student must take it
   with the margin, capped at the teacher's own gap (a student equal to the teacher scores 0), in a
   plain (not squared) hinge, since logits have no BatchNorm'd connector to bound their scale.
-  Weighted by ``logit_weight`` (0 turns it off). The paper's exact logit form could not be checked
-  here; this is the AB form carried over to the decision functions.
+  Weighted by ``logit_weight`` (0 turns it off). This is the AB form carried over to the decision
+  functions; it has not been checked against the paper's exact logit form.
 
 The connectors are trained with their own Adam optimiser on the same loss (Heo trains them jointly
 with the student); they and its state are in :meth:`ActivationRegularizer.state_dict`.
