@@ -46,35 +46,35 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
         "teacher": ["epochs=10", "batch_size=128", "optim.lr=0.05"],
         # 640 iterations x 5 student steps = 3,200 student steps at batch 128.
         "dfad": [
-            "epochs=10", "iterations_per_epoch=64", "batch_size=128", "distill.batch_size=128",
-            "distill.generator.ngf=16", "distill.lr=1e-4",
+            "epochs=10", "iterations_per_epoch=64", "student_batch_size=128", "synthesizer.batch_size=128",
+            "synthesizer.generator.ngf=16", "synthesizer.lr=1e-4",
         ],
         # 100 rounds x 60 synthesis steps; 100 x 32 = 3,200 student steps at batch 128. Synthesis is
         # nearly all the cost: 60 steps per round (paper: 200) and cross-entropy weight 2 gave the
         # best 4-epoch runs (78.5-79.3% against 76.6% for 30 steps and weight 0.5, same compute).
         "cmi": [
-            "epochs=10", "iterations_per_epoch=10", "batch_size=128", "distill.batch_size=128",
-            "distill.iterations=60", "distill.lr=1e-2", "distill.oh=2.0", "distill.student_steps=32",
-            "distill.hflip=true",
+            "epochs=10", "iterations_per_epoch=10", "student_batch_size=128", "synthesizer.batch_size=128",
+            "synthesizer.synthesis_steps=60", "synthesizer.lr=1e-2", "synthesizer.oh=2.0", "synthesizer.student_steps=32",
+            "synthesizer.hflip=true",
         ],
     },
     # Checks that the script runs end to end (a minute or two); its figures mean nothing.
     "smoke": {
         "teacher": ["epochs=1", "batch_size=128", "optim.lr=0.05", "dataset.max_train=2000"],
-        "dfad": ["epochs=1", "iterations_per_epoch=2", "batch_size=64", "distill.batch_size=64", "distill.lr=1e-4"],
-        "cmi": ["epochs=1", "iterations_per_epoch=2", "batch_size=64", "distill.batch_size=64", "distill.iterations=2",
-                "distill.student_steps=5", "distill.hflip=true"],
+        "dfad": ["epochs=1", "iterations_per_epoch=2", "student_batch_size=64", "synthesizer.batch_size=64", "synthesizer.lr=1e-4"],
+        "cmi": ["epochs=1", "iterations_per_epoch=2", "student_batch_size=64", "synthesizer.batch_size=64", "synthesizer.synthesis_steps=2",
+                "synthesizer.student_steps=5", "synthesizer.hflip=true"],
     },
     "paper": {
         "teacher": ["epochs=30", "batch_size=128", "optim.lr=0.05"],
         "dfad": [
-            "epochs=40", "iterations_per_epoch=50", "batch_size=512", "distill.batch_size=512",
-            "distill.generator.ngf=64", "distill.generator.nz=100", "distill.lr=1e-3",
+            "epochs=40", "iterations_per_epoch=50", "student_batch_size=512", "synthesizer.batch_size=512",
+            "synthesizer.generator.ngf=64", "synthesizer.generator.nz=100", "synthesizer.lr=1e-3",
         ],
         "cmi": [
-            "epochs=40", "iterations_per_epoch=10", "batch_size=256", "distill.batch_size=256",
-            "distill.iterations=200", "distill.student_steps=100", "distill.hflip=true",
-            "distill.generator.ngf=64", "distill.generator.nz=256",
+            "epochs=40", "iterations_per_epoch=10", "student_batch_size=256", "synthesizer.batch_size=256",
+            "synthesizer.synthesis_steps=200", "synthesizer.student_steps=100", "synthesizer.hflip=true",
+            "synthesizer.generator.ngf=64", "synthesizer.generator.nz=256",
         ],
     },
 }
@@ -170,7 +170,7 @@ def speed_phase(args: argparse.Namespace) -> dict:
         straightforward_iteration(cifar_gen, teacher, student, opt_g, opt_s, b, 256, spec.image_size)
 
     def run_ours() -> None:
-        distill(s_ours, frozen, ours, opt_ours, 1, batch_size=b, progress=False)
+        distill(s_ours, frozen, ours, opt_ours, 1, student_batch_size=b, progress=False)
 
     run_straight(), run_ours()  # warm-up
     straight, mine = [], []
@@ -256,9 +256,9 @@ def main() -> None:
     # The reference takes exactly DFAD's student steps: same epochs, iterations, 5 steps each, batch.
     same = [f"{k}={_value(budget['dfad'], k)}" for k in ("epochs", "iterations_per_epoch", "batch_size")]
     plan = {
-        "kd_real": ["distill=real_kd", *same, "distill.student_steps=5"],
-        "dfad": ["distill=dfad", *budget["dfad"]],
-        "cmi": ["distill=cmi", *budget["cmi"]],
+        "kd_real": ["synthesizer=real_kd", *same, "synthesizer.student_steps=5"],
+        "dfad": ["synthesizer=dfad", *budget["dfad"]],
+        "cmi": ["synthesizer=cmi", *budget["cmi"]],
     }
     for i, (name, overrides) in enumerate(plan.items(), start=2):
         print(f"[{i}/5] {name} ...", flush=True)

@@ -39,25 +39,25 @@ TEACHER_ARGS = ["dataset=fashion_mnist", "model=lenet5", "epochs=10", "batch_siz
 THRESHOLDS = (0.75, 0.80)
 
 # 10 epochs x (iterations x student steps) = 3,200 student steps at batch 128 in every row.
-DFAD = ["distill=dfad", "iterations_per_epoch=64", "distill.batch_size=128", "distill.lr=1e-4"]
-CMI = ["distill=cmi", "iterations_per_epoch=10", "distill.batch_size=128", "distill.iterations=60", "distill.lr=1e-2",
-       "distill.oh=2.0", "distill.student_steps=32", "distill.hflip=true"]
-FAST = ["distill=fast_meta", "iterations_per_epoch=10", "distill.batch_size=128", "distill.student_steps=32",
-        "distill.hflip=true"]
+DFAD = ["synthesizer=dfad", "iterations_per_epoch=64", "synthesizer.batch_size=128", "synthesizer.lr=1e-4"]
+CMI = ["synthesizer=cmi", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.synthesis_steps=60", "synthesizer.lr=1e-2",
+       "synthesizer.oh=2.0", "synthesizer.student_steps=32", "synthesizer.hflip=true"]
+FAST = ["synthesizer=fast_meta", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.student_steps=32",
+        "synthesizer.hflip=true"]
 ADAM = ["optim=adam", "optim.lr=2e-3"]  # the student optimiser of RDSKD's, DAFL's and ZSKT's authors
 ROWS: dict[str, tuple[str, list[str]]] = {
-    "kd": ("KD on real data (reference)", ["distill=real_kd", "iterations_per_epoch=64"]),
+    "kd": ("KD on real data (reference)", ["synthesizer=real_kd", "iterations_per_epoch=64"]),
     "dfad": ("DFAD", DFAD),
     "cmi": ("CMI", CMI),
-    "rdskd": ("RDSKD", ["distill=rdskd", "iterations_per_epoch=64", "distill.batch_size=256",
-                        "distill.generator_warmup=600", "distill.ref_interval=60", *ADAM]),
+    "rdskd": ("RDSKD", ["synthesizer=rdskd", "iterations_per_epoch=64", "synthesizer.batch_size=256",
+                        "synthesizer.generator_warmup=600", "synthesizer.ref_interval=60", *ADAM]),
     "dfad_arvi": ("DFAD + act. reg. + virt. interp.", [*DFAD, "student_terms=[activation,interpolation]"]),
-    "replay_dfad": ("pseudo replay over DFAD", ["distill=replay_dfad", "iterations_per_epoch=64",
-                                                "distill.base.batch_size=128", "distill.base.lr=1e-4"]),
-    "dafl": ("DAFL", ["distill=dafl", "iterations_per_epoch=320", "distill.batch_size=128", *ADAM]),
-    "zskt": ("ZSKT", ["distill=zskt", "iterations_per_epoch=32", *ADAM]),
-    "deepinversion": ("DeepInversion", ["distill=deepinversion", "iterations_per_epoch=10", "distill.batch_size=128",
-                                        "distill.student_steps=32", "distill.hflip=true"]),
+    "replay_dfad": ("pseudo replay over DFAD", ["synthesizer=replay_dfad", "iterations_per_epoch=64",
+                                                "synthesizer.base.batch_size=128", "synthesizer.base.lr=1e-4"]),
+    "dafl": ("DAFL", ["synthesizer=dafl", "iterations_per_epoch=320", "synthesizer.batch_size=128", *ADAM]),
+    "zskt": ("ZSKT", ["synthesizer=zskt", "iterations_per_epoch=32", *ADAM]),
+    "deepinversion": ("DeepInversion", ["synthesizer=deepinversion", "iterations_per_epoch=10", "synthesizer.batch_size=128",
+                                        "synthesizer.student_steps=32", "synthesizer.hflip=true"]),
     "fast_meta": ("fast meta-synthesis (Fast-2)", FAST),
     "fast_arvi": ("Fast-2 + act. reg. + virt. interp.", [*FAST, "student_terms=[activation,interpolation]"]),
 }
@@ -96,7 +96,7 @@ def distill(row: str, seed: int, teacher: Path) -> tuple[str, int, int, float]:
             path.unlink() if path.is_file() else path.rmdir()
     folder.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(BIN / "fedkd-distill"), "dataset=fashion_mnist", "threads=1", f"teacher.checkpoint={teacher}",
-           "epochs=10", "batch_size=128", "tensorboard=false", "preview_images=64", f"seed={seed}",
+           "epochs=10", "student_batch_size=128", "tensorboard=false", "preview_images=64", f"seed={seed}",
            *ROWS[row][1], f"hydra.run.dir={folder}"]
     start = time.perf_counter()
     code = run(cmd, folder.parent / f"seed{seed}.log")

@@ -50,7 +50,7 @@ SETTINGS = {
 }
 COMMON = [
     "dataset=fashion_mnist", "model=small_cnn", "strategy=fedavg", "num_clients=10",
-    "local_epochs=1", "batch_size=32", "seed=0", "client_resources.num_cpus=1",
+    "local_epochs=1", "local_batch_size=32", "seed=0", "client_resources.num_cpus=1",
 ]
 
 

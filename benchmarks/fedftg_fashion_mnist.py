@@ -118,7 +118,7 @@ def main() -> None:
 
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "settings": []}
     results["ensemble_speed"] = ensemble_speed(args.channels)
-    ftg = {"fedftg": [f"strategy.iterations={args.server_iterations}"]}
+    ftg = {"fedftg": [f"strategy.iterations_per_round={args.server_iterations}"]}
     for alpha in args.alphas:
         results["settings"].append(
             run_setting(args, f"dirichlet_{alpha}", ["fedavg", "fedftg"], setting_overrides(args, alpha), ftg)
@@ -128,7 +128,7 @@ def main() -> None:
         one_shot += ["experiment=one_shot", f"local_epochs={args.one_shot_epochs}"]
         results["settings"].append(
             run_setting(args, f"one_shot_dirichlet_{args.alphas[0]}", ["fedavg", "one_shot_fedftg"], one_shot,
-                        {"one_shot_fedftg": [f"strategy.iterations={args.one_shot_iterations}"]})
+                        {"one_shot_fedftg": [f"strategy.iterations_per_round={args.one_shot_iterations}"]})
         )
 
     lines = []

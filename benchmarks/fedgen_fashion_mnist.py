@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--tag", default="fedgen_fashion_mnist")
     args = parser.parse_args()
 
-    strategy_overrides = {"fedftg": [f"strategy.iterations={args.fedftg_iterations}"], "fedgen": list(args.fedgen)}
+    strategy_overrides = {"fedftg": [f"strategy.iterations_per_round={args.fedftg_iterations}"], "fedgen": list(args.fedgen)}
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "settings": []}
     lines = []
     for alpha in args.alphas:

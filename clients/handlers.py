@@ -115,7 +115,7 @@ def handle_train(msg: Message, context: Context, cfg: DictConfig) -> Message:
         instantiate(cfg.optim),
         lr=float(_config_value(config, R.LEARNING_RATE, cfg.optim.lr)),
         epochs=int(_config_value(config, R.LOCAL_EPOCHS, cfg.local_epochs)),
-        batch_size=int(_config_value(config, R.BATCH_SIZE, cfg.batch_size)),
+        batch_size=int(_config_value(config, R.BATCH_SIZE, cfg.local_batch_size)),
         device=device,
         generator=generator,
         proximal_mu=float(_config_value(config, R.PROXIMAL_MU, 0.0)),

@@ -123,7 +123,7 @@ class SimConfig(RunConfig):
     num_clients: int = 10
     rounds: int = 10
     local_epochs: int = 1
-    batch_size: int = 32
+    local_batch_size: int = 32  # a client's local training batch
     eval_batch_size: int = 1024
     keep_local_model: bool = False  # clients keep their trained weights in Context.state
     node_timeout: float = 120.0  # seconds the server waits for all clients to connect
@@ -167,11 +167,11 @@ class CentralizedConfig(RunConfig):
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: Any = MISSING
     optim: Any = MISSING  # the student's optimizer
-    distill: Any = MISSING  # the synthesizer (conf/distill/)
+    synthesizer: Any = MISSING  # the synthesizer (conf/synthesizer/)
     student_terms: Any = field(default_factory=dict)  # extra student losses by name (conf/student_terms/)
     epochs: int = 10
     iterations_per_epoch: int = 50
-    batch_size: int = 256
+    student_batch_size: int = 256  # samples per student step
     eval_batch_size: int = 1024
     cosine_lr: bool = True
     keep_best_on_test: bool = False  # also save the student that scored best on the test set (plots only)
@@ -210,12 +210,63 @@ def check_train(cfg: DictConfig) -> None:
 
 
 def check_sim(cfg: DictConfig) -> None:
-    require_positive(cfg, "num_clients", "rounds", "local_epochs", "batch_size", "eval_batch_size")
+    require_positive(cfg, "num_clients", "rounds", "local_epochs", "local_batch_size", "eval_batch_size")
     require_positive(cfg, "client_resources.num_cpus")
 
 
 def check_centralized(cfg: DictConfig) -> None:
-    require_positive(cfg, "epochs", "iterations_per_epoch", "batch_size", "eval_batch_size", "teacher.epochs", "teacher.batch_size")
+    require_positive(cfg, "epochs", "iterations_per_epoch", "student_batch_size", "eval_batch_size", "teacher.epochs",
+                     "teacher.batch_size")
     check_augment(cfg.teacher.augment, "teacher.augment")
     if cfg.threads is not None:
         require_positive(cfg, "threads")
+
+
+#: Keys renamed in 0.2 (one name per concept), per config: old override key -> new. The old names
+#: keep working until 0.3, with a one-line notice (:func:`renamed_overrides`).
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "centralized": {
+        "distill": "synthesizer",  # the config group: one name in fedkd-distill and the strategy
+        "batch_size": "student_batch_size",
+        "synthesizer.iterations": "synthesizer.synthesis_steps",
+    },
+    "sim": {
+        "batch_size": "local_batch_size",
+        "distill": "synthesizer",
+        "strategy.iterations": "strategy.iterations_per_round",
+        "strategy.batch_size": "strategy.student_batch_size",
+        "strategy.synthesizer.iterations": "strategy.synthesizer.synthesis_steps",
+    },
+}
+
+
+def _rename_key(key: str, table: dict[str, str]) -> str:
+    """``key`` under its new name: every renamed prefix replaced (``distill.iterations`` passes
+    through ``synthesizer.iterations`` to ``synthesizer.synthesis_steps``)."""
+    for _ in range(len(table) + 1):
+        match = next((old for old in sorted(table, key=len, reverse=True) if key == old or key.startswith(old + ".")), None)
+        if match is None:
+            break
+        key = table[match] + key[len(match):]
+    return key
+
+
+def renamed_overrides(config_name: str, overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``overrides`` with renamed keys replaced, and one notice per replaced override.
+
+    Handles ``key=value``, ``+key=``, ``~key``, ``group@package=option`` (both sides renamed).
+    """
+    table = RENAMED_KEYS.get(config_name, {})
+    out, notices = [], []
+    for item in overrides:
+        prefix = item[: len(item) - len(item.lstrip("+~"))]
+        body = item[len(prefix):]
+        key, sep, value = body.partition("=")
+        group, at, package = key.partition("@")
+        new_key = _rename_key(group, table) + (at + _rename_key(package, table) if at else "")
+        if new_key != key:
+            new = f"{prefix}{new_key}{sep}{value}"
+            notices.append(f"fedkd: deprecated: {item} is now {new} (the old name works until 0.3)")
+            item = new
+        out.append(item)
+    return out, notices

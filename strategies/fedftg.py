@@ -10,7 +10,7 @@ Each round, after the clients reply (:meth:`FedFTG.aggregate`):
 2. the teacher is the ensemble of all client models, each class weighted by the clients' shares
    of that class (``class_weighting: label_counts``) or uniformly;
 3. the synthesizer (a persistent conditional generator by default; DFAD or CMI from
-   ``conf/distill/``) learns from that teacher, with labels drawn in proportion to the clients'
+   ``conf/synthesizer/``) learns from that teacher, with labels drawn in proportion to the clients'
    label counts;
 4. each architecture group's student starts from that group's FedAvg average (or from its previous
    round's student) and is distilled on generated samples by the one distillation loop
@@ -52,11 +52,11 @@ class FedFTG(FedAvg):
 
     Parameters beyond :class:`fedkd.strategies.fedavg.FedAvg`:
         synthesizer: ``synthesizer(spec, device) -> Synthesizer`` (a Hydra partial from
-            ``conf/distill/``); built once, so its generator persists across rounds.
+            ``conf/synthesizer/``); built once, so its generator persists across rounds.
         optimizer: ``optimizer(params) -> Optimizer`` for the student (fresh each round).
-        iterations: distillation iterations per round (each: the synthesizer's generator step(s)
+        iterations_per_round: distillation iterations per round (each: the synthesizer's generator step(s)
             then its ``student_steps`` student steps) -- the server's budget.
-        batch_size: samples per student step.
+        student_batch_size: samples per student step.
         class_weighting: ``"label_counts"`` (FedFTG's class-level weights) or ``"uniform"``.
         ensemble_weighting: how the class-level weights combine the clients' logits
             (:class:`~fedkd.datafree.EnsembleTeacher`): ``"label"`` weights each client's whole
@@ -85,8 +85,8 @@ class FedFTG(FedAvg):
         *,
         synthesizer: Callable[..., Synthesizer],
         optimizer: Callable[..., torch.optim.Optimizer],
-        iterations: int = 20,
-        batch_size: int = 128,
+        iterations_per_round: int = 20,
+        student_batch_size: int = 128,
         class_weighting: str = "label_counts",
         ensemble_weighting: str = "label",
         student_init: str = "average",
@@ -102,14 +102,15 @@ class FedFTG(FedAvg):
             raise ConfigError(f"strategy.class_weighting '{class_weighting}' is unknown; choose one of: {', '.join(CLASS_WEIGHTINGS)}")
         if student_init not in STUDENT_INITS:
             raise ConfigError(f"strategy.student_init '{student_init}' is unknown; choose one of: {', '.join(STUDENT_INITS)}")
-        if iterations < 1 or batch_size < 1:
+        if iterations_per_round < 1 or student_batch_size < 1:
             raise ConfigError(
-                f"strategy.iterations and strategy.batch_size must be >= 1 (got {iterations}, {batch_size}); raise them"
+                f"strategy.iterations_per_round and strategy.student_batch_size must be >= 1 "
+                f"(got {iterations_per_round}, {student_batch_size}); raise them"
             )
         self.make_synthesizer = synthesizer
         self.make_optimizer = optimizer
-        self.iterations = iterations
-        self.batch_size = batch_size
+        self.iterations_per_round = iterations_per_round
+        self.student_batch_size = student_batch_size
         self.class_weighting = class_weighting
         self.ensemble_weighting = ensemble_weighting
         self.student_init = student_init
@@ -160,8 +161,8 @@ class FedFTG(FedAvg):
                 global_models[key] = self.students[key] = average
                 continue
             result = distill(
-                student, teacher, self.synthesizer, self.make_optimizer(student.parameters()), self.iterations,
-                batch_size=self.batch_size, progress=False, desc=f"server r{server_round}",
+                student, teacher, self.synthesizer, self.make_optimizer(student.parameters()), self.iterations_per_round,
+                student_batch_size=self.student_batch_size, progress=False, desc=f"server r{server_round}",
                 freeze_bn_stats=self.freeze_bn_stats, terms=list(self.student_terms.values()),
             )
             after = evaluate(student, run.test, run.device)["accuracy"]
@@ -204,11 +205,11 @@ class FedFTG(FedAvg):
 
     # ------------------------------------------------------------------ pieces
     def train_generator(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
-        """Warm-up: ``iterations`` synthesizer steps, the student untouched; mean losses."""
+        """Warm-up: ``iterations_per_round`` synthesizer steps, the student untouched; mean losses."""
         sums: dict[str, float] = {}
-        for _ in range(self.iterations):
+        for _ in range(self.iterations_per_round):
             for name, value in self.synthesizer.synthesize(teacher, student).items():
-                sums[name] = sums.get(name, 0.0) + value / self.iterations
+                sums[name] = sums.get(name, 0.0) + value / self.iterations_per_round
         return sums
 
     def ensemble(self, updates: list[ClientUpdate]) -> EnsembleTeacher:

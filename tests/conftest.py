@@ -43,7 +43,7 @@ def cli():
 # A small federated setting on digits, and a tiny server budget per strategy: the tests check
 # behaviour, the benchmarks check quality.
 SMALL_SIM = ["dataset=digits", "num_clients=4", "rounds=2", "partition.alpha=0.5", "client_resources.num_cpus=1"]
-FEDFTG_BUDGET = ["strategy.iterations=4", "strategy.batch_size=64", "strategy.synthesizer.batch_size=64", "strategy.image_every=1"]
+FEDFTG_BUDGET = ["strategy.iterations_per_round=4", "strategy.student_batch_size=64", "strategy.synthesizer.batch_size=64", "strategy.image_every=1"]
 FEDGEN_BUDGET = ["strategy.generator_steps=20", "strategy.generator_batch_size=64"]
 
 
@@ -136,10 +136,16 @@ def digits_teacher(digits):
     from fedkd.training import evaluate, fit
     from fedkd.utils.seeding import seed_everything
 
-    gen = seed_everything(0)
-    model = build_model("lenet5", digits.spec)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    fit(model, digits.train, digits.test, opt, 5, 64, torch.device("cpu"), generator=gen, progress=False)
+    # One thread: the same teacher, bit for bit, whichever test module asks for it first.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        gen = seed_everything(0)
+        model = build_model("lenet5", digits.spec)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        fit(model, digits.train, digits.test, opt, 5, 64, torch.device("cpu"), generator=gen, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     acc = evaluate(model, digits.test, torch.device("cpu"))["accuracy"]
     assert acc > 0.9
     return model.eval()

@@ -279,7 +279,7 @@ def test_dfad_student_beats_chance_and_teacher_is_unhooked_without_grad_in_stude
     teacher = _Spy(digits_teacher)
     synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=64, student_steps=5)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, teacher, synth, opt, iterations=25, batch_size=64, progress=False)
+    out = distill(student, teacher, synth, opt, iterations_per_epoch=25, student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert out["student_samples"] == 25 * 5 * 64 and out["samples_generated"] == 25 * 6 * 64
@@ -294,11 +294,11 @@ def test_cmi_student_beats_chance_with_hooks_only_during_synthesis(digits, digit
     student = build_model("lenet5_half", SPEC)
     teacher = _Spy(digits_teacher)
     synth = CMISynthesizer(
-        SPEC, "cpu", {"name": "cmi_generator", "ngf": 8, "nz": 32}, batch_size=64, iterations=8,
+        SPEC, "cpu", {"name": "cmi_generator", "ngf": 8, "nz": 32}, batch_size=64, synthesis_steps=8,
         student_steps=10, pool_size=400, bank_size=256, negatives=128,
     )
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    distill(student, teacher, synth, opt, iterations=8, batch_size=64, progress=False)
+    distill(student, teacher, synth, opt, iterations_per_epoch=8, student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.4, acc  # chance: 0.1
     bn = len(batchnorm_layers(digits_teacher))
@@ -313,7 +313,7 @@ def test_cmi_student_beats_chance_with_hooks_only_during_synthesis(digits, digit
 
 def test_cmi_needs_bn_layers_for_its_bn_loss():
     no_bn = build_model("lenet5", SPEC, batch_norm=False).eval()
-    synth = CMISynthesizer(SPEC, "cpu", {"name": "cmi_generator", "ngf": 4, "nz": 8}, batch_size=8, iterations=1)
+    synth = CMISynthesizer(SPEC, "cpu", {"name": "cmi_generator", "ngf": 4, "nz": 8}, batch_size=8, synthesis_steps=1)
     with pytest.raises(ConfigError, match="BatchNorm"):
         synth.synthesize(Teacher(no_bn), build_model("lenet5_half", SPEC))
 
@@ -347,7 +347,7 @@ def test_real_data_reference_runs_through_the_same_loop(digits, digits_teacher):
     student = build_model("lenet5_half", SPEC)
     source = RealDataSource(SPEC, "cpu", train=digits.train, student_steps=5, temperature=1.0)
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
-    distill(student, digits_teacher, source, opt, iterations=20, batch_size=64, progress=False)
+    distill(student, digits_teacher, source, opt, iterations_per_epoch=20, student_batch_size=64, progress=False)
     assert evaluate(student, digits.test, CPU)["accuracy"] > 0.8
 
 
@@ -373,7 +373,7 @@ def _run(tmp_path, name: str, *overrides: str) -> dict:
         return run_distillation(cfg, ctx)
 
 
-TINY = ("epochs=2", "iterations_per_epoch=2", "batch_size=32", "distill.batch_size=32", "distill.generator.ngf=4")
+TINY = ("epochs=2", "iterations_per_epoch=2", "student_batch_size=32", "synthesizer.batch_size=32", "synthesizer.generator.ngf=4")
 
 
 def test_distill_entry_trains_a_teacher_then_distills_and_records_everything(tmp_path):
@@ -406,8 +406,8 @@ def test_distill_entry_with_a_checkpoint_cmi_and_keep_best_on_test(tmp_path, dig
     ckpt = tmp_path / "teacher.pt"
     save_model(ckpt, digits_teacher, **model_meta({"name": "lenet5"}, SPEC))
     summary = _run(
-        tmp_path, "cmi", f"teacher.checkpoint={ckpt}", "distill=cmi", *TINY, "distill.iterations=2",
-        "distill.student_steps=2", "keep_best_on_test=true",
+        tmp_path, "cmi", f"teacher.checkpoint={ckpt}", "synthesizer=cmi", *TINY, "synthesizer.synthesis_steps=2",
+        "synthesizer.student_steps=2", "keep_best_on_test=true",
     )
     assert summary["teacher_accuracy"] > 0.9 and summary["method"] == "CMISynthesizer"
     assert (tmp_path / "cmi" / "student_best_on_test.pt").is_file()
@@ -433,7 +433,7 @@ def test_distill_entry_bad_inputs_end_with_one_line_errors(tmp_path, digits_teac
     with pytest.raises(ConfigError, match="dfad_generator") as generator_as_student:
         _run(tmp_path, "d", "student.name=dfad_generator", *TINY)
     with pytest.raises(ConfigError, match="generator name") as bad_generator:
-        _run(tmp_path, "e", "distill.generator.name=lenet5", *TINY)
+        _run(tmp_path, "e", "synthesizer.generator.name=lenet5", *TINY)
     for exc in (missing, mismatch, unknown, generator_as_student, bad_generator):
         assert isinstance(exc.value, FedkdError) and "\n" not in str(exc.value)
 

@@ -201,7 +201,7 @@ SMALL = {
 def _entry(cmd: str):
     from fedkd.cli import compare, distill, sim, train
 
-    return {"fedkd-train": train.main, "fedkd-sim": sim.main, "fedkd-distill": distill.main, "fedkd-compare": compare.main}[cmd]
+    return {"fedkd-train": train.main, "fedkd-sim": sim.main, "fedkd-distill": synthesizer.main, "fedkd-compare": compare.main}[cmd]
 
 
 def _argv(name: str, inputs: Path, out: Path) -> tuple[str, list[str]]:

@@ -27,8 +27,8 @@ ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
 # The teacher is trained in the run (saved as teacher.pt before distillation), so the resume must
 # load it instead of training it again; preview images draw random numbers every epoch.
 DISTILL = ["dataset=digits", "device=cpu", "seed=1", "teacher.epochs=1", "teacher.model.name=lenet5_half",
-           "teacher.batch_size=64", "epochs=3", "iterations_per_epoch=4", "batch_size=32",
-           "distill.batch_size=32", "distill.generator.ngf=4", "preview_images=8", "keep_best_on_test=true"]
+           "teacher.batch_size=64", "epochs=3", "iterations_per_epoch=4", "student_batch_size=32",
+           "synthesizer.batch_size=32", "synthesizer.generator.ngf=4", "preview_images=8", "keep_best_on_test=true"]
 TRAIN = ["dataset=digits", "device=cpu", "seed=2", "model=lenet5_half", "epochs=3", "batch_size=32"]
 CASES = {
     "fedkd-distill": (DISTILL, "final_student_accuracy", ("student.pt", "generator.pt", "student_best_on_test.pt")),
@@ -111,7 +111,7 @@ def _main(cmd: str, argv: list[str], monkeypatch, capfd) -> tuple[int | None, st
     monkeypatch.setattr(sys, "argv", [cmd, *argv])
     code: int | None = 0
     try:
-        {"fedkd-train": train.main, "fedkd-distill": distill.main}[cmd]()
+        {"fedkd-train": train.main, "fedkd-distill": synthesizer.main}[cmd]()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     return code, capfd.readouterr().err
@@ -174,7 +174,7 @@ def test_synthesizer_state_round_trips_through_weights_only_loading(tmp_path, on
         "conditional": lambda: ConditionalSynthesizer(spec, generator={"name": "cond_generator", "ngf": 4},
                                                       batch_size=8, label_prior=[1.0] * 5 + [3.0] * 5),
         "cmi": lambda: CMISynthesizer(spec, generator={"name": "cmi_generator", "ngf": 4}, batch_size=8,
-                                      iterations=2, bank_size=16, negatives=4, pool_size=12, head_hidden=16, head_dim=8),
+                                      synthesis_steps=2, bank_size=16, negatives=4, pool_size=12, head_hidden=16, head_dim=8),
         "real": lambda: RealDataSource(spec, train=load_dataset("digits", max_train=50).train, seed=3),
     }
     for name, make in makers.items():

@@ -76,7 +76,7 @@ class CentralEvaluator:
 def train_config(cfg: DictConfig) -> ConfigRecord:
     """What every train instruction tells clients (strategies may change it per round)."""
     return ConfigRecord(
-        {R.LOCAL_EPOCHS: int(cfg.local_epochs), R.BATCH_SIZE: int(cfg.batch_size), R.LEARNING_RATE: float(cfg.optim.lr)}
+        {R.LOCAL_EPOCHS: int(cfg.local_epochs), R.BATCH_SIZE: int(cfg.local_batch_size), R.LEARNING_RATE: float(cfg.optim.lr)}
     )
 
 

@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from fedkd.cli.guard import preflight
-from fedkd.config import CONF_DIR, register_schemas
+from fedkd.config import CONF_DIR, register_schemas, renamed_overrides
 from fedkd.errors import FedkdError
 from fedkd.utils.run_context import RunContext, hydra_output_dir, quiet_libraries
 
@@ -62,7 +62,10 @@ def hydra_entry(config_name: str) -> Callable[[Callable[[DictConfig], object]], 
             # Before Hydra writes into the run folder: the overrides compose, the folder is usable
             # and holds no earlier run (fedkd.cli.guard).
             if not args and not kwargs:
-                argv = sys.argv[1:]
+                argv, notices = renamed_overrides(config_name, sys.argv[1:])
+                for notice in notices:
+                    print(notice, file=sys.stderr)
+                sys.argv[1:] = argv
                 try:
                     sys.argv.extend(preflight(CONF_DIR, config_name, argv))
                 except FedkdError as exc:

@@ -1,10 +1,10 @@
 """``fedkd-distill``: data-free distillation of one teacher into a student (centralized mode).
 
-    fedkd-distill dataset=fashion_mnist teacher.checkpoint=outputs/train/.../model.pt distill=dfad
-    fedkd-distill dataset=digits distill=cmi            # no checkpoint: trains the teacher first
+    fedkd-distill dataset=fashion_mnist teacher.checkpoint=outputs/train/.../model.pt synthesizer=dfad
+    fedkd-distill dataset=digits synthesizer=cmi            # no checkpoint: trains the teacher first
 
 The student never sees the training data: it learns from the synthesizer's samples
-(``conf/distill/``). The test set is used only to report the student's accuracy per epoch (plots)
+(``conf/synthesizer/``). The test set is used only to report the student's accuracy per epoch (plots)
 and at the end; the reported figure is the final student's.
 
 After every epoch the run's whole state goes to ``train_state.pt`` (:mod:`fedkd.utils.run_state`):
@@ -58,8 +58,8 @@ def build_student(cfg: DictConfig, data: DataBundle) -> nn.Module:
 
 
 def build_synthesizer(cfg: DictConfig, data: DataBundle, device: torch.device) -> Synthesizer:
-    """Instantiate ``conf/distill/<method>.yaml`` for this dataset and device."""
-    factory = instantiate(cfg.distill, _convert_="all")
+    """Instantiate ``conf/synthesizer/<method>.yaml`` for this dataset and device."""
+    factory = instantiate(cfg.synthesizer, _convert_="all")
     kwargs: dict[str, Any] = {"spec": data.spec, "device": device}
     if getattr(getattr(factory, "func", factory), "needs_train_split", False):
         kwargs["train"] = data.train  # the data-driven reference (not data-free)
@@ -187,12 +187,12 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         log.info("resuming %s after epoch %d of %d", ctx.out_dir, resume.epoch, cfg.epochs)
     final = distill(
         student, teacher, synthesizer, optimizer, cfg.iterations_per_epoch,
-        epochs=cfg.epochs, batch_size=cfg.batch_size, scheduler=scheduler, on_epoch=on_epoch,
+        epochs=cfg.epochs, student_batch_size=cfg.student_batch_size, scheduler=scheduler, on_epoch=on_epoch,
         start_epoch=start, previous=previous, terms=list(terms.values()),
     )
     save_model(ctx.out_dir / "student.pt", student, **model_meta(cfg.student, spec))
     if synthesizer.generator is not None:
-        node = cfg.distill  # a wrapper (pseudo replay) keeps its base's generator under distill.base
+        node = cfg.synthesizer  # a wrapper (pseudo replay) keeps its base's generator under synthesizer.base
         while "generator" not in node and "base" in node:
             node = node.base
         generator_cfg = model_config(node.generator) if "generator" in node else {}
@@ -204,7 +204,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         **teacher_info,
         "method": type(synthesizer).__name__,
         "iterations": total,
-        "student_steps": int(final["student_samples"] // cfg.batch_size),
+        "student_steps": int(final["student_samples"] // cfg.student_batch_size),
         "wall_time_s": wall,
         "synthetic_samples": int(final["samples_generated"]),
         "synthetic_samples_per_s": final["samples_generated"] / wall if wall > 0 else 0.0,

@@ -6,7 +6,7 @@ server (an ensemble of client models as the teacher)::
     from fedkd.datafree import DFADSynthesizer, EnsembleTeacher, distill
     teacher = EnsembleTeacher(client_models, class_weights_from_counts(label_counts))
     synth = DFADSynthesizer(spec, device)
-    distill(student, teacher, synth, optimizer, iterations=50)
+    distill(student, teacher, synth, optimizer, iterations_per_epoch=50)
 """
 
 from fedkd.datafree import generators  # noqa: F401  (registers the generators in the model registry)

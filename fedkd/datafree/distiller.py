@@ -41,10 +41,10 @@ def distill(
     teacher: nn.Module,
     synthesizer: Synthesizer,
     optimizer: torch.optim.Optimizer,
-    iterations: int,
+    iterations_per_epoch: int,
     *,
     epochs: int = 1,
-    batch_size: int = 256,
+    student_batch_size: int = 256,
     student_steps: int | None = None,
     loss: str | None = None,
     temperature: float | None = None,
@@ -65,13 +65,13 @@ def distill(
         teacher: a model, :class:`~fedkd.datafree.teacher.Teacher` or ``EnsembleTeacher``.
         synthesizer: produces the inputs (and trains its generator).
         optimizer: the student's optimizer.
-        iterations: iterations per epoch (one synthesize call and ``student_steps`` updates each).
+        iterations_per_epoch: one synthesize call and ``student_steps`` updates each.
         epochs: epochs; ``on_epoch`` runs after each.
-        batch_size: samples per student step.
+        student_batch_size: samples per student step.
         student_steps, loss, temperature: override the synthesizer's method defaults
             (``loss``: ``"l1"`` or ``"kl"``).
         label_weight: weight of a cross-entropy term on the synthesizer's labels, when it gives any.
-        scheduler: stepped once per iteration (e.g. cosine over ``epochs * iterations``).
+        scheduler: stepped once per iteration (e.g. cosine over ``epochs * iterations_per_epoch``).
         on_epoch: ``on_epoch(epoch, metrics) -> extra metrics`` (evaluation, logging, saving).
         freeze_bn_stats: keep the student's BatchNorm running statistics as they are (BN layers in
             eval mode). For fine-tuning a model trained on real data (the federated server's
@@ -94,9 +94,10 @@ def distill(
     name = loss or synthesizer.student_loss
     if name not in STUDENT_LOSSES:
         raise ConfigError(f"student loss '{name}' is unknown; choose one of: {', '.join(STUDENT_LOSSES)}")
-    if iterations < 1 or epochs < 1 or batch_size < 1:
+    if iterations_per_epoch < 1 or epochs < 1 or student_batch_size < 1:
         raise ConfigError(
-            f"iterations, epochs and batch_size must be >= 1 (got {iterations}, {epochs}, {batch_size})"
+            f"iterations_per_epoch, epochs and student_batch_size must be >= 1 "
+            f"(got {iterations_per_epoch}, {epochs}, {student_batch_size})"
         )
     loss_fn = STUDENT_LOSSES[name]
     temp = synthesizer.temperature if temperature is None else temperature
@@ -114,7 +115,8 @@ def distill(
         for epoch in range(start_epoch, epochs + 1):
             sums: dict[str, float] = {}
             start = time.perf_counter()
-            bar = tqdm(range(iterations), desc=f"{desc} {epoch}/{epochs}", disable=not progress, dynamic_ncols=True, leave=False)
+            bar = tqdm(range(iterations_per_epoch), desc=f"{desc} {epoch}/{epochs}", disable=not progress,
+                       dynamic_ncols=True, leave=False)
             for _ in bar:
                 student.train()
                 row = synthesizer.synthesize(teacher, student)
@@ -122,7 +124,7 @@ def distill(
                 total = torch.zeros((), device=device)
                 term_totals = torch.zeros(len(all_terms), device=device)
                 for _ in range(steps):
-                    x, y = synthesizer.sample(batch_size)
+                    x, y = synthesizer.sample(student_batch_size)
                     with autocast(device):
                         with torch.no_grad():  # the teacher only labels the batch here
                             t_logits = teacher(x, y)  # y: the labels x was generated for (None if unknown)
@@ -152,9 +154,9 @@ def distill(
                     sums[key] = sums.get(key, 0.0) + value
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
             busy += time.perf_counter() - start
-            metrics = {k: v / iterations for k, v in sums.items()}
+            metrics = {k: v / iterations_per_epoch for k, v in sums.items()}
             metrics["samples_generated"] = float(synthesizer.samples_generated - generated0)
-            metrics["student_samples"] = float(epoch * iterations * steps * batch_size)
+            metrics["student_samples"] = float(epoch * iterations_per_epoch * steps * student_batch_size)
             metrics["wall_time_s"] = busy
             if on_epoch is not None:
                 metrics.update(on_epoch(epoch, dict(metrics)) or {})

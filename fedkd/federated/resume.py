@@ -87,7 +87,8 @@ class ResumeState:
     def load(cls, cfg: DictConfig) -> ResumeState:
         """Read ``<cfg.resume>/server_state.pt``; one-line errors for every way it can be unusable."""
         folder, state = read_state_file(cfg, STATE_FILE, FORMAT, command="fedkd-sim", unit="round",
-                                        kind="server state", identity=config_identity)
+                                        kind="server state", identity=config_identity,
+                                        config_name="sim")
         if state["round"] > int(cfg.rounds):
             raise ConfigError(
                 f"resume={folder} already completed {state['round']} rounds but rounds={cfg.rounds}; set rounds>={state['round']}"

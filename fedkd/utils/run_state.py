@@ -90,6 +90,7 @@ def read_state_file(
     kind: str,
     identity: Callable[[DictConfig], dict[str, Any]],
     verify_config: bool = True,
+    config_name: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """``(folder, state)`` of ``<cfg.resume>/<file_name>``, with one-line errors for a missing folder
     or file, an unreadable file (truncated, corrupted, or pickled objects: ``weights_only``), another
@@ -116,7 +117,7 @@ def read_state_file(
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise CheckpointError(f"{path} is not a fedkd {kind}; give the folder of a {command} run")
     if verify_config:
-        check_identity(cfg, folder, state, identity)
+        check_identity(cfg, folder, state, identity, config_name)
     return folder, state
 
 
@@ -137,9 +138,31 @@ def _renamed(value: Any) -> Any:
     return value
 
 
-def check_identity(cfg: DictConfig, folder: Path, state: dict[str, Any], identity: Callable[[DictConfig], dict[str, Any]]) -> None:
+def _renamed_keys(saved: dict[str, Any], config_name: str | None) -> dict[str, Any]:
+    """``saved`` (a run's config identity) with the keys renamed since it was written
+    (:data:`fedkd.config.RENAMED_KEYS`), so a run folder from before a rename still resumes."""
+    from fedkd.config import RENAMED_KEYS
+
+    for old, new in sorted(RENAMED_KEYS.get(config_name or "", {}).items(), key=lambda kv: kv[0].count(".")):
+        *parents, leaf = old.split(".")
+        node = saved
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        *new_parents, new_leaf = new.split(".")
+        target = saved
+        for part in new_parents:
+            target = target.setdefault(part, {})
+        target[new_leaf] = value
+    return saved
+
+
+def check_identity(cfg: DictConfig, folder: Path, state: dict[str, Any], identity: Callable[[DictConfig], dict[str, Any]],
+                   config_name: str | None = None) -> None:
     """Refuse, in one line naming the differing keys, a config other than the one the run had."""
-    saved = _renamed(json.loads(state["config"]))
+    saved = _renamed_keys(_renamed(json.loads(state["config"])), config_name)
     now = identity(cfg)
     if saved != now:
         keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -221,7 +244,7 @@ class RunState:
         if state["entry"] != config_name:
             other = COMMANDS.get(state["entry"], state["entry"])
             raise ConfigError(f"resume={folder} is a {other} run, not a {command} run; resume it with {other}")
-        check_identity(cfg, folder, state, config_identity)
+        check_identity(cfg, folder, state, config_identity, config_name)
         check_inputs(folder, state.get("inputs", {}))  # states written before inputs were recorded have none
         return cls(folder, int(state["epoch"]), dict(state["parts"]), list(state["rows"]), state["rng"])
 

@@ -53,7 +53,7 @@ def _main(cmd: str, args: list[str], monkeypatch) -> int:
     monkeypatch.setattr(sys, "argv", [cmd, *args])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     try:
-        {"fedkd-train": train.main, "fedkd-distill": distill.main, "fedkd-sim": sim.main}[cmd]()
+        {"fedkd-train": train.main, "fedkd-distill": synthesizer.main, "fedkd-sim": sim.main}[cmd]()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     return 0
@@ -94,7 +94,7 @@ def test_worked_example_sim_train_distill(folder, tmp_path, monkeypatch):
     teacher = tmp_path / "train" / "model.pt"
     args = [
         *common, f"teacher.checkpoint={teacher}", "model@student=custom", f"student._target_={MODEL}", "+student.width=4",
-        "epochs=1", "iterations_per_epoch=2", "batch_size=32", "preview_images=8", f"hydra.run.dir={tmp_path / 'distill'}",
+        "epochs=1", "iterations_per_epoch=2", "student_batch_size=32", "preview_images=8", f"hydra.run.dir={tmp_path / 'distill'}",
     ]
     assert _main("fedkd-distill", args, monkeypatch) == 0
     student, _ = model_from_checkpoint(tmp_path / "distill" / "student.pt", _spec(folder))

@@ -85,7 +85,7 @@ class AttentionTransfer(StudentTerm):
             are paired in order; ``None`` (default): the last activation at each spatial size
             that both models have (see the module docstring). The teacher's names are those of
             the wrapped model(s) (``Teacher.members``).
-        key_prefix: how the options are named in error messages (ZSKT passes ``distill.at_``).
+        key_prefix: how the options are named in error messages (ZSKT passes ``synthesizer.at_``).
 
     A teacher with several members (``EnsembleTeacher``) is supported: the loss is the mean over
     members of each member's loss, which for this squared loss has the gradient of matching the

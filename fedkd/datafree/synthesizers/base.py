@@ -12,7 +12,7 @@ A synthesizer also says how its method trains the student (:attr:`student_loss`,
 :attr:`temperature`, :attr:`student_steps`), so the same loop serves every method and the
 federated server gets the method's own defaults without a config of its own.
 
-Config: ``conf/distill/<method>.yaml`` holds ``_target_`` (the class) and its keyword arguments;
+Config: ``conf/synthesizer/<method>.yaml`` holds ``_target_`` (the class) and its keyword arguments;
 entry points call the instantiated partial with ``spec`` and ``device``.
 """
 
@@ -158,4 +158,4 @@ class Synthesizer(ABC):
     def _check_positive(self, **values: float) -> None:
         for key, value in values.items():
             if value is None or value <= 0:
-                raise ConfigError(f"distill.{key} must be > 0 (got {value}); set distill.{key}=<positive number>")
+                raise ConfigError(f"synthesizer.{key} must be > 0 (got {value}); set synthesizer.{key}=<positive number>")

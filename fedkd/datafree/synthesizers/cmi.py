@@ -1,7 +1,7 @@
 """CMI: Contrastive Model Inversion (Fang et al., IJCAI 2021).
 
 Each synthesis round (:meth:`CMISynthesizer.synthesize`) inverts the teacher into one batch:
-a freshly initialised generator and its latent codes are optimised jointly for ``iterations``
+a freshly initialised generator and its latent codes are optimised jointly for ``synthesis_steps``
 steps on
 
 - the BatchNorm-statistics loss over the teacher's BN layers (DeepInversion),
@@ -54,7 +54,7 @@ class CMISynthesizer(Synthesizer):
         spec, device: dataset spec and device.
         generator: registry config of the generator (default ``cmi_generator``).
         batch_size: samples synthesised per round (one batch per round goes to the pool).
-        iterations: optimisation steps per round (paper: 200 on CIFAR).
+        synthesis_steps: optimisation steps per round (paper: 200 on CIFAR).
         lr, betas: Adam settings of generator, latent codes and head (paper: 1e-3, (0.5, 0.999)).
         bn, oh, adv, cr: weights of the BN-statistics, cross-entropy, adversarial and contrastive
             terms.
@@ -77,7 +77,7 @@ class CMISynthesizer(Synthesizer):
         device: torch.device | str = "cpu",
         generator: Mapping[str, Any] | None = None,
         batch_size: int = 256,
-        iterations: int = 200,
+        synthesis_steps: int = 200,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.5, 0.999),
         bn: float = 1.0,
@@ -101,11 +101,11 @@ class CMISynthesizer(Synthesizer):
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
-            batch_size=batch_size, iterations=iterations, lr=lr, cr_temperature=cr_temperature,
+            batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, cr_temperature=cr_temperature,
             bank_size=bank_size, pool_size=pool_size, student_steps=student_steps, temperature=temperature,
         )
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device)
-        self.batch_size, self.iterations = batch_size, iterations
+        self.batch_size, self.synthesis_steps = batch_size, synthesis_steps
         self.lr, self.betas = lr, tuple(betas)
         self.weights = {"bn": bn, "oh": oh, "adv": adv, "cr": cr}
         self.cr_temperature = cr_temperature
@@ -142,10 +142,10 @@ class CMISynthesizer(Synthesizer):
         with BNStatHooks(teacher, features=w["cr"] > 0) as hooks:
             if not hooks.layers and w["bn"] > 0:
                 raise ConfigError(
-                    "CMI's BN-statistics loss needs a teacher with BatchNorm layers; use one (e.g. model.batch_norm=true) or set distill.bn=0"
+                    "CMI's BN-statistics loss needs a teacher with BatchNorm layers; use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
                 )
             hooks.stat_rows = b  # statistics of the global view only
-            for _ in range(self.iterations):
+            for _ in range(self.synthesis_steps):
                 with autocast(self.device):
                     x = self.generator(z)
                     g_view = self._global_view(x)

@@ -66,7 +66,7 @@ class ConditionalSynthesizer(Synthesizer):
         self._check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr, student_steps=student_steps)
         self.generator = build_generator(generator or {"name": "cond_generator"}, spec).to(self.device)
         if not getattr(self.generator, "conditional", False):
-            raise ConfigError("ConditionalSynthesizer needs a conditional generator; set distill.generator.name=cond_generator")
+            raise ConfigError("ConditionalSynthesizer needs a conditional generator; set synthesizer.generator.name=cond_generator")
         self.batch_size, self.generator_steps = batch_size, generator_steps
         self.weights = {"ce": ce, "adv": adv, "div": div, "bn": bn}
         self.adv_all_samples = adv_all_samples

@@ -87,9 +87,9 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         )
         for key, value in (("oh", oh), ("a", a), ("ie", ie)):
             if value is None or not value >= 0:
-                raise ConfigError(f"distill.{key} must be >= 0 (got {value}); set distill.{key}=<non-negative number>")
+                raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>")
         if oh + a + ie <= 0:
-            raise ConfigError("distill.oh, distill.a and distill.ie are all 0: the generator has no loss; set e.g. distill.oh=1")
+            raise ConfigError("synthesizer.oh, synthesizer.a and synthesizer.ie are all 0: the generator has no loss; set e.g. synthesizer.oh=1")
         self.weights = {"oh": float(oh), "a": float(a), "ie": float(ie)}
 
     def _heads(self, teacher: nn.Module) -> list[nn.Linear]:
@@ -98,8 +98,8 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
             head = getattr(member, "head", None)
             if not isinstance(head, nn.Linear):
                 raise ConfigError(
-                    f"distill.a > 0 needs teacher models with a final nn.Linear 'head' (fedkd classifiers; got "
-                    f"{type(member).__name__}); use a registry model as teacher or set distill.a=0"
+                    f"synthesizer.a > 0 needs teacher models with a final nn.Linear 'head' (fedkd classifiers; got "
+                    f"{type(member).__name__}); use a registry model as teacher or set synthesizer.a=0"
                 )
             heads.append(head)
         return heads

@@ -1,7 +1,7 @@
 """DeepInversion: "Dreaming to Distill" (Yin et al., CVPR 2020).
 
 No generator: each synthesis round (:meth:`DeepInversionSynthesizer.synthesize`) optimises a batch
-of *pixels* directly, starting from Gaussian noise, for ``iterations`` Adam steps on
+of *pixels* directly, starting from Gaussian noise, for ``synthesis_steps`` Adam steps on
 
 - the BatchNorm-statistics loss over the teacher's BN layers (:class:`~fedkd.datafree.bn_hooks.BNStatHooks`),
 - cross-entropy of the teacher's logits to target labels (:meth:`Synthesizer.target_labels`, so
@@ -17,12 +17,12 @@ valid range ``[0, 1]`` in pixel space, as the authors' code does. The lowest-los
 round joins a bounded pool (:class:`~fedkd.datafree.buffers.RingBuffer`); the student learns from
 random pool batches.
 
-Defaults for 28x28 grey images (``conf/distill/deepinversion.yaml``): the paper optimises CIFAR
+Defaults for 28x28 grey images (``conf/synthesizer/deepinversion.yaml``): the paper optimises CIFAR
 batches for 2,000 steps at lr 0.05-0.1 (ImageNet: 0.25 at 224 px with a cosine schedule). A 28x28
 grey image has about a quarter of a CIFAR image's values and far fewer steps are affordable here,
 so the upper CIFAR value, lr 0.1, is used: on digits, 0.05 needs twice the steps to reach the same
 loss and 0.2 is no faster after 50 steps; with lr 0.1 the loss levels off after about 100 steps
-(cross-entropy 0.04, teacher confidence 0.98 on a 128-sample batch), hence ``iterations=100``.
+(cross-entropy 0.04, teacher confidence 0.98 on a 128-sample batch), hence ``synthesis_steps=100``.
 """
 
 from __future__ import annotations
@@ -47,15 +47,15 @@ def check_non_negative(**values: float) -> None:
     """Loss weights and sizes that may be 0 (off) but not negative."""
     for key, value in values.items():
         if value is None or value < 0:
-            raise ConfigError(f"distill.{key} must be >= 0 (got {value}); set distill.{key}=0 to switch it off")
+            raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=0 to switch it off")
 
 
 def check_student_loss(student_loss: str) -> None:
     """The student's loss must be one the distiller knows."""
     if student_loss not in STUDENT_LOSSES:
         raise ConfigError(
-            f"distill.student_loss '{student_loss}' is unknown; "
-            f"set distill.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
+            f"synthesizer.student_loss '{student_loss}' is unknown; "
+            f"set synthesizer.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
         )
 
 
@@ -63,7 +63,7 @@ def check_betas(betas: tuple[float, float]) -> tuple[float, float]:
     """Adam's two decay rates, each in [0, 1)."""
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise ConfigError(
-            f"distill.betas must be two numbers in [0, 1) (got {list(betas)}); set e.g. distill.betas=[0.5,0.999]"
+            f"synthesizer.betas must be two numbers in [0, 1) (got {list(betas)}); set e.g. synthesizer.betas=[0.5,0.999]"
         )
     return float(betas[0]), float(betas[1])
 
@@ -81,7 +81,7 @@ class DeepInversionSynthesizer(Synthesizer):
     Args:
         spec, device: dataset spec and device.
         batch_size: samples inverted per round (the round's best batch joins the pool).
-        iterations: Adam steps per round (paper, CIFAR: 2,000; on digits the loss levels off
+        synthesis_steps: Adam steps per round (paper, CIFAR: 2,000; on digits the loss levels off
             after about 100 steps at lr 0.1).
         lr, betas: Adam settings of the pixels (paper code: 0.05-0.1 on CIFAR; betas (0.5, 0.9)
             as in the authors' ImageNet settings 0/1).
@@ -106,7 +106,7 @@ class DeepInversionSynthesizer(Synthesizer):
         spec: DatasetSpec,
         device: torch.device | str = "cpu",
         batch_size: int = 256,
-        iterations: int = 100,
+        synthesis_steps: int = 100,
         lr: float = 0.1,
         betas: tuple[float, float] = (0.5, 0.9),
         bn: float = 10.0,
@@ -127,14 +127,14 @@ class DeepInversionSynthesizer(Synthesizer):
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
-            batch_size=batch_size, iterations=iterations, lr=lr, adi_temperature=adi_temperature,
+            batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, adi_temperature=adi_temperature,
             pool_size=pool_size, student_steps=student_steps, temperature=temperature,
         )
         check_non_negative(bn=bn, oh=oh, tv=tv, l2=l2, adi=adi, jitter=jitter)
         if crop_pad is not None:
             check_non_negative(crop_pad=crop_pad)
         check_student_loss(student_loss)
-        self.batch_size, self.iterations = int(batch_size), int(iterations)
+        self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
         self.lr, self.betas = lr, check_betas(tuple(betas))
         self.weights = {"bn": bn, "oh": oh, "tv": tv, "l2": l2, "adi": adi}
         self.adi_temperature = adi_temperature
@@ -157,7 +157,7 @@ class DeepInversionSynthesizer(Synthesizer):
         return x
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
-        """One round: invert a fresh noise batch for ``iterations`` steps, keep its best state."""
+        """One round: invert a fresh noise batch for ``synthesis_steps`` steps, keep its best state."""
         b, w = self.batch_size, self.weights
         x = torch.randn(b, *self.spec.shape, device=self.device)
         if self.clip:
@@ -172,9 +172,9 @@ class DeepInversionSynthesizer(Synthesizer):
             if not hooks.layers and w["bn"] > 0:
                 raise ConfigError(
                     "DeepInversion's BN-statistics loss needs a teacher with BatchNorm layers; "
-                    "use one (e.g. model.batch_norm=true) or set distill.bn=0"
+                    "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
                 )
-            for it in range(self.iterations):
+            for it in range(self.synthesis_steps):
                 with autocast(self.device):
                     view = self._jitter(x)
                     t_logits = teacher(view)
@@ -196,7 +196,7 @@ class DeepInversionSynthesizer(Synthesizer):
                 if self.clip:
                     with torch.no_grad():
                         x.copy_(torch.maximum(torch.minimum(x, self._high), self._low))
-                if it == self.iterations - 1:
+                if it == self.synthesis_steps - 1:
                     last = {k: v.item() for k, v in terms.items()}
                 self.samples_generated += b
         student.train(student_was_training)

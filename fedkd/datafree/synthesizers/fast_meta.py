@@ -5,7 +5,7 @@ keeps a *meta-initialisation* of the synthesizer -- a generator and a set of lat
 holds the features all batches share, so each round needs only a few steps:
 
 1. copy the meta-initialisation (generator ``theta``, latent codes ``z``) into a fast copy;
-2. take ``iterations`` (paper: 2, 5 or 10 on CIFAR) Adam steps on the fast copy with the
+2. take ``synthesis_steps`` (paper: 2, 5 or 10 on CIFAR) Adam steps on the fast copy with the
    DeepInversion/CMI objective: BN statistics *with momentum*, cross-entropy to target labels and
    the adversarial term (minus the student-teacher KL where they agree), on a shifted view;
 3. Reptile meta-update: ``theta += meta_lr * (theta_fast - theta)`` (and the same for ``z``);
@@ -105,7 +105,7 @@ class FastMetaSynthesizer(Synthesizer):
         generator: registry config of the generator (default ``cmi_generator``: the authors'
             generator is CMI's).
         batch_size: samples synthesised per round (the round's best batch joins the pool).
-        iterations: inner steps per round (paper: 2, 5 or 10 on CIFAR; the authors' README runs 2).
+        synthesis_steps: inner steps per round (paper: 2, 5 or 10 on CIFAR; the authors' README runs 2).
         lr, lr_z: inner Adam learning rates of the generator and the latent codes (authors, for
             2/5/10 steps: 5e-3/3e-3/2e-3 and 0.015/0.01/0.01).
         betas: inner Adam betas (authors: (0.5, 0.999)).
@@ -130,7 +130,7 @@ class FastMetaSynthesizer(Synthesizer):
         device: torch.device | str = "cpu",
         generator: Mapping[str, Any] | None = None,
         batch_size: int = 256,
-        iterations: int = 2,
+        synthesis_steps: int = 2,
         lr: float = 5e-3,
         lr_z: float = 0.015,
         betas: tuple[float, float] = (0.5, 0.999),
@@ -151,18 +151,18 @@ class FastMetaSynthesizer(Synthesizer):
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
-            batch_size=batch_size, iterations=iterations, lr=lr, lr_z=lr_z, meta_lr=meta_lr,
+            batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, lr_z=lr_z, meta_lr=meta_lr,
             pool_size=pool_size, student_steps=student_steps, temperature=temperature,
         )
         if meta_lr > 1:
             raise ConfigError(
-                f"distill.meta_lr must be in (0, 1] (got {meta_lr}); "
-                "it is the fraction of the inner step kept, e.g. distill.meta_lr=0.5"
+                f"synthesizer.meta_lr must be in (0, 1] (got {meta_lr}); "
+                "it is the fraction of the inner step kept, e.g. synthesizer.meta_lr=0.5"
             )
         if not 0 <= bn_momentum < 1:
             raise ConfigError(
-                f"distill.bn_momentum must be in [0, 1) (got {bn_momentum}); "
-                "set e.g. distill.bn_momentum=0.9 (0: plain BN loss)"
+                f"synthesizer.bn_momentum must be in [0, 1) (got {bn_momentum}); "
+                "set e.g. synthesizer.bn_momentum=0.9 (0: plain BN loss)"
             )
         check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup)
         if crop_pad is not None:
@@ -171,7 +171,7 @@ class FastMetaSynthesizer(Synthesizer):
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device).train()
         # The fast copy the inner loop trains; it holds the last round's inner solution.
         self.fast_generator = copy.deepcopy(self.generator)
-        self.batch_size, self.iterations = int(batch_size), int(iterations)
+        self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
         self.lr, self.lr_z, self.betas = lr, lr_z, check_betas(tuple(betas))
         self.meta_lr, self.meta_latent = meta_lr, meta_latent
         self.weights = {"bn": bn, "oh": oh, "adv": adv}
@@ -206,9 +206,9 @@ class FastMetaSynthesizer(Synthesizer):
             if not hooks.layers and w["bn"] > 0:
                 raise ConfigError(
                     "FastDFKD's BN-statistics loss needs a teacher with BatchNorm layers; "
-                    "use one (e.g. model.batch_norm=true) or set distill.bn=0"
+                    "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
                 )
-            for it in range(self.iterations):
+            for it in range(self.synthesis_steps):
                 with autocast(self.device):
                     x = self.fast_generator(z)
                     view = self._view(x)
@@ -223,7 +223,7 @@ class FastMetaSynthesizer(Synthesizer):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward(inputs=params + [z])  # the fast copy and the codes learn, not the student
                 optimizer.step()
-                if it == self.iterations - 1:
+                if it == self.synthesis_steps - 1:
                     last = {k: v.item() for k, v in terms.items()}
                 self.samples_generated += b
             if self.bn_momentum > 0:

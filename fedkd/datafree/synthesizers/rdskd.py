@@ -105,23 +105,23 @@ class RDSKDSynthesizer(Synthesizer):
         _check_int(0, generator_warmup=generator_warmup, generator_steps=generator_steps)
         if not isinstance(batch_size, int) or batch_size < 2 or batch_size % 2:
             raise ConfigError(
-                f"distill.batch_size must be an even integer >= 2 (got {batch_size}): the mode-seeking term "
-                "pairs each batch's first half with its second; set distill.batch_size=<even number>"
+                f"synthesizer.batch_size must be an even integer >= 2 (got {batch_size}): the mode-seeking term "
+                "pairs each batch's first half with its second; set synthesizer.batch_size=<even number>"
             )
         if generator_warmup == 0 and generator_steps == 0:
             raise ConfigError(
-                "distill.generator_warmup and distill.generator_steps are both 0, so the generator never learns; "
-                "set distill.generator_warmup=<steps> (paper: 2400) or distill.generator_steps=1"
+                "synthesizer.generator_warmup and synthesizer.generator_steps are both 0, so the generator never learns; "
+                "set synthesizer.generator_warmup=<steps> (paper: 2400) or synthesizer.generator_steps=1"
             )
         betas = tuple(betas)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(
-                f"distill.betas must be two numbers in [0, 1) (got {list(betas)}); set distill.betas=[0.9,0.999]"
+                f"synthesizer.betas must be two numbers in [0, 1) (got {list(betas)}); set synthesizer.betas=[0.9,0.999]"
             )
         if student_loss not in STUDENT_LOSSES:
             raise ConfigError(
-                f"distill.student_loss '{student_loss}' is unknown; "
-                f"set distill.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
+                f"synthesizer.student_loss '{student_loss}' is unknown; "
+                f"set synthesizer.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
             )
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size = batch_size
@@ -211,5 +211,5 @@ def _check_int(minimum: int, **values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(
-                f"distill.{key} must be an integer >= {minimum} (got {value}); set distill.{key}=<integer >= {minimum}>"
+                f"synthesizer.{key} must be an integer >= {minimum} (got {value}); set synthesizer.{key}=<integer >= {minimum}>"
             )

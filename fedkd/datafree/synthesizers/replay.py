@@ -37,9 +37,9 @@ Labels: a conditional base gives the labels its samples were generated for; repl
 none, so a batch that holds replayed samples comes with ``None`` labels (the distiller then skips
 its label cross-entropy, an ensemble teacher its label weighting, for that batch).
 
-Config: ``conf/distill/replay_<base>.yaml`` composes the base method's YAML as ``distill.base``
-(``defaults: [/distill@base: dfad, _self_]``); under FedFTG, ``distill@strategy.synthesizer=replay_conditional
-distill@strategy.synthesizer.base=fedftg`` keeps the strategy's server settings for the base.
+Config: ``conf/synthesizer/replay_<base>.yaml`` composes the base method's YAML as ``synthesizer.base``
+(``defaults: [/synthesizer@base: dfad, _self_]``); under FedFTG, ``synthesizer@strategy.synthesizer=replay_conditional
+synthesizer@strategy.synthesizer.base=fedftg`` keeps the strategy's server settings for the base.
 
 Delegation: ``student_steps``, ``student_loss``, ``temperature``, ``generator``, the label prior
 and :meth:`student_terms` are the base's -- the method trains the student as the base does.
@@ -88,15 +88,15 @@ class PseudoReplaySynthesizer(Synthesizer):
     Args:
         spec, device: dataset spec and device.
         base: the wrapped synthesizer, built or as ``base(spec=..., device=...) -> Synthesizer``
-            (Hydra's partial of ``conf/distill/<method>.yaml``).
+            (Hydra's partial of ``conf/synthesizer/<method>.yaml``).
         replay_share: fraction of each student batch decoded by the replay decoder, in [0, 1).
         refresh_every: ``synthesize`` calls between refreshes of the frozen replay decoder.
         vae: ``{"latent_dim": .., "nf": ..}`` of the :class:`~fedkd.datafree.vae.ConvVAE`.
         vae_steps, vae_batch_size, vae_lr, vae_betas: VAE updates per call and their Adam settings.
         vae_replay_share: fraction of each VAE batch decoded by the replay decoder, in [0, 1).
         teacher_weight, kl_weight: weights of the teacher-agreement and KL terms.
-        **base_overrides: other keys go to ``base`` (``+distill.batch_size=64`` reaches the base
-            method as ``distill.base.batch_size=64`` does); only with an unbuilt ``base``.
+        **base_overrides: other keys go to ``base`` (``+synthesizer.batch_size=64`` reaches the base
+            method as ``synthesizer.base.batch_size=64`` does); only with an unbuilt ``base``.
     """
 
     def __init__(
@@ -121,10 +121,10 @@ class PseudoReplaySynthesizer(Synthesizer):
         self._check_positive(refresh_every=refresh_every, vae_steps=vae_steps, vae_batch_size=vae_batch_size, vae_lr=vae_lr)
         for key, value in {"replay_share": replay_share, "vae_replay_share": vae_replay_share}.items():
             if not 0 <= value < 1:
-                raise ConfigError(f"distill.{key} must be in [0, 1) (got {value}); set distill.{key}=<fraction, e.g. 0.2>")
+                raise ConfigError(f"synthesizer.{key} must be in [0, 1) (got {value}); set synthesizer.{key}=<fraction, e.g. 0.2>")
         for key, value in {"teacher_weight": teacher_weight, "kl_weight": kl_weight}.items():
             if value < 0:
-                raise ConfigError(f"distill.{key} must be >= 0 (got {value}); set distill.{key}=<non-negative number>")
+                raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>")
         self.base = self._build_base(base, base_overrides)
         self.replay_share, self.refresh_every = float(replay_share), int(refresh_every)
         self.vae_steps, self.vae_batch_size, self.vae_replay_share = int(vae_steps), int(vae_batch_size), float(vae_replay_share)
@@ -132,7 +132,7 @@ class PseudoReplaySynthesizer(Synthesizer):
         try:
             self.vae = ConvVAE(spec, **dict(vae or {})).to(self.device)
         except TypeError as exc:
-            raise ConfigError(f"distill.vae takes latent_dim and nf ({exc}); fix distill.vae") from None
+            raise ConfigError(f"synthesizer.vae takes latent_dim and nf ({exc}); fix synthesizer.vae") from None
         self._params = list(self.vae.parameters())
         self.optimizer = torch.optim.Adam(self._params, lr=vae_lr, betas=tuple(vae_betas))
         self.memory: ConvDecoder | None = None  # the frozen replay decoder; None until the first refresh
@@ -141,20 +141,20 @@ class PseudoReplaySynthesizer(Synthesizer):
 
     def _build_base(self, base: Any, overrides: dict[str, Any]) -> Synthesizer:
         if base is None:
-            raise ConfigError("distill.base is missing; compose a base method, e.g. defaults: [/distill@base: dfad, _self_]")
+            raise ConfigError("synthesizer.base is missing; compose a base method, e.g. defaults: [/synthesizer@base: dfad, _self_]")
         if not isinstance(base, Synthesizer):
             if not callable(base):
-                raise ConfigError(f"distill.base must be a synthesizer config with _partial_: true (got {type(base).__name__}); fix distill.base")
+                raise ConfigError(f"synthesizer.base must be a synthesizer config with _partial_: true (got {type(base).__name__}); fix synthesizer.base")
             try:
                 base = base(spec=self.spec, device=self.device, **overrides)
             except TypeError as exc:
-                raise ConfigError(f"distill.base does not take these options ({exc}); fix distill.base or the override") from None
+                raise ConfigError(f"synthesizer.base does not take these options ({exc}); fix synthesizer.base or the override") from None
             if not isinstance(base, Synthesizer):
-                raise ConfigError(f"distill.base built a {type(base).__name__}, not a Synthesizer; point distill.base._target_ at one")
+                raise ConfigError(f"synthesizer.base built a {type(base).__name__}, not a Synthesizer; point synthesizer.base._target_ at one")
         elif overrides:
-            raise ConfigError(f"distill.{min(overrides)} is not a replay setting and the base is already built; set it on the base")
+            raise ConfigError(f"synthesizer.{min(overrides)} is not a replay setting and the base is already built; set it on the base")
         if base.device != self.device:
-            raise ConfigError(f"distill.base is on {base.device}, the replay wrapper on {self.device}; build both for one device")
+            raise ConfigError(f"synthesizer.base is on {base.device}, the replay wrapper on {self.device}; build both for one device")
         return base
 
     # ------------------------------------------------------------------ delegated to the base

@@ -60,10 +60,10 @@ class RoundBatchSynthesizer(Synthesizer):
         )
         if student_loss not in STUDENT_LOSSES:
             raise ConfigError(
-                f"distill.student_loss '{student_loss}' is unknown; set distill.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
+                f"synthesizer.student_loss '{student_loss}' is unknown; set synthesizer.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
             )
         if len(tuple(betas)) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ConfigError(f"distill.betas must be two numbers in [0, 1) (got {betas}); set e.g. distill.betas=[0.9,0.999]")
+            raise ConfigError(f"synthesizer.betas must be two numbers in [0, 1) (got {betas}); set e.g. synthesizer.betas=[0.9,0.999]")
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size, self.generator_steps, self.reuse_batch = batch_size, generator_steps, bool(reuse_batch)
         self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
@@ -96,7 +96,7 @@ class RoundBatchSynthesizer(Synthesizer):
             return self._generate(n), None
         if self._batch is None or len(self._batch) < n:
             # From the round's noise when it is large enough (the papers' algorithm); otherwise
-            # (student batches larger than distill.batch_size) from fresh noise of size n.
+            # (student batches larger than synthesizer.batch_size) from fresh noise of size n.
             z = self._z[:n] if self._z is not None and len(self._z) >= n else None
             self._batch = self._generate(n, z)
         return self._batch[:n], None

@@ -82,13 +82,13 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
         )
         if clip_grad_norm is not None and not clip_grad_norm >= 0:
             raise ConfigError(
-                f"distill.clip_grad_norm must be >= 0 or null (got {clip_grad_norm}); set distill.clip_grad_norm=5 (paper) or null"
+                f"synthesizer.clip_grad_norm must be >= 0 or null (got {clip_grad_norm}); set synthesizer.clip_grad_norm=5 (paper) or null"
             )
         if at_weight is None or not at_weight >= 0:
-            raise ConfigError(f"distill.at_weight must be >= 0 (got {at_weight}); set distill.at_weight=250 (paper) or 0")
+            raise ConfigError(f"synthesizer.at_weight must be >= 0 (got {at_weight}); set synthesizer.at_weight=250 (paper) or 0")
         self.clip_grad_norm = clip_grad_norm or None
         self.attention = (
-            AttentionTransfer(at_weight, at_student_layers, at_teacher_layers, key_prefix="distill.at_") if at_weight > 0 else None
+            AttentionTransfer(at_weight, at_student_layers, at_teacher_layers, key_prefix="synthesizer.at_") if at_weight > 0 else None
         )
 
     def student_terms(self) -> list[StudentTerm]:

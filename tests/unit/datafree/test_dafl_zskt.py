@@ -142,7 +142,7 @@ def test_dafl_student_beats_chance_from_the_generator_steps_batches(digits, digi
     teacher = _Spy(digits_teacher)
     synth = DAFLSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=64)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, teacher, synth, opt, iterations=40, batch_size=64, progress=False)
+    out = distill(student, teacher, synth, opt, iterations_per_epoch=40, student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1 (seed 0: 0.69; seeds 1-2: 0.55, 0.66)
     assert out["one_hot"] > 0 and out["activation"] < 0
@@ -161,7 +161,7 @@ def test_dafl_averages_an_ensembles_features_and_needs_a_head_for_its_activation
     out = synth.synthesize(ensemble, None)
     assert out["activation"] < 0 and _hooks(ensemble) == 0
     headless = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
-    with pytest.raises(ConfigError, match="distill.a") as e:
+    with pytest.raises(ConfigError, match="synthesizer.a") as e:
         synth.synthesize(Teacher(headless), None)
     assert "\n" not in str(e.value)
     assert "activation" not in DAFLSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=16, a=0).synthesize(Teacher(headless), None)
@@ -175,12 +175,12 @@ def test_zskt_student_beats_chance_with_attention_transfer_and_leaves_no_hooks(d
     synth = ZSKTSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=64)
     assert synth.student_steps == 10 and [type(t) for t in synth.student_terms()] == [AttentionTransfer]
     opt = torch.optim.Adam(student.parameters(), lr=2e-3)  # the paper's student optimiser
-    out = distill(student, teacher, synth, opt, iterations=10, batch_size=64, progress=False)
+    out = distill(student, teacher, synth, opt, iterations_per_epoch=20, student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
-    assert acc > 0.5, acc  # chance: 0.1 (seed 0: 0.75; seeds 1-2: 0.62, 0.73)
+    assert acc > 0.5, acc  # chance: 0.1
     assert out["kl"] > 0 and out["generator_loss"] == pytest.approx(-out["kl"]) and out["term/attention"] > 0
     # One generator batch and one student batch per round: the 10 student steps share it.
-    assert out["samples_generated"] == 10 * 2 * 64 and out["student_samples"] == 10 * 10 * 64
+    assert out["samples_generated"] == 20 * 2 * 64 and out["student_samples"] == 20 * 10 * 64
     assert _hooks(teacher, student) == 0
 
 
@@ -195,7 +195,7 @@ def _resume_matches(make_synth, digits_teacher, iterations: int) -> None:
         return student, make_synth(), torch.optim.Adam(student.parameters(), lr=2e-3)
 
     def run(student, synth, opt):
-        distill(student, teacher, synth, opt, iterations=iterations, batch_size=32, progress=False)
+        distill(student, teacher, synth, opt, iterations_per_epoch=iterations, student_batch_size=32, progress=False)
 
     student, synth, opt = parts()
     run(student, synth, opt)
@@ -232,17 +232,17 @@ def test_zskt_state_round_trip_resumes_exactly(digits_teacher):
 @pytest.mark.parametrize(
     ("cls", "kwargs", "key"),
     [
-        (DAFLSynthesizer, {"batch_size": 0}, "distill.batch_size"),
-        (DAFLSynthesizer, {"lr": -1.0}, "distill.lr"),
-        (DAFLSynthesizer, {"a": -0.1}, "distill.a"),
-        (DAFLSynthesizer, {"oh": 0, "a": 0, "ie": 0}, "distill.oh"),
-        (DAFLSynthesizer, {"student_loss": "mse"}, "distill.student_loss"),
-        (DAFLSynthesizer, {"betas": [0.9, 1.5]}, "distill.betas"),
-        (ZSKTSynthesizer, {"student_steps": 0}, "distill.student_steps"),
-        (ZSKTSynthesizer, {"temperature": 0}, "distill.temperature"),
-        (ZSKTSynthesizer, {"at_weight": -1.0}, "distill.at_weight"),
-        (ZSKTSynthesizer, {"clip_grad_norm": -5.0}, "distill.clip_grad_norm"),
-        (ZSKTSynthesizer, {"at_student_layers": ["conv.2"]}, "distill.at_student_layers"),
+        (DAFLSynthesizer, {"batch_size": 0}, "synthesizer.batch_size"),
+        (DAFLSynthesizer, {"lr": -1.0}, "synthesizer.lr"),
+        (DAFLSynthesizer, {"a": -0.1}, "synthesizer.a"),
+        (DAFLSynthesizer, {"oh": 0, "a": 0, "ie": 0}, "synthesizer.oh"),
+        (DAFLSynthesizer, {"student_loss": "mse"}, "synthesizer.student_loss"),
+        (DAFLSynthesizer, {"betas": [0.9, 1.5]}, "synthesizer.betas"),
+        (ZSKTSynthesizer, {"student_steps": 0}, "synthesizer.student_steps"),
+        (ZSKTSynthesizer, {"temperature": 0}, "synthesizer.temperature"),
+        (ZSKTSynthesizer, {"at_weight": -1.0}, "synthesizer.at_weight"),
+        (ZSKTSynthesizer, {"clip_grad_norm": -5.0}, "synthesizer.clip_grad_norm"),
+        (ZSKTSynthesizer, {"at_student_layers": ["conv.2"]}, "synthesizer.at_student_layers"),
     ],
 )
 def test_bad_settings_end_with_one_line_errors_naming_the_key(cls, kwargs, key):

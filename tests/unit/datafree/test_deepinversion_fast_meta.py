@@ -102,7 +102,7 @@ def test_momentum_bn_loss_blends_batch_and_memory_statistics(digits_teacher):
 # ------------------------------------------------------------------------ Reptile meta-update
 def test_meta_update_moves_the_initialisation_meta_lr_of_the_way_to_the_inner_solution(digits_teacher):
     seed_everything(0)
-    synth = FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, iterations=3, lr=0.05, meta_lr=0.3)
+    synth = FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, synthesis_steps=3, lr=0.05, meta_lr=0.3)
     before = [p.detach().clone() for p in synth.generator.parameters()]
     z_before = synth.z.clone()
     synth.synthesize(Teacher(digits_teacher), _student())
@@ -129,8 +129,8 @@ def test_both_work_on_the_federated_servers_ensemble_teacher(digits_teacher):
     counts = [[30, 30, 0, 0, 0, 0, 0, 0, 0, 0], [0, 10, 40, 0, 0, 0, 0, 0, 0, 0]]
     teacher = EnsembleTeacher([digits_teacher, copy.deepcopy(digits_teacher)], class_weights_from_counts(counts))
     seed_everything(0)
-    fast = FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, iterations=2)
-    inversion = DeepInversionSynthesizer(SPEC, "cpu", batch_size=16, iterations=2)
+    fast = FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, synthesis_steps=2)
+    inversion = DeepInversionSynthesizer(SPEC, "cpu", batch_size=16, synthesis_steps=2)
     for synth in (fast, inversion):
         synth.set_label_prior(counts)
         for _ in range(2):
@@ -143,10 +143,10 @@ def test_both_work_on_the_federated_servers_ensemble_teacher(digits_teacher):
 # ---------------------------------------------------------------------- short digits runs
 def test_deepinversion_student_beats_chance_with_a_bounded_pool(digits, digits_teacher):
     seed_everything(0)
-    synth = DeepInversionSynthesizer(SPEC, "cpu", batch_size=64, iterations=25, student_steps=10, pool_size=200)
+    synth = DeepInversionSynthesizer(SPEC, "cpu", batch_size=64, synthesis_steps=25, student_steps=10, pool_size=200)
     student = _student()
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, digits_teacher, synth, opt, iterations=5, batch_size=64, progress=False)
+    out = distill(student, digits_teacher, synth, opt, iterations_per_epoch=5, student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert len(synth.pool) == 200 and synth.pool.added == 5 * 64  # bounded, one batch a round
@@ -165,7 +165,7 @@ def test_fast_meta_student_beats_chance_with_a_bounded_pool(digits, digits_teach
     )
     student = _student()
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, digits_teacher, synth, opt, iterations=8, batch_size=64, progress=False)
+    out = distill(student, digits_teacher, synth, opt, iterations_per_epoch=8, student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert len(synth.pool) == 500 and synth.pool.added == 8 * 64
@@ -175,7 +175,7 @@ def test_fast_meta_student_beats_chance_with_a_bounded_pool(digits, digits_teach
 
 def test_deepinversion_follows_the_label_prior_and_adi_leaves_the_student_alone(digits_teacher):
     seed_everything(0)
-    synth = DeepInversionSynthesizer(SPEC, "cpu", batch_size=32, iterations=30, adi=1.0, pool_size=64)
+    synth = DeepInversionSynthesizer(SPEC, "cpu", batch_size=32, synthesis_steps=30, adi=1.0, pool_size=64)
     synth.set_label_prior([5, 5, 5, 0, 0, 0, 0, 0, 0, 0])
     student = _student()
     out = synth.synthesize(Teacher(digits_teacher), student)
@@ -195,8 +195,8 @@ def _roundtrip(state: dict) -> dict:
 
 
 @pytest.mark.parametrize("make", [
-    lambda: DeepInversionSynthesizer(SPEC, "cpu", batch_size=16, iterations=3, pool_size=40),
-    lambda: FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, iterations=2, pool_size=40),
+    lambda: DeepInversionSynthesizer(SPEC, "cpu", batch_size=16, synthesis_steps=3, pool_size=40),
+    lambda: FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, synthesis_steps=2, pool_size=40),
 ], ids=["deepinversion", "fast_meta"])
 def test_a_resumed_synthesizer_continues_exactly_like_an_uninterrupted_one(make, digits_teacher):
     teacher = Teacher(digits_teacher)
@@ -229,18 +229,18 @@ def test_a_resumed_synthesizer_continues_exactly_like_an_uninterrupted_one(make,
 
 # ------------------------------------------------------------------------------------ errors
 @pytest.mark.parametrize("make", [
-    lambda: DeepInversionSynthesizer(SPEC, "cpu", batch_size=8, iterations=1),
-    lambda: FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=8, iterations=1),
+    lambda: DeepInversionSynthesizer(SPEC, "cpu", batch_size=8, synthesis_steps=1),
+    lambda: FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=8, synthesis_steps=1),
 ], ids=["deepinversion", "fast_meta"])
 def test_a_teacher_without_batchnorm_is_a_one_line_config_error(make):
     no_bn = Teacher(build_model("lenet5", SPEC, batch_norm=False))
     with pytest.raises(ConfigError, match="BatchNorm") as err:
         make().synthesize(no_bn, _student())
-    assert "\n" not in str(err.value) and "distill.bn=0" in str(err.value)
+    assert "\n" not in str(err.value) and "synthesizer.bn=0" in str(err.value)
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "key"), [
-    (DeepInversionSynthesizer, {"iterations": 0}, "iterations"),
+    (DeepInversionSynthesizer, {"synthesis_steps": 0}, "synthesis_steps"),
     (DeepInversionSynthesizer, {"lr": -0.1}, "lr"),
     (DeepInversionSynthesizer, {"tv": -1.0}, "tv"),
     (DeepInversionSynthesizer, {"jitter": -2}, "jitter"),
@@ -260,7 +260,7 @@ def test_bad_settings_are_one_line_config_errors_naming_the_key(cls, kwargs, key
     with pytest.raises(ConfigError) as err:
         cls(SPEC, "cpu", **extra, **kwargs)
     message = str(err.value)
-    assert f"distill.{key}" in message and "\n" not in message
+    assert f"synthesizer.{key}" in message and "\n" not in message
 
 
 def test_pools_must_be_filled_before_sampling():

@@ -146,24 +146,24 @@ def test_state_dict_round_trip_gives_identical_next_synthesis(digits_teacher):
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [
-        ({"batch_size": 7}, "distill.batch_size"),
-        ({"batch_size": 0}, "distill.batch_size"),
-        ({"lr": 0.0}, "distill.lr"),
-        ({"generator_warmup": -1}, "distill.generator_warmup"),
-        ({"generator_steps": -2}, "distill.generator_steps"),
-        ({"generator_warmup": 0, "generator_steps": 0}, "distill.generator_warmup"),
-        ({"ref_interval": 0}, "distill.ref_interval"),
-        ({"betas": (0.9, 1.0)}, "distill.betas"),
-        ({"student_loss": "mse"}, "distill.student_loss"),
-        ({"temperature": 0.0}, "distill.temperature"),
-        ({"student_steps": 0}, "distill.student_steps"),
+        ({"batch_size": 7}, "synthesizer.batch_size"),
+        ({"batch_size": 0}, "synthesizer.batch_size"),
+        ({"lr": 0.0}, "synthesizer.lr"),
+        ({"generator_warmup": -1}, "synthesizer.generator_warmup"),
+        ({"generator_steps": -2}, "synthesizer.generator_steps"),
+        ({"generator_warmup": 0, "generator_steps": 0}, "synthesizer.generator_warmup"),
+        ({"ref_interval": 0}, "synthesizer.ref_interval"),
+        ({"betas": (0.9, 1.0)}, "synthesizer.betas"),
+        ({"student_loss": "mse"}, "synthesizer.student_loss"),
+        ({"temperature": 0.0}, "synthesizer.temperature"),
+        ({"student_steps": 0}, "synthesizer.student_steps"),
     ],
 )
 def test_bad_settings_raise_one_line_config_errors(kwargs, key):
     with pytest.raises(ConfigError) as err:
         _synth(**kwargs)
     message = str(err.value)
-    assert key in message and "set distill." in message and "\n" not in message
+    assert key in message and "set synthesizer." in message and "\n" not in message
 
 
 # -------------------------------------------------------------------------- distillation
@@ -175,7 +175,7 @@ def test_rdskd_student_beats_chance_on_digits(digits, digits_teacher):
         generator_steps=0, ref_interval=20, student_steps=5, temperature=4.0,
     )
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations=20, batch_size=64, progress=False)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=20, student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, torch.device("cpu"))["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     # Generator first: 40 warm-up steps, then frozen; every student step drew a fresh batch.

@@ -149,7 +149,7 @@ def test_wrapper_over_the_conditional_synthesizer_delegates_and_drops_labels_of_
     assert y is not None and (y == 3).all()
     student = build_model("lenet5_half", SPEC)
     opt = torch.optim.SGD(student.parameters(), lr=0.01)
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations=2, batch_size=32, progress=False)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=2, student_batch_size=32, progress=False)
     assert {"loss_ce", "vae_loss", "student_loss"} <= set(out) and synth.replayed > 0
     x, y = synth.sample(32)
     assert x.shape == (32, *SPEC.shape) and y is None
@@ -160,7 +160,7 @@ def test_short_digits_run_with_replay_over_dfad_beats_chance_and_its_memory_is_b
     student = build_model("lenet5_half", SPEC)
     synth = _replay(DFADSynthesizer(SPEC, "cpu", SMALL_DFAD, batch_size=64, student_steps=5), vae_batch_size=40)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations=20, batch_size=64, progress=False)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=20, student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert synth.replayed > 0 and out["samples_generated"] == synth.samples_generated
@@ -220,13 +220,13 @@ def test_bad_settings_raise_a_one_line_config_error(settings, key):
     with pytest.raises(ConfigError) as err:
         PseudoReplaySynthesizer(SPEC, "cpu", **kwargs)
     message = str(err.value)
-    assert f"distill.{key}" in message and "\n" not in message, message
+    assert f"synthesizer.{key}" in message and "\n" not in message, message
 
 
 def test_options_the_base_does_not_take_are_a_config_error():
     from functools import partial
 
-    with pytest.raises(ConfigError, match="distill.base does not take"):
+    with pytest.raises(ConfigError, match="synthesizer.base does not take"):
         PseudoReplaySynthesizer(SPEC, "cpu", partial(DFADSynthesizer, generator=SMALL_DFAD), bn=1.0)
 
 
@@ -248,8 +248,8 @@ def _compose(config: str, *overrides: str):
 def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
     from hydra.utils import instantiate
 
-    cfg = _compose("centralized", f"distill={name}", "distill.base.generator.ngf=8", "distill.vae_batch_size=16")
-    synth = instantiate(cfg.distill, _convert_="all")(spec=SPEC, device=CPU)
+    cfg = _compose("centralized", f"synthesizer={name}", "synthesizer.base.generator.ngf=8", "synthesizer.vae_batch_size=16")
+    synth = instantiate(cfg.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
     assert isinstance(synth, PseudoReplaySynthesizer) and type(synth.base) is base_cls
     assert synth.replay_share == pytest.approx(1 / 9, abs=1e-3) and synth.vae_steps == 4
     assert synth.base.generator.ngf == 8 and synth.vae_batch_size == 16
@@ -258,11 +258,11 @@ def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
 def test_replay_composes_under_fedftg_over_its_server_synthesizer():
     from hydra.utils import instantiate
 
-    picks = ["strategy=fedftg", "distill@strategy.synthesizer=replay_conditional"]
+    picks = ["strategy=fedftg", "synthesizer@strategy.synthesizer=replay_conditional"]
     synth = instantiate(_compose("sim", *picks).strategy.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
     assert isinstance(synth, PseudoReplaySynthesizer) and isinstance(synth.base, ConditionalSynthesizer)
-    # FedFTG's server settings (conf/distill/fedftg.yaml) as the base; a top-level key reaches the base too.
-    cfg = _compose("sim", *picks, "distill@strategy.synthesizer.base=fedftg", "+strategy.synthesizer.generator_steps=2")
+    # FedFTG's server settings (conf/synthesizer/fedftg.yaml) as the base; a top-level key reaches the base too.
+    cfg = _compose("sim", *picks, "synthesizer@strategy.synthesizer.base=fedftg", "+strategy.synthesizer.generator_steps=2")
     synth = instantiate(cfg.strategy.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
     assert synth.base.batch_size == 128 and synth.base.weights["bn"] == 1.0 and synth.student_steps == 2
     assert synth.base.generator_steps == 2
@@ -278,7 +278,7 @@ def test_a_resumed_distillation_equals_an_uninterrupted_one(digits_teacher):
         return student, synth, torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
 
     def run(student, synth, opt, epochs: int, **kw):
-        return distill(student, teacher, synth, opt, iterations=2, epochs=epochs, batch_size=32, progress=False, **kw)
+        return distill(student, teacher, synth, opt, iterations_per_epoch=2, epochs=epochs, student_batch_size=32, progress=False, **kw)
 
     student, synth, opt = setup(0)
     run(student, synth, opt, 2)

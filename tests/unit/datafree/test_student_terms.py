@@ -46,7 +46,7 @@ def test_terms_are_attached_once_called_every_step_and_reported():
     _, teacher, student, synth = _setup()
     term = CountingTerm(weight=0.5)
     opt = torch.optim.SGD(student.parameters(), lr=0.01)
-    out = distill(student, teacher, synth, opt, iterations=2, epochs=2, batch_size=8, progress=False, terms=[term])
+    out = distill(student, teacher, synth, opt, iterations_per_epoch=2, epochs=2, student_batch_size=8, progress=False, terms=[term])
     assert term.calls == {"attach": 1, "detach": 1, "call": 2 * 2 * 3, "step": 2 * 2 * 3}
     assert out["term/counting"] > 0
 
@@ -56,7 +56,7 @@ def test_a_term_changes_what_the_student_learns():
     for weight in (0.0, 10.0):
         _, teacher, student, synth = _setup()
         opt = torch.optim.SGD(student.parameters(), lr=0.05)
-        distill(student, teacher, synth, opt, iterations=3, batch_size=16, progress=False, terms=[CountingTerm(weight)])
+        distill(student, teacher, synth, opt, iterations_per_epoch=3, student_batch_size=16, progress=False, terms=[CountingTerm(weight)])
         x = torch.randn(64, 1, 28, 28)
         results.append(student.eval()(x).pow(2).mean().item())
     assert results[1] < results[0]  # the penalty on squared logits shrank them

@@ -51,7 +51,7 @@ def test_fedkd_distill_writes_one_sample_grid_per_epoch(tmp_path, digits, digits
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="centralized", overrides=[
             "device=cpu", "tensorboard=false", "preview_images=10", f"teacher.checkpoint={ckpt}",
-            "epochs=2", "iterations_per_epoch=1", "batch_size=32", "distill.batch_size=32", "distill.generator.ngf=4",
+            "epochs=2", "iterations_per_epoch=1", "student_batch_size=32", "synthesizer.batch_size=32", "synthesizer.generator.ngf=4",
         ])
     ctx = RunContext.create(cfg, out_dir=tmp_path / "run")
     with ctx.logger:
