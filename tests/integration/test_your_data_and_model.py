@@ -53,7 +53,7 @@ def _main(cmd: str, args: list[str], monkeypatch) -> int:
     monkeypatch.setattr(sys, "argv", [cmd, *args])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     try:
-        {"fedkd-train": train.main, "fedkd-distill": synthesizer.main, "fedkd-sim": sim.main}[cmd]()
+        {"fedkd-train": train.main, "fedkd-distill": distill.main, "fedkd-sim": sim.main}[cmd]()
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     return 0

@@ -111,7 +111,7 @@ def _main(cmd: str, argv: list[str], monkeypatch, capfd) -> tuple[int | None, st
     monkeypatch.setattr(sys, "argv", [cmd, *argv])
     code: int | None = 0
     try:
-        {"fedkd-train": train.main, "fedkd-distill": synthesizer.main}[cmd]()
+        {"fedkd-train": train.main, "fedkd-distill": distill.main}[cmd]()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     return code, capfd.readouterr().err

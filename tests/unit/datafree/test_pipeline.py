@@ -25,7 +25,7 @@ from fedkd.datafree import losses as L
 from fedkd.datafree.buffers import RingBuffer
 from fedkd.errors import ConfigError
 from fedkd.models import batchnorm_layers, build_model, list_models
-from fedkd.training import evaluate, fit
+from fedkd.training import evaluate
 from fedkd.utils.seeding import seed_everything
 
 CPU = torch.device("cpu")

@@ -22,7 +22,7 @@ from fedkd.federated.resume import STATE_FILE
 from fedkd.models import build_model, count_parameters
 from fedkd.utils.run_logger import read_metrics
 from conftest import FEDGEN_BUDGET, SMALL_SIM, bound_strategy, client_updates
-from test_federated_units import FakeGrid, task_identity  # noqa: F401  (Flower-like node ids; message identity)
+from fakes import FakeGrid, task_identity  # noqa: F401  (Flower-like node ids; message identity)
 
 CHANCE = 0.1
 CPU = torch.device("cpu")

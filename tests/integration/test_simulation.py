@@ -17,7 +17,7 @@ from fedkd.training import evaluate
 from fedkd.models.checkpoint import model_from_checkpoint
 from fedkd.utils.run_logger import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 CHANCE = 0.1  # ten digit classes
 SMALL = ["dataset=digits", "num_clients=4", "rounds=2", "client_resources.num_cpus=1"]

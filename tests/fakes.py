@@ -1,0 +1,53 @@
+"""Test doubles shared by the strategy tests: a Flower-like grid of nodes with random ids, and the
+task identity Flower stamps on messages (set here, outside a run)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedkd.federated import records as R
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    # Flower stamps new messages with the running task's identity; outside a run we set one.
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
+
+
+
+class FakeGrid:
+    """Random node ids (as Flower's) behind stable partition ids; answers query messages."""
+
+    def __init__(self, num_clients: int, rng: random.Random, online: int | None = None) -> None:
+        ids = rng.sample(range(10**6, 10**7), num_clients)
+        self.partition = dict(list(zip(ids, range(num_clients)))[:online])
+        self.num_clients = num_clients
+        self.queries = 0
+
+    def get_node_ids(self):
+        return list(self.partition)[::-1]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for msg in messages:
+            assert msg.metadata.message_type == MessageType.QUERY
+            self.queries += 1
+            metrics = MetricRecord({R.PARTITION_ID: self.partition[msg.metadata.dst_node_id], R.NUM_PARTITIONS: self.num_clients})
+            replies.append(_reply(msg, RecordDict({R.METRICS: metrics})))
+        return replies
+
+
+def _arrays(**named: np.ndarray) -> ArrayRecord:
+    return ArrayRecord({k: Array(v) for k, v in named.items()})
+
+
+def _reply(instruction: Message, content: RecordDict) -> Message:
+    # A reply as the SuperLink delivers it: from the instruction's destination node.
+    reply = Message(content, reply_to=instruction)
+    reply.metadata.__dict__["_src_node_id"] = instruction.metadata.dst_node_id
+    return reply

@@ -1,0 +1,93 @@
+"""Federated glue: label counts, client models, the round recorder, one config for both launch paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fedkd.strategies.fedavg import FedAvg
+from flwr.app import Context, RecordDict
+from flwr.common.config import flatten_dict, fuse_dicts, get_project_config, parse_config_args
+from omegaconf import OmegaConf
+
+from fedkd.apps.server_app import check_models
+from fedkd.errors import ConfigError
+from fedkd.federated import records as R
+from fedkd.federated.config import compose_sim_config, config_from_run_config, plain
+from fedkd.federated.data import client_model_config, client_split, partition_label_counts
+from fedkd.federated.metrics import RoundRecorder
+from fedkd.utils.run_logger import RunLogger, read_metrics
+
+REPO = Path(__file__).resolve().parents[3]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    # Client handlers set torch's thread count (client_resources.num_cpus); keep other tests' setting.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return compose_sim_config(["dataset=digits", "num_clients=4", "model=lenet5_half", "keep_local_model=true"])
+
+
+def _context(pid: int, parts: int = 4) -> Context:
+    return Context(run_id=7, node_id=100 + pid, node_config={R.PARTITION_ID: pid, R.NUM_PARTITIONS: parts},
+                   state=RecordDict(), run_config={})
+
+
+def test_label_counts_cover_the_training_set(cfg):
+    counts = partition_label_counts(cfg)
+    assert counts.shape == (4, 10)
+    assert counts.sum() == sum(len(client_split(cfg, p)) for p in range(4))
+
+
+def test_client_models_per_partition_and_fedavg_refuses_mixed_architectures(cfg):
+    mixed = OmegaConf.merge(cfg, {"client_models": [{"name": "lenet5"}, {"name": "lenet5_half"}]})
+    assert [client_model_config(mixed, p).name for p in range(4)] == ["lenet5", "lenet5_half"] * 2
+    single = OmegaConf.merge(cfg, {"client_models": {3: {"name": "small_cnn"}}})
+    assert [client_model_config(single, p).name for p in range(4)] == ["lenet5_half"] * 3 + ["small_cnn"]
+    check_models(cfg, FedAvg(num_clients=4))
+    with pytest.raises(ConfigError, match="averages weights"):
+        check_models(mixed, FedAvg(num_clients=4))
+
+
+def test_recorder_writes_one_row_per_round_and_a_summary(tmp_path):
+    with RunLogger(tmp_path, tensorboard=False) as logger:
+        recorder = RoundRecorder(logger, rounds=3, echo=lambda line: None)
+        for rnd, acc in enumerate([0.5, 0.7, 0.6], start=1):
+            recorder.record(rnd, {"test_accuracy": acc, "test_loss": 1.0 / rnd, "round_seconds": 2.0, "bytes_sent": 10})
+        summary = recorder.summary()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    assert summary["final_test_accuracy"] == 0.6 and summary["best_test_accuracy"] == 0.7 and summary["best_round"] == 2
+    assert summary["bytes_sent"] == 30
+    assert json.loads((tmp_path / "summary.json").read_text())["best_round"] == 2
+
+
+def test_hydra_entry_and_flwr_run_compose_the_same_config():
+    overrides = "strategy=fedprox strategy.proximal_mu=0.05 dataset=digits partition.alpha=0.1 num_clients=4 rounds=2"
+    # Launch path 1: the Hydra console entry (prints the composed job config and exits).
+    shown = subprocess.run(
+        [str(BIN / "fedkd-sim"), *overrides.split(), "--cfg", "job"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, check=True,
+    ).stdout
+    hydra_cfg = OmegaConf.to_container(OmegaConf.create(shown), resolve=True)
+    # Launch path 2: what `flwr run . -c 'overrides="..."'` hands the apps as run config.
+    project = get_project_config(REPO)
+    run_config = fuse_dicts(
+        flatten_dict(project["tool"]["flwr"]["app"]["config"]), parse_config_args([f'overrides="{overrides}"'])
+    )
+    flwr_cfg = plain(config_from_run_config(run_config))
+    assert flwr_cfg == hydra_cfg
+    assert flwr_cfg["strategy"]["proximal_mu"] == 0.05 and flwr_cfg["num_clients"] == 4
+    assert project["tool"]["flwr"]["app"]["components"] == {
+        "serverapp": "fedkd.apps.server_app:app", "clientapp": "fedkd.apps.client_app:app",
+    }
