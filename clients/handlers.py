@@ -23,11 +23,11 @@ import time
 from typing import Any
 
 import torch
+from fedkd.clients.train import GeneratorRegularizer, local_train
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fedkd.clients.train import GeneratorRegularizer, local_train
 from fedkd.datafree import generators as _generators  # noqa: F401  (FedGen's generator is built here)
 from fedkd.errors import ConfigError
 from fedkd.federated import faults
@@ -35,6 +35,7 @@ from fedkd.federated import records as R
 from fedkd.federated.data import build_client_model, check_partition_id, client_model_config, client_split, load_data
 from fedkd.models import build_from_config, model_config
 from fedkd.training import evaluate
+from fedkd.training.optimizers import optimizer_factory
 from fedkd.utils.device import resolve_device
 
 STATE_KEY = "fedkd-client"
@@ -112,7 +113,7 @@ def handle_train(msg: Message, context: Context, cfg: DictConfig) -> Message:
     result = local_train(
         model,
         split,
-        instantiate(cfg.optim),
+        optimizer_factory(instantiate(cfg.optim), "optim"),
         lr=float(_config_value(config, R.LEARNING_RATE, cfg.optim.lr)),
         epochs=int(_config_value(config, R.LOCAL_EPOCHS, cfg.local_epochs)),
         batch_size=int(_config_value(config, R.BATCH_SIZE, cfg.local_batch_size)),

@@ -8,17 +8,30 @@ at start, naming the key). Groups whose fields depend on the chosen option (``mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, ListConfig
 
 from fedkd.errors import ConfigError
 
 #: The Hydra config folder (``conf/`` at the repository root; a Flower app bundle carries it too).
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def ranged(default: Any = NO_DEFAULT, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False, high_open: bool = False, factory: Any = NO_DEFAULT) -> Any:
+    """A numeric schema field and its valid range: ``low <= value <= high`` (strict with
+    ``low_open``/``high_open``); a ``None`` bound is no bound. :func:`check_ranges` enforces it for
+    every entry point, so no numeric setting goes unchecked (tests/unit/test_config.py walks the
+    schemas and fails for a numeric field without a range)."""
+    metadata = {"range": (low, high, low_open, high_open)}
+    if factory is not NO_DEFAULT:  # a list of numbers (each is checked)
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -27,14 +40,14 @@ class DatasetConfig:
     name: str = MISSING
     root: str | None = None
     download: bool = False
-    image_size: int | None = None
-    seed: int = 0
-    test_fraction: float = 0.2
-    max_train: int | None = None
-    max_test: int | None = None
+    image_size: int | None = ranged(None, low=1)
+    seed: int = ranged(0, low=0)
+    test_fraction: float = ranged(0.2, low=0, high=1, low_open=True, high_open=True)
+    max_train: int | None = ranged(None, low=1)
+    max_test: int | None = ranged(None, low=1)
     # Your own data (dataset=image_folder|arrays|hf; see docs/your_data_and_model.md):
     hub: str | None = None  # a Hugging Face hub name (dataset=hf), instead of root
-    num_classes: int | None = None  # null: from the folders, the ClassLabel feature or the largest label
+    num_classes: int | None = ranged(None, low=2)  # null: from the folders, the ClassLabel feature or the largest label
     image_key: str | None = None  # dataset=hf: the image column (null: the first Image feature)
     label_key: str | None = None  # dataset=hf: the label column (null: the first ClassLabel, or 'label')
     train_split: str = "train"  # dataset=hf: split names
@@ -45,7 +58,7 @@ class DatasetConfig:
 class RunConfig:
     """Keys every entry point shares."""
 
-    seed: int = 0
+    seed: int = ranged(0, low=0)
     device: str = "auto"
     debug: bool = False  # show tracebacks instead of one-line errors
     tensorboard: bool = True
@@ -56,7 +69,7 @@ class RunConfig:
 class AugmentConfig:
     """Random training-batch augmentation of supervised training (off by default)."""
 
-    shift: int = 0  # shift each image by up to this many pixels (zero fill): RandomCrop(padding=shift)
+    shift: int = ranged(0, low=0)  # shift each image by up to this many pixels (zero fill): RandomCrop(padding=shift)
     hflip: bool = False  # random horizontal flips (natural images, clothes; not digits)
 
 
@@ -66,9 +79,9 @@ class TrainConfig(RunConfig):
 
     model: Any = MISSING
     optim: Any = MISSING
-    epochs: int = 5
-    batch_size: int = 64
-    eval_batch_size: int = 1024
+    epochs: int = ranged(5, low=1)
+    batch_size: int = ranged(64, low=1)
+    eval_batch_size: int = ranged(1024, low=1)
     cosine_lr: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     resume: str | None = None  # a run folder: continue that run after its last complete epoch
@@ -78,8 +91,8 @@ class TrainConfig(RunConfig):
 class ClientResourcesConfig:
     """Resources Ray reserves for one simulated client (``fedkd-sim``)."""
 
-    num_cpus: float = 1.0
-    num_gpus: float | None = None  # null: 0 without CUDA, a quarter GPU per client with CUDA
+    num_cpus: float = ranged(1.0, low=0, low_open=True)
+    num_gpus: float | None = ranged(None, low=0)  # null: 0 without CUDA, a quarter GPU per client with CUDA
 
 
 @dataclass
@@ -87,8 +100,8 @@ class BackendConfig:
     """Flower's Ray simulation backend (``fedkd-sim`` only; ``flwr run`` takes its own settings)."""
 
     address: str | None = None  # an existing Ray cluster to join ("HOST:PORT", "auto"); null: a local Ray per run
-    num_cpus: int | None = None  # CPUs Ray may use (null: all of this machine's)
-    num_gpus: int | None = None  # GPUs Ray may use (null: all visible)
+    num_cpus: int | None = ranged(None, low=1)  # CPUs Ray may use (null: all of this machine's)
+    num_gpus: int | None = ranged(None, low=0)  # GPUs Ray may use (null: all visible)
     log_to_driver: bool = False  # true shows the client processes' stdout/stderr (debugging)
     temp_dir: str | None = None  # Ray's session folder (null: a fresh folder under the system temp dir)
     keep_logs: bool = False  # keep Ray's session folder (its logs) after the run
@@ -101,14 +114,14 @@ class FaultsConfig:
     See :mod:`fedkd.federated.faults`.
     """
 
-    raise_fraction: float = 0.0  # the train handler raises
-    hang_fraction: float = 0.0  # sleeps past round_timeout
-    nonfinite_fraction: float = 0.0  # replies NaN/Inf weights
-    malformed_fraction: float = 0.0  # replies wrongly shaped weights
-    scaled_fraction: float = 0.0  # replies w0 + scale * (w - w0)
-    scale: float = 100.0
-    hang_seconds: float | None = None  # null: round_timeout + 5
-    seed: int = 0
+    raise_fraction: float = ranged(0.0, low=0, high=1)  # the train handler raises
+    hang_fraction: float = ranged(0.0, low=0, high=1)  # sleeps past round_timeout
+    nonfinite_fraction: float = ranged(0.0, low=0, high=1)  # replies NaN/Inf weights
+    malformed_fraction: float = ranged(0.0, low=0, high=1)  # replies wrongly shaped weights
+    scaled_fraction: float = ranged(0.0, low=0, high=1)  # replies w0 + scale * (w - w0)
+    scale: float = ranged(100.0)
+    hang_seconds: float | None = ranged(None, low=0, low_open=True)  # null: round_timeout + 5
+    seed: int = ranged(0, low=0)
 
 
 @dataclass
@@ -120,14 +133,14 @@ class SimConfig(RunConfig):
     optim: Any = MISSING
     partition: Any = MISSING
     strategy: Any = MISSING
-    num_clients: int = 10
-    rounds: int = 10
-    local_epochs: int = 1
-    local_batch_size: int = 32  # a client's local training batch
-    eval_batch_size: int = 1024
+    num_clients: int = ranged(10, low=1)
+    rounds: int = ranged(10, low=1)
+    local_epochs: int = ranged(1, low=1)
+    local_batch_size: int = ranged(32, low=1)  # a client's local training batch
+    eval_batch_size: int = ranged(1024, low=1)
     keep_local_model: bool = False  # clients keep their trained weights in Context.state
-    node_timeout: float = 120.0  # seconds the server waits for all clients to connect
-    round_timeout: float = 3600.0  # seconds the server waits for one round's replies
+    node_timeout: float = ranged(120.0, low=0, low_open=True)  # seconds the server waits for all clients to connect
+    round_timeout: float = ranged(3600.0, low=0, low_open=True)  # seconds the server waits for one round's replies
     client_resources: ClientResourcesConfig = field(default_factory=ClientResourcesConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
@@ -139,10 +152,10 @@ class CompareConfig:
     """``fedkd-compare``: strategies x seeds on one ``fedkd-sim`` config, then the report."""
 
     strategies: list[str] = field(default_factory=lambda: ["fedavg", "fedftg"])
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = ranged(low=0, factory=lambda: [0, 1, 2])
     overrides: list[str] = field(default_factory=list)
     strategy_overrides: dict[str, list[str]] = field(default_factory=dict)
-    target_accuracy: float = 0.7
+    target_accuracy: float = ranged(0.7, low=0, high=1)
     title: str = ""
     report_only: str | None = None
     debug: bool = False
@@ -155,8 +168,8 @@ class TeacherConfig:
     checkpoint: str | None = None  # a fedkd model .pt (its architecture is read from the file)
     model: Any = MISSING  # architecture to train when checkpoint is null
     optim: Any = MISSING
-    epochs: int = 10
-    batch_size: int = 128
+    epochs: int = ranged(10, low=1)
+    batch_size: int = ranged(128, low=1)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -169,14 +182,14 @@ class CentralizedConfig(RunConfig):
     optim: Any = MISSING  # the student's optimizer
     synthesizer: Any = MISSING  # the synthesizer (conf/synthesizer/)
     student_terms: Any = field(default_factory=dict)  # extra student losses by name (conf/student_terms/)
-    epochs: int = 10
-    iterations_per_epoch: int = 50
-    student_batch_size: int = 256  # samples per student step
-    eval_batch_size: int = 1024
+    epochs: int = ranged(10, low=1)
+    iterations_per_epoch: int = ranged(50, low=1)
+    student_batch_size: int = ranged(256, low=1)  # samples per student step
+    eval_batch_size: int = ranged(1024, low=1)
     cosine_lr: bool = True
     keep_best_on_test: bool = False  # also save the student that scored best on the test set (plots only)
-    preview_images: int = 64
-    threads: int | None = None  # torch CPU threads (null: torch's default)
+    preview_images: int = ranged(64, low=0)
+    threads: int | None = ranged(None, low=1)  # torch CPU threads (null: torch's default)
     resume: str | None = None  # a run folder: continue that run after its last complete epoch
 
 
@@ -189,6 +202,38 @@ def register_schemas() -> None:
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
 
 
+def _bounds_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low}")
+    if high is not None:
+        parts.append(f"{'<' if high_open else '<='} {high}")
+    return " and ".join(parts)
+
+
+def check_ranges(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Raise a one-line :class:`ConfigError` for the first numeric value of ``cfg`` outside the
+    range its ``schema`` field declares (:func:`ranged`); nested schemas are checked too."""
+    for f in fields(schema):
+        if f.name not in cfg:
+            continue
+        value, key = cfg[f.name], f"{prefix}{f.name}"
+        if f.default_factory is not NO_DEFAULT and is_dataclass(f.default_factory) and isinstance(value, DictConfig):
+            check_ranges(value, f.default_factory, f"{key}.")
+            continue
+        if "range" not in f.metadata or value is None or isinstance(value, bool):
+            continue
+        low, high, low_open, high_open = f.metadata["range"]
+        for item in value if isinstance(value, ListConfig) else [value]:
+            below = low is not None and (item <= low if low_open else item < low)
+            above = high is not None and (item >= high if high_open else item > high)
+            if below or above:
+                raise ConfigError(
+                    f"{key} must be {_bounds_text(low, high, low_open, high_open)} (got {item}); "
+                    f"set {key}=<a value in that range>"
+                )
+
+
 def require_positive(cfg: DictConfig, *keys: str) -> None:
     """Raise a :class:`ConfigError` naming the first of ``keys`` that is not > 0."""
     for key in keys:
@@ -199,74 +244,13 @@ def require_positive(cfg: DictConfig, *keys: str) -> None:
             raise ConfigError(f"{key} must be > 0 (got {value}); set {key}=<positive number>")
 
 
-def check_augment(augment: DictConfig, key: str) -> None:
-    if augment.shift < 0:
-        raise ConfigError(f"{key}.shift must be >= 0 pixels (got {augment.shift}); set e.g. {key}.shift=2, or 0 for none")
-
-
 def check_train(cfg: DictConfig) -> None:
-    require_positive(cfg, "epochs", "batch_size", "eval_batch_size")
-    check_augment(cfg.augment, "augment")
+    check_ranges(cfg, TrainConfig)
 
 
 def check_sim(cfg: DictConfig) -> None:
-    require_positive(cfg, "num_clients", "rounds", "local_epochs", "local_batch_size", "eval_batch_size")
-    require_positive(cfg, "client_resources.num_cpus")
+    check_ranges(cfg, SimConfig)
 
 
 def check_centralized(cfg: DictConfig) -> None:
-    require_positive(cfg, "epochs", "iterations_per_epoch", "student_batch_size", "eval_batch_size", "teacher.epochs",
-                     "teacher.batch_size")
-    check_augment(cfg.teacher.augment, "teacher.augment")
-    if cfg.threads is not None:
-        require_positive(cfg, "threads")
-
-
-#: Keys renamed in 0.2 (one name per concept), per config: old override key -> new. The old names
-#: keep working until 0.3, with a one-line notice (:func:`renamed_overrides`).
-RENAMED_KEYS: dict[str, dict[str, str]] = {
-    "centralized": {
-        "distill": "synthesizer",  # the config group: one name in fedkd-distill and the strategy
-        "batch_size": "student_batch_size",
-        "synthesizer.iterations": "synthesizer.synthesis_steps",
-    },
-    "sim": {
-        "batch_size": "local_batch_size",
-        "distill": "synthesizer",
-        "strategy.iterations": "strategy.iterations_per_round",
-        "strategy.batch_size": "strategy.student_batch_size",
-        "strategy.synthesizer.iterations": "strategy.synthesizer.synthesis_steps",
-    },
-}
-
-
-def _rename_key(key: str, table: dict[str, str]) -> str:
-    """``key`` under its new name: every renamed prefix replaced (``distill.iterations`` passes
-    through ``synthesizer.iterations`` to ``synthesizer.synthesis_steps``)."""
-    for _ in range(len(table) + 1):
-        match = next((old for old in sorted(table, key=len, reverse=True) if key == old or key.startswith(old + ".")), None)
-        if match is None:
-            break
-        key = table[match] + key[len(match):]
-    return key
-
-
-def renamed_overrides(config_name: str, overrides: list[str]) -> tuple[list[str], list[str]]:
-    """``overrides`` with renamed keys replaced, and one notice per replaced override.
-
-    Handles ``key=value``, ``+key=``, ``~key``, ``group@package=option`` (both sides renamed).
-    """
-    table = RENAMED_KEYS.get(config_name, {})
-    out, notices = [], []
-    for item in overrides:
-        prefix = item[: len(item) - len(item.lstrip("+~"))]
-        body = item[len(prefix):]
-        key, sep, value = body.partition("=")
-        group, at, package = key.partition("@")
-        new_key = _rename_key(group, table) + (at + _rename_key(package, table) if at else "")
-        if new_key != key:
-            new = f"{prefix}{new_key}{sep}{value}"
-            notices.append(f"fedkd: deprecated: {item} is now {new} (the old name works until 0.3)")
-            item = new
-        out.append(item)
-    return out, notices
+    check_ranges(cfg, CentralizedConfig)

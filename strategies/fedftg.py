@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 from flwr.app import ArrayRecord, MetricRecord
 from torch import nn
 
@@ -39,7 +40,7 @@ from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.models import build_from_config
 from fedkd.training import evaluate
-from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
+from fedkd.training.optimizers import optimizer_factory
 
 log = logging.getLogger("fedkd.sim")
 
@@ -108,7 +109,7 @@ class FedFTG(FedAvg):
                 f"(got {iterations_per_round}, {student_batch_size}); raise them"
             )
         self.make_synthesizer = synthesizer
-        self.make_optimizer = optimizer
+        self.make_optimizer = optimizer_factory(optimizer, "strategy.optimizer")
         self.iterations_per_round = iterations_per_round
         self.student_batch_size = student_batch_size
         self.class_weighting = class_weighting

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fedkd.apps.client_app import make_client_app
+from fedkd.apps.server_app import make_server_app, quiet_flower
 from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated.faults import INJECTED
-from fedkd.apps.server_app import make_server_app, quiet_flower
 
 log = logging.getLogger("fedkd.sim")
 
@@ -96,12 +97,14 @@ def check_before_start(cfg: DictConfig) -> None:
     from fedkd.federated.faults import assignment
     from fedkd.federated.records import group_key
     from fedkd.models import build_from_config
+    from fedkd.training.optimizers import optimizer_factory
 
     data = load_data(cfg)
     partitions(cfg)
     assignment(cfg)  # fault-injection fractions
     for model_cfg in {group_key(c): c for c in client_model_configs(cfg)}.values():
         build_from_config(model_cfg, data.spec)
+    optimizer_factory(instantiate(cfg.optim), "optim")  # the clients' optimiser (torch checks its values)
 
 
 def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 from fedkd.cli.guard import preflight
-from fedkd.config import CONF_DIR, register_schemas, renamed_overrides
+from fedkd.config import CONF_DIR, register_schemas
+from fedkd.config_renames import renamed_overrides
 from fedkd.errors import FedkdError
 from fedkd.utils.run_context import RunContext, hydra_output_dir, quiet_libraries
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from fedkd.cli.common import hydra_entry, hydra_output_dir
+from fedkd.config import CompareConfig, check_ranges
 from fedkd.errors import ConfigError
 from fedkd.report.compare import render
 from fedkd.utils.run_logger import SUMMARY_FILE
@@ -27,9 +28,9 @@ log = logging.getLogger("fedkd.compare")
 
 def run_all(cfg: DictConfig, root: Path) -> None:
     """Run every (strategy, seed) pair not finished yet under ``root/runs``."""
+    from fedkd.apps.simulation import simulate
     from fedkd.federated.config import compose_sim_config
     from fedkd.federated.resume import STATE_FILE
-    from fedkd.apps.simulation import simulate
 
     if not cfg.strategies or not cfg.seeds:
         raise ConfigError("strategies and seeds must each name at least one entry; e.g. strategies=[fedavg,fedftg] seeds=[0]")
@@ -49,6 +50,7 @@ def run_all(cfg: DictConfig, root: Path) -> None:
 
 
 def compare(cfg: DictConfig, root: Path) -> str:
+    check_ranges(cfg, CompareConfig)
     if cfg.report_only:
         root = Path(cfg.report_only).expanduser()
     else:

@@ -37,6 +37,7 @@ from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, count_parameters, list_models, model_config, model_label
 from fedkd.models.checkpoint import model_from_checkpoint, model_meta
 from fedkd.training import evaluate, fit
+from fedkd.training.optimizers import optimizer_factory
 from fedkd.utils.checkpoint import save_model
 from fedkd.utils.run_state import RunCheckpointer, RunState, training_parts
 
@@ -95,7 +96,7 @@ def load_or_train_teacher(
         source = str(path)
     else:
         model = build_from_config(cfg.teacher.model, spec).to(device)
-        optimizer = instantiate(cfg.teacher.optim)(model.parameters())
+        optimizer = optimizer_factory(instantiate(cfg.teacher.optim), "teacher.optim")(model.parameters())
         log.info("no teacher.checkpoint: training %s for %d epochs", model_label(cfg.teacher.model), cfg.teacher.epochs)
         fit(
             model, data.train, test, optimizer, cfg.teacher.epochs, cfg.teacher.batch_size, device,
@@ -137,7 +138,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
     trained_teacher = not cfg.teacher.checkpoint  # the run trains its teacher (saved as teacher.pt)
     teacher_model, teacher_info = load_or_train_teacher(cfg, data, ctx, trained=resume is not None and trained_teacher)
     teacher = Teacher(teacher_model)
-    optimizer = instantiate(cfg.optim)(student.parameters())
+    optimizer = optimizer_factory(instantiate(cfg.optim), "optim")(student.parameters())
     total = cfg.epochs * cfg.iterations_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total) if cfg.cosine_lr else None
     test = data.test.to(device)

@@ -21,6 +21,7 @@ from fedkd.data.augment import batch_augmenter
 from fedkd.models import build_from_config, count_parameters, model_label
 from fedkd.models.checkpoint import model_meta
 from fedkd.training import fit
+from fedkd.training.optimizers import optimizer_factory
 from fedkd.utils.checkpoint import save_model
 from fedkd.utils.run_state import RunCheckpointer, RunState, training_parts
 
@@ -36,7 +37,7 @@ def train(cfg: DictConfig, ctx: RunContext, resume: RunState | None = None) -> d
     check_train(cfg)
     data = instantiate(cfg.dataset)
     model = build_from_config(cfg.model, data.spec).to(ctx.device)
-    optimizer = instantiate(cfg.optim)(model.parameters())
+    optimizer = optimizer_factory(instantiate(cfg.optim), "optim")(model.parameters())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_lr else None
     checkpointer = RunCheckpointer(ctx.out_dir, cfg, "train", ctx.generator)
 

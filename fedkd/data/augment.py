@@ -66,7 +66,7 @@ def random_resized_crop(
 
 def batch_augmenter(shift: int = 0, hflip: bool = False) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """``x -> random_crop_flip(x, shift, hflip)`` for training batches; ``None`` when both are off.
-    (``fedkd.config.check_augment`` refuses a negative shift with a one-line error.)"""
+    (``fedkd.config.check_train`` refuses a negative shift with a one-line error.)"""
     if shift == 0 and not hflip:
         return None
     return lambda x: random_crop_flip(x, shift, hflip)

@@ -18,7 +18,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from fedkd.config import CONF_DIR, register_schemas, renamed_overrides
+from fedkd.config import CONF_DIR, register_schemas
+from fedkd.config_renames import renamed_overrides
 from fedkd.errors import ConfigError
 
 log = logging.getLogger("fedkd.sim")

@@ -141,7 +141,7 @@ def _renamed(value: Any) -> Any:
 def _renamed_keys(saved: dict[str, Any], config_name: str | None) -> dict[str, Any]:
     """``saved`` (a run's config identity) with the keys renamed since it was written
     (:data:`fedkd.config.RENAMED_KEYS`), so a run folder from before a rename still resumes."""
-    from fedkd.config import RENAMED_KEYS
+    from fedkd.config_renames import RENAMED_KEYS
 
     for old, new in sorted(RENAMED_KEYS.get(config_name or "", {}).items(), key=lambda kv: kv[0].count(".")):
         *parents, leaf = old.split(".")

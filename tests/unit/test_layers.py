@@ -28,6 +28,7 @@ LAYERS = {
     "fedkd.data": 1,
     "fedkd.errors": 0,
     "fedkd.config": 0,
+    "fedkd.config_renames": 0,
     "fedkd.utils": 0,
 }
 

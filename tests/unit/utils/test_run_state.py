@@ -38,7 +38,7 @@ def test_a_run_saved_before_the_key_renames_still_resumes(tmp_path):
     ("train", "batch_size=64", "batch_size=64"),  # fedkd-train kept its name
 ])
 def test_old_override_names_are_rewritten_with_a_notice(config, old, new):
-    from fedkd.config import renamed_overrides
+    from fedkd.config_renames import renamed_overrides
 
     out, notices = renamed_overrides(config, [old, "seed=1"])
     assert out == [new, "seed=1"]
