@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from fedkd.clients.handlers import LOCAL_MODEL_KEY, STATE_KEY, handle_query, handle_train
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
-from fedkd.federated.config import compose_sim_config
 from fedkd.federated.data import client_split, partition_label_counts
 
 
@@ -19,19 +17,6 @@ from fedkd.federated.data import client_split, partition_label_counts
 def task_identity():
     # Flower stamps new messages with the running task's identity; outside a run we set one.
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    # Client handlers set torch's thread count (client_resources.num_cpus); keep other tests' setting.
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return compose_sim_config(["dataset=digits", "num_clients=4", "model=lenet5_half", "keep_local_model=true"])
 
 
 def _context(pid: int, parts: int = 4) -> Context:

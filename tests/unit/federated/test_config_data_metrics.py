@@ -8,40 +8,19 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from fedkd.strategies.fedavg import FedAvg
-from flwr.app import Context, RecordDict
 from flwr.common.config import flatten_dict, fuse_dicts, get_project_config, parse_config_args
 from omegaconf import OmegaConf
 
 from fedkd.apps.server_app import check_models
 from fedkd.errors import ConfigError
-from fedkd.federated import records as R
-from fedkd.federated.config import compose_sim_config, config_from_run_config, plain
+from fedkd.federated.config import config_from_run_config, plain
 from fedkd.federated.data import client_model_config, client_split, partition_label_counts
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.utils.run_logger import RunLogger, read_metrics
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    # Client handlers set torch's thread count (client_resources.num_cpus); keep other tests' setting.
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return compose_sim_config(["dataset=digits", "num_clients=4", "model=lenet5_half", "keep_local_model=true"])
-
-
-def _context(pid: int, parts: int = 4) -> Context:
-    return Context(run_id=7, node_id=100 + pid, node_config={R.PARTITION_ID: pid, R.NUM_PARTITIONS: parts},
-                   state=RecordDict(), run_config={})
 
 
 def test_label_counts_cover_the_training_set(cfg):
