@@ -11,7 +11,9 @@ and the table re-renders from whatever has finished, so the benchmark runs in pa
     .venv/bin/python benchmarks/datafree_leaderboard.py --jobs 2                       # all missing runs
     .venv/bin/python benchmarks/datafree_leaderboard.py --report-only                 # re-render
 
-Writes ``benchmarks/results/datafree_leaderboard.{json,txt,png}``. The test set only reports:
+Each finished run's figures also go to ``benchmarks/results/datafree_leaderboard/<row>_seed<k>.json``
+(committed), so the table re-renders in a later session, on another machine, from runs done before;
+``benchmarks/results/datafree_leaderboard.{json,txt,png}`` is the table. The test set only reports:
 per-epoch test accuracy gives the mean over training, the largest epoch-to-epoch drop and the
 time to 75 % / 80 % (first epoch at or above; epoch granularity); nothing is selected on it.
 Settings come from each paper (or its authors' code) scaled to this budget; the combination row
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 OUT = REPO / "outputs" / "benchmarks" / "leaderboard"
 RESULTS = REPO / "benchmarks" / "results"
+RUN_RESULTS = RESULTS / "datafree_leaderboard"  # one small JSON per finished run (committed)
 TEACHER = OUT / "teacher"
 TEACHER_ARGS = ["dataset=fashion_mnist", "model=lenet5", "epochs=10", "batch_size=128", "optim.lr=0.05", "seed=0"]
 THRESHOLDS = (0.75, 0.80)
@@ -85,8 +88,22 @@ def run_dir(row: str, seed: int) -> Path:
     return OUT / row / f"seed{seed}"
 
 
+def result_file(row: str, seed: int) -> Path:
+    return RUN_RESULTS / f"{row}_seed{seed}.json"
+
+
 def finished(row: str, seed: int) -> bool:
-    return (run_dir(row, seed) / "summary.json").is_file()
+    return result_file(row, seed).is_file() or (run_dir(row, seed) / "summary.json").is_file()
+
+
+def save_result(row: str, seed: int) -> None:
+    """The run's figures (and its command line) as a small JSON beside the results."""
+    folder = run_dir(row, seed)
+    if not (folder / "summary.json").is_file():
+        return
+    RUN_RESULTS.mkdir(parents=True, exist_ok=True)
+    figures = {"row": row, "seed": seed, "overrides": ROWS[row][1], **run_figures(folder)}
+    result_file(row, seed).write_text(json.dumps(figures, indent=1))
 
 
 def distill(row: str, seed: int, teacher: Path) -> tuple[str, int, int, float]:
@@ -121,7 +138,8 @@ def run_figures(folder: Path) -> dict:
         "peak_rss_mb": summary["peak_rss_mb"],
         "synthesizer_state_mb": summary.get("synthesizer_state_mb"),
         "teacher_accuracy": summary["teacher_accuracy"],
-        "curve": [(r["wall_time_s"], r["test_accuracy"]) for r in epochs],
+        "student_samples_per_s": summary.get("student_samples_per_s"),
+        "curve": [[r["wall_time_s"], r["test_accuracy"]] for r in epochs],
     }
     for t in THRESHOLDS:
         out[f"time_to_{int(t * 100)}"] = next((s for s, a in out["curve"] if a >= t), None)
@@ -135,14 +153,17 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def collect() -> dict:
     table = {}
     for row, (label, overrides) in ROWS.items():
-        runs = {int(p.name[4:]): run_figures(p) for p in sorted((OUT / row).glob("seed*")) if (p / "summary.json").is_file()}
+        for folder in sorted((OUT / row).glob("seed*")):  # runs finished here but not yet saved
+            if (folder / "summary.json").is_file() and not result_file(row, int(folder.name[4:])).is_file():
+                save_result(row, int(folder.name[4:]))
+        runs = {int(p.stem.rsplit("_seed", 1)[1]): json.loads(p.read_text()) for p in sorted(RUN_RESULTS.glob(f"{row}_seed*.json"))}
         if not runs:
             continue
         figures = list(runs.values())
         entry = {"label": label, "overrides": overrides, "seeds": sorted(runs), "runs": runs}
         for key in ("final_accuracy", "mean_accuracy_over_epochs", "largest_epoch_drop", "wall_time_s",
-                    "synthetic_samples_per_s", "peak_rss_mb", "synthesizer_state_mb"):
-            values = [f[key] for f in figures if f[key] is not None]
+                    "synthetic_samples_per_s", "student_samples_per_s", "peak_rss_mb", "synthesizer_state_mb"):
+            values = [f[key] for f in figures if f.get(key) is not None]
             entry[key] = mean_std(values) if values else None
         for t in THRESHOLDS:
             key = f"time_to_{int(t * 100)}"
@@ -172,10 +193,11 @@ def render(table: dict) -> str:
             return "-" if value is None else f"{value:.0f} ({n}/{len(e['seeds'])})"
 
         state = e["synthesizer_state_mb"]
+        rate = e["student_samples_per_s"] if row == "kd" and e["student_samples_per_s"] else e["synthetic_samples_per_s"]
         lines.append(
             f"{e['label']:36s} {len(e['seeds']):5d} {100 * acc:7.2f} ± {100 * sd:4.2f} {ratio:>5s} "
             f"{100 * mean:7.2f} ± {100 * msd:4.2f} {100 * e['largest_epoch_drop'][0]:8.2f} {e['wall_time_s'][0]:7.0f} "
-            f"{reach('time_to_75'):>10s} {reach('time_to_80'):>10s} {e['synthetic_samples_per_s'][0]:9.0f} "
+            f"{reach('time_to_75'):>10s} {reach('time_to_80'):>10s} {rate[0]:9.0f} "
             f"{e['peak_rss_mb'][0]:8.0f} {'' if state is None else f'{state[0]:8.1f}'}"
         )
     lines += [
@@ -184,7 +206,8 @@ def render(table: dict) -> str:
         "mean over ep.: test accuracy averaged over the 10 epochs (PRE-DFKD's measure); max drop: the largest fall",
         "between consecutive epochs (points, mean over seeds). wall s: seconds inside the distillation loop (mean).",
         "t75/t80: loop seconds until the student first reaches 75 % / 80 % at an epoch end (mean over the seeds",
-        "that reached it, and how many did). samples/s: synthetic samples generated per loop second (KD: real).",
+        "that reached it, and how many did). samples/s: synthetic samples generated per loop second (KD: real",
+        "samples the student saw per second).",
         "state MB: tensors the synthesizer carries between steps (generator, optimiser, pool, memory bank, VAE).",
         "Each run: one process, one torch thread; runs may share the 2 cores with another run.",
     ]
@@ -230,12 +253,16 @@ def report() -> None:
 
 
 def main() -> None:
+    global OUT, TEACHER
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--runs-dir", type=Path, default=None, help=f"where the run folders are (default: {OUT})")
     args = parser.parse_args()
+    if args.runs_dir is not None:
+        OUT, TEACHER = args.runs_dir, args.runs_dir / "teacher"
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -246,6 +273,7 @@ def main() -> None:
         print(f"{len(todo)} run(s) to do: {todo}", flush=True)
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             for row, seed, code, seconds in pool.map(lambda job: distill(*job, teacher), todo):
+                save_result(row, seed)
                 status = "ok" if code == 0 else f"FAILED (exit {code}; see {run_dir(row, seed).parent}/seed{seed}.log)"
                 print(f"{row} seed {seed}: {status}, {seconds:.0f} s", flush=True)
     report()
