@@ -74,8 +74,7 @@ class FedFTG(FedAvg):
             while it is fine-tuned on synthetic samples.
         warmup_rounds: rounds in which only the generator learns (the global model is the plain
             average): a freshly initialised generator's samples pull a student away from the
-            data (Fashion-MNIST, Dirichlet 0.1, round 1: 0.615 -> 0.387), a trained one helps
-            (round 2: 0.641 -> 0.703).
+            data, a trained one helps (see docs/design_notes.md#fedftg-warmup-rounds).
     """
 
     #: Clients may train different architectures: weights are averaged within groups only.

@@ -19,10 +19,10 @@ random pool batches.
 
 Defaults for 28x28 grey images (``conf/synthesizer/deepinversion.yaml``): the paper optimises CIFAR
 batches for 2,000 steps at lr 0.05-0.1 (ImageNet: 0.25 at 224 px with a cosine schedule). A 28x28
-grey image has about a quarter of a CIFAR image's values and far fewer steps are affordable here,
-so the upper CIFAR value, lr 0.1, is used: on digits, 0.05 needs twice the steps to reach the same
-loss and 0.2 is no faster after 50 steps; with lr 0.1 the loss levels off after about 100 steps
-(cross-entropy 0.04, teacher confidence 0.98 on a 128-sample batch), hence ``synthesis_steps=100``.
+grey image has about a quarter of a CIFAR image's values and far fewer steps are affordable, so
+the upper CIFAR value, lr 0.1, is used (lower rates converge slower, higher ones no faster), with
+``synthesis_steps=100``, where the loss levels off at that rate; the measurements are in
+docs/design_notes.md#deepinversion-synthesis-steps-and-learning-rate.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ class DeepInversionSynthesizer(Synthesizer):
     Args:
         spec, device: dataset spec and device.
         batch_size: samples inverted per round (the round's best batch joins the pool).
-        synthesis_steps: Adam steps per round (paper, CIFAR: 2,000; on digits the loss levels off
-            after about 100 steps at lr 0.1).
+        synthesis_steps: Adam steps per round (paper, CIFAR: 2,000; the default is where the loss
+            levels off at lr 0.1, see docs/design_notes.md#deepinversion-synthesis-steps-and-learning-rate).
         lr, betas: Adam settings of the pixels (paper code: 0.05-0.1 on CIFAR; betas (0.5, 0.9)
             as in the authors' ImageNet settings 0/1).
         bn: weight of the BN-statistics loss (paper, CIFAR: 10).

@@ -111,7 +111,7 @@ class FastMetaSynthesizer(Synthesizer):
         betas: inner Adam betas (authors: (0.5, 0.999)).
         meta_lr: Reptile step, the fraction of the inner displacement the meta-initialisation
             moves by, in (0, 1] (1: no meta-learning, the generator just carries on from the last
-            round; on digits 0.1 learnt slower than 0.5).
+            round; smaller steps learnt slower, see docs/design_notes.md#fast-meta-synthesis-reptile-step).
         meta_latent: meta-learn the latent codes (else fresh codes every round).
         bn, oh, adv: weights of the BN-statistics, cross-entropy and adversarial terms (authors,
             CIFAR: 10, 0.4-0.5, 1.0-1.33; defaults: their README's 10, 0.4, 1.1).

@@ -71,7 +71,7 @@ def frozen_decoder(decoder: ConvDecoder) -> ConvDecoder:
 
     Why: with PRE-DFKD's small KL weight the codes the decoder is trained on (the encoder's) are
     far from ``N(0, I)``, and running statistics collected on them make decoded prior samples
-    collapse (on digits: ~90% one teacher class, pixel std 0.17 against the base's 1.0); batch
+    collapse to mostly one teacher class (docs/design_notes.md#pseudo-replay-decoder-statistics); batch
     statistics -- as DFAD's generator samples in train mode -- give replay samples of every class.
     """
     memory = copy.deepcopy(decoder).eval().requires_grad_(False)
