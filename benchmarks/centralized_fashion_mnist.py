@@ -54,7 +54,7 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
         # best 4-epoch runs (78.5-79.3% against 76.6% for 30 steps and weight 0.5, same compute).
         "cmi": [
             "epochs=10", "iterations_per_epoch=10", "student_batch_size=128", "synthesizer.batch_size=128",
-            "synthesizer.synthesis_steps=60", "synthesizer.lr=1e-2", "synthesizer.oh=2.0", "synthesizer.student_steps=32",
+            "synthesizer.synthesis_steps=60", "synthesizer.lr=1e-2", "synthesizer.oh=2.0", "synthesizer.student.steps=32",
             "synthesizer.hflip=true",
         ],
     },
@@ -63,7 +63,7 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
         "teacher": ["epochs=1", "batch_size=128", "optim.lr=0.05", "dataset.max_train=2000"],
         "dfad": ["epochs=1", "iterations_per_epoch=2", "student_batch_size=64", "synthesizer.batch_size=64", "synthesizer.lr=1e-4"],
         "cmi": ["epochs=1", "iterations_per_epoch=2", "student_batch_size=64", "synthesizer.batch_size=64", "synthesizer.synthesis_steps=2",
-                "synthesizer.student_steps=5", "synthesizer.hflip=true"],
+                "synthesizer.student.steps=5", "synthesizer.hflip=true"],
     },
     "paper": {
         "teacher": ["epochs=30", "batch_size=128", "optim.lr=0.05"],
@@ -73,7 +73,7 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
         ],
         "cmi": [
             "epochs=40", "iterations_per_epoch=10", "student_batch_size=256", "synthesizer.batch_size=256",
-            "synthesizer.synthesis_steps=200", "synthesizer.student_steps=100", "synthesizer.hflip=true",
+            "synthesizer.synthesis_steps=200", "synthesizer.student.steps=100", "synthesizer.hflip=true",
             "synthesizer.generator.ngf=64", "synthesizer.generator.nz=256",
         ],
     },
@@ -149,7 +149,7 @@ def component_times(generator, teacher, student, batch: int, nz: int, crop: int)
 def speed_phase(args: argparse.Namespace) -> dict:
     """Straightforward vs ours, interleaved iteration by iteration, at the same batch size."""
     from fedkd.data import get_spec
-    from fedkd.datafree import DFADSynthesizer, Teacher, distill
+    from fedkd.datafree import DFADSynthesizer, StudentRecipe, Teacher, distill
     from fedkd.datafree.generators import ImageGenerator
     from fedkd.models import build_model
 
@@ -170,7 +170,7 @@ def speed_phase(args: argparse.Namespace) -> dict:
         straightforward_iteration(cifar_gen, teacher, student, opt_g, opt_s, b, 256, spec.image_size)
 
     def run_ours() -> None:
-        distill(s_ours, frozen, ours, opt_ours, 1, student_batch_size=b, progress=False)
+        distill(s_ours, frozen, ours, opt_ours, 1, recipe=StudentRecipe(steps=5, loss="l1"), student_batch_size=b, progress=False)  # DFAD's
 
     run_straight(), run_ours()  # warm-up
     straight, mine = [], []
@@ -256,7 +256,7 @@ def main() -> None:
     # The reference takes exactly DFAD's student steps: same epochs, iterations, 5 steps each, batch.
     same = [f"{k}={_value(budget['dfad'], k)}" for k in ("epochs", "iterations_per_epoch", "batch_size")]
     plan = {
-        "kd_real": ["synthesizer=real_kd", *same, "synthesizer.student_steps=5"],
+        "kd_real": ["synthesizer=real_kd", *same, "synthesizer.student.steps=5"],
         "dfad": ["synthesizer=dfad", *budget["dfad"]],
         "cmi": ["synthesizer=cmi", *budget["cmi"]],
     }

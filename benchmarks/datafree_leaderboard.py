@@ -44,8 +44,8 @@ THRESHOLDS = (0.75, 0.80)
 # 10 epochs x (iterations x student steps) = 3,200 student steps at batch 128 in every row.
 DFAD = ["synthesizer=dfad", "iterations_per_epoch=64", "synthesizer.batch_size=128", "synthesizer.lr=1e-4"]
 CMI = ["synthesizer=cmi", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.synthesis_steps=60", "synthesizer.lr=1e-2",
-       "synthesizer.oh=2.0", "synthesizer.student_steps=32", "synthesizer.hflip=true"]
-FAST = ["synthesizer=fast_meta", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.student_steps=32",
+       "synthesizer.oh=2.0", "synthesizer.student.steps=32", "synthesizer.hflip=true"]
+FAST = ["synthesizer=fast_meta", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.student.steps=32",
         "synthesizer.hflip=true"]
 ADAM = ["optim=adam", "optim.lr=2e-3"]  # the student optimiser of RDSKD's, DAFL's and ZSKT's authors
 ROWS: dict[str, tuple[str, list[str]]] = {
@@ -60,7 +60,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "dafl": ("DAFL", ["synthesizer=dafl", "iterations_per_epoch=320", "synthesizer.batch_size=128", *ADAM]),
     "zskt": ("ZSKT", ["synthesizer=zskt", "iterations_per_epoch=32", *ADAM]),
     "deepinversion": ("DeepInversion", ["synthesizer=deepinversion", "iterations_per_epoch=10", "synthesizer.batch_size=128",
-                                        "synthesizer.student_steps=32", "synthesizer.hflip=true"]),
+                                        "synthesizer.student.steps=32", "synthesizer.hflip=true"]),
     "fast_meta": ("fast meta-synthesis (Fast-2)", FAST),
     "fast_arvi": ("Fast-2 + act. reg. + virt. interp.", [*FAST, "student_terms=[activation,interpolation]"]),
 }

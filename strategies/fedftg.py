@@ -34,7 +34,7 @@ from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 from flwr.app import ArrayRecord, MetricRecord
 from torch import nn
 
-from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill
+from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill, split_recipe
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
@@ -53,10 +53,12 @@ class FedFTG(FedAvg):
 
     Parameters beyond :class:`fedkd.strategies.fedavg.FedAvg`:
         synthesizer: ``synthesizer(spec, device) -> Synthesizer`` (a Hydra partial from
-            ``conf/synthesizer/``); built once, so its generator persists across rounds.
+            ``conf/synthesizer/``); built once, so its generator persists across rounds. Its
+            ``student`` node is split off (:func:`fedkd.datafree.split_recipe`): the recipe the
+            server's student is distilled with.
         optimizer: ``optimizer(params) -> Optimizer`` for the student (fresh each round).
         iterations_per_round: distillation iterations per round (each: the synthesizer's generator step(s)
-            then its ``student_steps`` student steps) -- the server's budget.
+            then ``strategy.synthesizer.student.steps`` student steps) -- the server's budget.
         student_batch_size: samples per student step.
         class_weighting: ``"label_counts"`` (FedFTG's class-level weights) or ``"uniform"``.
         ensemble_weighting: how the class-level weights combine the clients' logits
@@ -107,7 +109,7 @@ class FedFTG(FedAvg):
                 f"strategy.iterations_per_round and strategy.student_batch_size must be >= 1 "
                 f"(got {iterations_per_round}, {student_batch_size}); raise them"
             )
-        self.make_synthesizer = synthesizer
+        self.make_synthesizer, self.recipe = split_recipe(synthesizer, "strategy.synthesizer")
         self.make_optimizer = optimizer_factory(optimizer, "strategy.optimizer")
         self.iterations_per_round = iterations_per_round
         self.student_batch_size = student_batch_size
@@ -162,7 +164,7 @@ class FedFTG(FedAvg):
                 continue
             result = distill(
                 student, teacher, self.synthesizer, self.make_optimizer(student.parameters()), self.iterations_per_round,
-                student_batch_size=self.student_batch_size, progress=False, desc=f"server r{server_round}",
+                recipe=self.recipe, student_batch_size=self.student_batch_size, progress=False, desc=f"server r{server_round}",
                 freeze_bn_stats=self.freeze_bn_stats, terms=list(self.student_terms.values()),
             )
             after = evaluate(student, run.test, run.device)["accuracy"]

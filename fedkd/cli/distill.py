@@ -30,7 +30,7 @@ from fedkd.cli.common import RunContext, hydra_entry
 from fedkd.config import check_centralized
 from fedkd.data import DataBundle
 from fedkd.data.augment import batch_augmenter
-from fedkd.datafree import Synthesizer, Teacher, distill
+from fedkd.datafree import StudentRecipe, Synthesizer, Teacher, distill, split_recipe
 from fedkd.datafree.student_terms import check_student_terms
 from fedkd.datafree.synthesizers.base import state_bytes
 from fedkd.errors import ConfigError
@@ -58,16 +58,17 @@ def build_student(cfg: DictConfig, data: DataBundle) -> nn.Module:
         raise ConfigError(f"student '{name}' does not take these options ({exc}); fix the student config") from None
 
 
-def build_synthesizer(cfg: DictConfig, data: DataBundle, device: torch.device) -> Synthesizer:
-    """Instantiate ``conf/synthesizer/<method>.yaml`` for this dataset and device."""
-    factory = instantiate(cfg.synthesizer, _convert_="all")
+def build_synthesizer(cfg: DictConfig, data: DataBundle, device: torch.device) -> tuple[Synthesizer, StudentRecipe]:
+    """Instantiate ``conf/synthesizer/<method>.yaml`` for this dataset and device, without its
+    ``student`` node, which becomes the run's :class:`StudentRecipe`."""
+    factory, recipe = split_recipe(instantiate(cfg.synthesizer, _convert_="all"), "synthesizer")
     kwargs: dict[str, Any] = {"spec": data.spec, "device": device}
     if getattr(getattr(factory, "func", factory), "needs_train_split", False):
         kwargs["train"] = data.train  # the data-driven reference (not data-free)
     try:
-        return factory(**kwargs)
+        return factory(**kwargs), recipe
     except TypeError as exc:
-        raise ConfigError(f"the distill config has an option its synthesizer does not take ({exc}); fix conf/distill") from None
+        raise ConfigError(f"the synthesizer config has an option its synthesizer does not take ({exc}); fix conf/synthesizer") from None
 
 
 TEACHER_FILE = "teacher.pt"
@@ -133,7 +134,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
     spec, device = data.spec, ctx.device
     # Build what the config describes before any long work, so config mistakes fail at once.
     student = build_student(cfg, data).to(device)
-    synthesizer = build_synthesizer(cfg, data, device)
+    synthesizer, recipe = build_synthesizer(cfg, data, device)
     terms = check_student_terms(instantiate(cfg.student_terms, _convert_="all"), "student_terms")
     trained_teacher = not cfg.teacher.checkpoint  # the run trains its teacher (saved as teacher.pt)
     teacher_model, teacher_info = load_or_train_teacher(cfg, data, ctx, trained=resume is not None and trained_teacher)
@@ -188,7 +189,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         log.info("resuming %s after epoch %d of %d", ctx.out_dir, resume.epoch, cfg.epochs)
     final = distill(
         student, teacher, synthesizer, optimizer, cfg.iterations_per_epoch,
-        epochs=cfg.epochs, student_batch_size=cfg.student_batch_size, scheduler=scheduler, on_epoch=on_epoch,
+        recipe=recipe, epochs=cfg.epochs, student_batch_size=cfg.student_batch_size, scheduler=scheduler, on_epoch=on_epoch,
         start_epoch=start, previous=previous, terms=list(terms.values()),
     )
     save_model(ctx.out_dir / "student.pt", student, **model_meta(cfg.student, spec))

@@ -1,8 +1,8 @@
 """The one distillation loop, for every synthesizer, centralized and federated.
 
-Each iteration runs the synthesizer's step (:meth:`Synthesizer.synthesize`), then
-``student_steps`` student updates on :meth:`Synthesizer.sample` batches, each minimising the
-student's distance to the teacher's logits (L1 or temperature-scaled KL) plus the weighted
+Each iteration runs the synthesizer's step (:meth:`Synthesizer.synthesize`), then the recipe's
+``steps`` student updates on :meth:`Synthesizer.sample` batches, each minimising the student's
+distance to the teacher's logits (the recipe's L1 or temperature-scaled KL) plus the weighted
 student-side terms (:mod:`fedkd.datafree.student_terms`: the synthesizer's own, then the run's). The centralized entry
 point calls :func:`distill` once for many epochs with a per-epoch evaluation callback; the
 federated server calls it every round with a small budget.
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedkd.datafree.losses import STUDENT_LOSSES
+from fedkd.datafree.recipe import StudentRecipe
 from fedkd.datafree.student_terms import StudentBatch, StudentTerm, ordered_terms
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.datafree.teacher import as_teacher
@@ -43,11 +44,9 @@ def distill(
     optimizer: torch.optim.Optimizer,
     iterations_per_epoch: int,
     *,
+    recipe: StudentRecipe,
     epochs: int = 1,
     student_batch_size: int = 256,
-    student_steps: int | None = None,
-    loss: str | None = None,
-    temperature: float | None = None,
     label_weight: float = 0.0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_epoch: EpochCallback | None = None,
@@ -65,11 +64,11 @@ def distill(
         teacher: a model, :class:`~fedkd.datafree.teacher.Teacher` or ``EnsembleTeacher``.
         synthesizer: produces the inputs (and trains its generator).
         optimizer: the student's optimizer.
-        iterations_per_epoch: one synthesize call and ``student_steps`` updates each.
+        iterations_per_epoch: one synthesize call and ``recipe.steps`` updates each.
+        recipe: how the student learns: updates per iteration, loss, temperature (the method's
+            ``student`` node, :func:`fedkd.datafree.split_recipe`).
         epochs: epochs; ``on_epoch`` runs after each.
         student_batch_size: samples per student step.
-        student_steps, loss, temperature: override the synthesizer's method defaults
-            (``loss``: ``"l1"`` or ``"kl"``).
         label_weight: weight of a cross-entropy term on the synthesizer's labels, when it gives any.
         scheduler: stepped once per iteration (e.g. cosine over ``epochs * iterations_per_epoch``).
         on_epoch: ``on_epoch(epoch, metrics) -> extra metrics`` (evaluation, logging, saving).
@@ -91,17 +90,15 @@ def distill(
     """
     from tqdm.auto import tqdm
 
-    name = loss or synthesizer.student_loss
-    if name not in STUDENT_LOSSES:
-        raise ConfigError(f"student loss '{name}' is unknown; choose one of: {', '.join(STUDENT_LOSSES)}")
+    if not isinstance(recipe, StudentRecipe):
+        raise TypeError(f"distill() takes recipe=StudentRecipe(...), not {type(recipe).__name__}")
     if iterations_per_epoch < 1 or epochs < 1 or student_batch_size < 1:
         raise ConfigError(
             f"iterations_per_epoch, epochs and student_batch_size must be >= 1 "
             f"(got {iterations_per_epoch}, {epochs}, {student_batch_size})"
         )
-    loss_fn = STUDENT_LOSSES[name]
-    temp = synthesizer.temperature if temperature is None else temperature
-    steps = synthesizer.student_steps if student_steps is None else student_steps
+    loss_fn = STUDENT_LOSSES[recipe.loss]
+    temp, steps = recipe.temperature, recipe.steps
     teacher = as_teacher(teacher)
     device = synthesizer.device
     all_terms = ordered_terms([*synthesizer.student_terms(), *terms])

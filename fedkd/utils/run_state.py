@@ -141,7 +141,7 @@ def _renamed(value: Any) -> Any:
 def _renamed_keys(saved: dict[str, Any], config_name: str | None) -> dict[str, Any]:
     """``saved`` (a run's config identity) with the keys renamed since it was written
     (:data:`fedkd.config.RENAMED_KEYS`), so a run folder from before a rename still resumes."""
-    from fedkd.config_renames import RENAMED_KEYS
+    from fedkd.config_renames import RENAMED_KEYS, SYNTHESIZER_NODES, upgrade_synthesizer_identity
 
     for old, new in sorted(RENAMED_KEYS.get(config_name or "", {}).items(), key=lambda kv: kv[0].count(".")):
         *parents, leaf = old.split(".")
@@ -156,6 +156,11 @@ def _renamed_keys(saved: dict[str, Any], config_name: str | None) -> dict[str, A
         for part in new_parents:
             target = target.setdefault(part, {})
         target[new_leaf] = value
+    node = saved
+    for part in SYNTHESIZER_NODES.get(config_name or "", "").split("."):
+        node = node.get(part) if isinstance(node, dict) and part else None
+    if isinstance(node, dict):
+        upgrade_synthesizer_identity(node)
     return saved
 
 

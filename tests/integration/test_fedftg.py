@@ -12,7 +12,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from fedkd.clients.handlers import _start_model
 from fedkd.data import load_dataset
-from fedkd.datafree import class_weights_from_counts
+from fedkd.datafree import StudentRecipe, class_weights_from_counts
 from fedkd.federated import records as R
 from fedkd.federated.config import compose_sim_config
 from fedkd.federated.data import partition_label_counts
@@ -96,6 +96,9 @@ def test_batched_ensemble_gives_the_same_logits_as_the_loop(cfg, trained, tmp_pa
 
 def test_generator_persists_and_learns_across_rounds(cfg, trained, tmp_path):
     strategy, run = _strategy(cfg, tmp_path)
+    # The student's recipe is the strategy's (conf/synthesizer/fedftg.yaml: 2 steps), not the synthesizer's.
+    assert strategy.recipe == StudentRecipe(steps=2, loss="kl", temperature=1.0)
+    assert not hasattr(strategy.synthesizer, "student_steps")
     generator = strategy.synthesizer.generator
     snapshots = [{k: v.clone() for k, v in generator.state_dict().items()}]
     for server_round in (1, 2):

@@ -4,16 +4,16 @@ A synthesizer supplies the inputs a student is distilled on. The distiller
 (:func:`fedkd.datafree.distiller.distill`) alternates::
 
     metrics = synthesizer.synthesize(teacher, student)     # update generator / fill a pool
-    for _ in range(synthesizer.student_steps):
+    for _ in range(recipe.steps):
         x, y = synthesizer.sample(batch_size)              # inputs (+ optional target labels)
-        ... student step on teacher(x) ...
+        ... student step on recipe.loss(student(x), teacher(x), recipe.temperature) ...
 
-A synthesizer also says how its method trains the student (:attr:`student_loss`,
-:attr:`temperature`, :attr:`student_steps`), so the same loop serves every method and the
-federated server gets the method's own defaults without a config of its own.
+How the student learns (:class:`fedkd.datafree.StudentRecipe`: steps, loss, temperature) is not
+the synthesizer's: it is the ``student`` node of the method's YAML, handed to the distiller.
 
-Config: ``conf/synthesizer/<method>.yaml`` holds ``_target_`` (the class) and its keyword arguments;
-entry points call the instantiated partial with ``spec`` and ``device``.
+Config: ``conf/synthesizer/<method>.yaml`` holds ``_target_`` (the class), its keyword arguments and
+the ``student`` node; entry points split the node off (:func:`fedkd.datafree.split_recipe`) and
+call the instantiated partial with ``spec`` and ``device``.
 """
 
 from __future__ import annotations
@@ -63,16 +63,10 @@ class Synthesizer(ABC):
     """Base class: produce training inputs for the student from the teacher (and the student).
 
     Attributes read by the distiller:
-        student_loss: ``"l1"`` (DFAD) or ``"kl"``: the student's distance to the teacher's logits.
-        temperature: softmax temperature of the ``"kl"`` loss.
-        student_steps: student updates per :meth:`synthesize` call.
         samples_generated: synthetic samples produced so far (every generator output counts).
         generator: the generator network, saved with the student (``None`` if there is none).
     """
 
-    student_loss: str = "kl"
-    temperature: float = 1.0
-    student_steps: int = 1
     generator: nn.Module | None = None
 
     def __init__(self, spec: DatasetSpec, device: torch.device | str = "cpu") -> None:

@@ -68,7 +68,6 @@ class CMISynthesizer(Synthesizer):
         local_scale: area range of the local view's crop.
         hflip: random horizontal flips in both views and in the pool batches.
         augment_pool: shift/flip pool samples when the student draws them.
-        student_steps, student_loss, temperature: how the distiller trains the student.
     """
 
     def __init__(
@@ -95,14 +94,11 @@ class CMISynthesizer(Synthesizer):
         local_scale: tuple[float, float] = (0.25, 1.0),
         hflip: bool = False,
         augment_pool: bool = True,
-        student_steps: int = 10,
-        student_loss: str = "kl",
-        temperature: float = 20.0,
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, cr_temperature=cr_temperature,
-            bank_size=bank_size, pool_size=pool_size, student_steps=student_steps, temperature=temperature,
+            bank_size=bank_size, pool_size=pool_size,
         )
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device)
         self.batch_size, self.synthesis_steps = batch_size, synthesis_steps
@@ -114,7 +110,6 @@ class CMISynthesizer(Synthesizer):
         self.crop_pad = spec.image_size // 8 if crop_pad is None else crop_pad
         self.local_scale = tuple(local_scale)
         self.hflip, self.augment_pool = hflip, augment_pool
-        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
         self.head = ProjectionHead(head_hidden, head_dim).to(self.device)
         self._head_optimizer: torch.optim.Optimizer | None = None
         self.pool = RingBuffer(pool_size, self.device)

@@ -40,7 +40,6 @@ class ConditionalSynthesizer(Synthesizer):
             :meth:`Synthesizer.set_label_prior`, which the federated server calls every round.
         batch_size, generator_steps, lr, betas: generator optimisation per :meth:`synthesize`.
         ce, adv, div, bn: loss weights; ``adv_all_samples`` drops the agreement mask.
-        student_steps, student_loss, temperature: how the distiller trains the student.
     """
 
     def __init__(
@@ -58,19 +57,15 @@ class ConditionalSynthesizer(Synthesizer):
         div: float = 1.0,
         bn: float = 0.0,
         adv_all_samples: bool = False,
-        student_steps: int = 5,
-        student_loss: str = "kl",
-        temperature: float = 1.0,
     ) -> None:
         super().__init__(spec, device)
-        self._check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr, student_steps=student_steps)
+        self._check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr)
         self.generator = build_generator(generator or {"name": "cond_generator"}, spec).to(self.device)
         if not getattr(self.generator, "conditional", False):
             raise ConfigError("ConditionalSynthesizer needs a conditional generator; set synthesizer.generator.name=cond_generator")
         self.batch_size, self.generator_steps = batch_size, generator_steps
         self.weights = {"ce": ce, "adv": adv, "div": div, "bn": bn}
         self.adv_all_samples = adv_all_samples
-        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
         self.set_label_prior(label_prior)  # None: uniform random labels

@@ -15,10 +15,11 @@ entropy with ``log10``; ours uses the natural log, so the paper's ``ie = 5`` is 
 than in their code (their strength is ``ie = 5 / ln 10 = 2.17``). We keep the paper's number.
 
 The student learns by KD on the generated batches: the paper's ``H_cross(y_S, y_T)``, in the
-code ``KL(softmax(t) || softmax(s))`` at temperature 1 (``student_loss="kl"``, ``temperature=1``).
+code ``KL(softmax(t) || softmax(s))`` at temperature 1 (``student: {loss: kl, temperature: 1}`` in
+``conf/synthesizer/dafl.yaml``).
 The generator is *not* adversarial with respect to the student (its loss ignores the student).
 Schedule (authors' code): per iteration one generator step and one student step on the same
-batch (``student_steps=1``; the student's batch is the generator step's own, as here).
+batch (``student.steps: 1``; the student's batch is the generator step's own, as here).
 
 Other MNIST settings of the authors' code, for reference: batch 512, generator Adam lr 0.2, latent
 size 100, student Adam lr 2e-3, 200 epochs x 120 iterations (the student's optimiser is the run's
@@ -61,8 +62,6 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         oh, a, ie: weights of the one-hot, activation and information-entropy terms (paper: 1,
             0.1, 5); each >= 0, 0 drops the term (``a=0`` also lifts the need for a ``head``).
         reuse_batch: the student learns from the generator step's batch (paper) or fresh ones.
-        student_steps, student_loss, temperature: the student's schedule and loss (paper: 1 step,
-            KL at temperature 1).
     """
 
     def __init__(
@@ -78,12 +77,9 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         a: float = 0.1,
         ie: float = 5.0,
         reuse_batch: bool = True,
-        student_steps: int = 1,
-        student_loss: str = "kl",
-        temperature: float = 1.0,
     ) -> None:
         super().__init__(
-            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch, student_steps, student_loss, temperature
+            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch
         )
         for key, value in (("oh", oh), ("a", a), ("ie", ie)):
             if value is None or not value >= 0:

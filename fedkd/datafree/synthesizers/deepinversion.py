@@ -37,7 +37,7 @@ from fedkd.data.augment import random_crop_flip
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.buffers import RingBuffer
-from fedkd.datafree.losses import STUDENT_LOSSES, cross_entropy, js_divergence, l2_prior, total_variation
+from fedkd.datafree.losses import cross_entropy, js_divergence, l2_prior, total_variation
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
@@ -48,15 +48,6 @@ def check_non_negative(**values: float) -> None:
     for key, value in values.items():
         if value is None or value < 0:
             raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=0 to switch it off")
-
-
-def check_student_loss(student_loss: str) -> None:
-    """The student's loss must be one the distiller knows."""
-    if student_loss not in STUDENT_LOSSES:
-        raise ConfigError(
-            f"synthesizer.student_loss '{student_loss}' is unknown; "
-            f"set synthesizer.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
-        )
 
 
 def check_betas(betas: tuple[float, float]) -> tuple[float, float]:
@@ -98,7 +89,6 @@ class DeepInversionSynthesizer(Synthesizer):
         pool_size: samples kept in the pool (oldest dropped first).
         augment_pool: shift (and flip) pool samples when the student draws them.
         crop_pad: shift of the pool samples in pixels (default: image_size // 8).
-        student_steps, student_loss, temperature: how the distiller trains the student.
     """
 
     def __init__(
@@ -121,19 +111,15 @@ class DeepInversionSynthesizer(Synthesizer):
         pool_size: int = 20000,
         augment_pool: bool = True,
         crop_pad: int | None = None,
-        student_steps: int = 20,
-        student_loss: str = "kl",
-        temperature: float = 20.0,
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, adi_temperature=adi_temperature,
-            pool_size=pool_size, student_steps=student_steps, temperature=temperature,
+            pool_size=pool_size,
         )
         check_non_negative(bn=bn, oh=oh, tv=tv, l2=l2, adi=adi, jitter=jitter)
         if crop_pad is not None:
             check_non_negative(crop_pad=crop_pad)
-        check_student_loss(student_loss)
         self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
         self.lr, self.betas = lr, check_betas(tuple(betas))
         self.weights = {"bn": bn, "oh": oh, "tv": tv, "l2": l2, "adi": adi}
@@ -141,7 +127,6 @@ class DeepInversionSynthesizer(Synthesizer):
         self.jitter, self.hflip, self.clip = int(jitter), hflip, clip
         self.augment_pool = augment_pool
         self.crop_pad = spec.image_size // 8 if crop_pad is None else int(crop_pad)
-        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
         self.generator = None  # pixels are optimised directly
         self.pool = RingBuffer(pool_size, self.device)
         self.rounds = 0

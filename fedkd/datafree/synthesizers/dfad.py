@@ -3,11 +3,12 @@
 A generator maps noise to inputs; the student minimises the mean absolute error between its logits
 and the teacher's on generated samples, and the generator *maximises* that error, so it keeps
 producing the samples on which the student is still wrong. The paper alternates 5 student steps
-with 1 generator step; the student's steps are the distiller's, :meth:`DFADSynthesizer.synthesize`
+with 1 generator step, and trains the student on L1 (``conf/synthesizer/dfad.yaml``'s ``student``
+node: ``steps: 5, loss: l1``); the student's steps are the distiller's, :meth:`DFADSynthesizer.synthesize`
 is the generator's.
 
 Speed: every student step draws a fresh batch, so per iteration the generator runs forward
-``student_steps + 1`` times and backward once, while teacher and student are small (LeNet-5: about
+once per student step plus once for its own step, and backward once, while teacher and student are small (LeNet-5: about
 0.4 MFLOP per sample). The generator therefore sets the pace: its size (``ngf``) is chosen for the
 dataset, the student-step batches are generated without autograd, and the generator step
 back-propagates only into the generator's parameters (not into the student's).
@@ -36,8 +37,6 @@ class DFADSynthesizer(Synthesizer):
         batch_size: samples per generator step.
         lr, betas: Adam settings of the generator (paper: 1e-3).
         generator_steps: generator updates per :meth:`synthesize` call (paper: 1).
-        student_steps: student updates per call (paper: 5).
-        student_loss, temperature: the student's loss (paper: ``"l1"``).
     """
 
     def __init__(
@@ -49,18 +48,12 @@ class DFADSynthesizer(Synthesizer):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         generator_steps: int = 1,
-        student_steps: int = 5,
-        student_loss: str = "l1",
-        temperature: float = 1.0,
     ) -> None:
         super().__init__(spec, device)
-        self._check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps, student_steps=student_steps)
+        self._check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps)
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size = batch_size
         self.generator_steps = generator_steps
-        self.student_steps = student_steps
-        self.student_loss = student_loss
-        self.temperature = temperature
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
 

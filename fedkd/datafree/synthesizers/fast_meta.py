@@ -48,7 +48,7 @@ from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.losses import adversarial_kl, bn_statistics_loss, cross_entropy
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
-from fedkd.datafree.synthesizers.deepinversion import check_betas, check_non_negative, check_student_loss
+from fedkd.datafree.synthesizers.deepinversion import check_betas, check_non_negative
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
 
@@ -121,7 +121,6 @@ class FastMetaSynthesizer(Synthesizer):
         hflip: random horizontal flips in the view and in pool samples.
         pool_size: samples kept in the pool (oldest dropped first).
         augment_pool: shift/flip pool samples when the student draws them.
-        student_steps, student_loss, temperature: how the distiller trains the student.
     """
 
     def __init__(
@@ -145,14 +144,11 @@ class FastMetaSynthesizer(Synthesizer):
         hflip: bool = False,
         pool_size: int = 20000,
         augment_pool: bool = True,
-        student_steps: int = 20,
-        student_loss: str = "kl",
-        temperature: float = 20.0,
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, lr_z=lr_z, meta_lr=meta_lr,
-            pool_size=pool_size, student_steps=student_steps, temperature=temperature,
+            pool_size=pool_size,
         )
         if meta_lr > 1:
             raise ConfigError(
@@ -167,7 +163,6 @@ class FastMetaSynthesizer(Synthesizer):
         check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup)
         if crop_pad is not None:
             check_non_negative(crop_pad=crop_pad)
-        check_student_loss(student_loss)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device).train()
         # The fast copy the inner loop trains; it holds the last round's inner solution.
         self.fast_generator = copy.deepcopy(self.generator)
@@ -178,7 +173,6 @@ class FastMetaSynthesizer(Synthesizer):
         self.bn_momentum, self.warmup = bn_momentum, int(warmup)
         self.crop_pad = spec.image_size // 8 if crop_pad is None else int(crop_pad)
         self.hflip, self.augment_pool = hflip, augment_pool
-        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
         self.z = self.generator.noise(self.batch_size, self.device)  # meta latent codes
         self.fast_z = self.z.clone()
         self.bn_memory: Stats | None = None

@@ -44,7 +44,6 @@ from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import (
-    STUDENT_LOSSES,
     argmax_cross_entropy,
     exp_increment_penalty,
     information_entropy,
@@ -74,8 +73,6 @@ class RDSKDSynthesizer(Synthesizer):
         ref_interval: generator steps between refreshes of the references (paper code: 120).
         penalize_mode_seeking: put the mode-seeking term under an exponential penalty too
             (paper code: no).
-        student_steps, student_loss, temperature: how the distiller trains the student (paper
-            code: KL at T=10).
 
     Attributes:
         reference: the detached term values the penalties are measured from, order :data:`TERMS`.
@@ -95,12 +92,9 @@ class RDSKDSynthesizer(Synthesizer):
         generator_steps: int = 0,
         ref_interval: int = 120,
         penalize_mode_seeking: bool = False,
-        student_steps: int = 5,
-        student_loss: str = "kl",
-        temperature: float = 10.0,
     ) -> None:
         super().__init__(spec, device)
-        self._check_positive(lr=lr, student_steps=student_steps, temperature=temperature)
+        self._check_positive(lr=lr)
         _check_int(1, ref_interval=ref_interval)
         _check_int(0, generator_warmup=generator_warmup, generator_steps=generator_steps)
         if not isinstance(batch_size, int) or batch_size < 2 or batch_size % 2:
@@ -118,17 +112,11 @@ class RDSKDSynthesizer(Synthesizer):
             raise ConfigError(
                 f"synthesizer.betas must be two numbers in [0, 1) (got {list(betas)}); set synthesizer.betas=[0.9,0.999]"
             )
-        if student_loss not in STUDENT_LOSSES:
-            raise ConfigError(
-                f"synthesizer.student_loss '{student_loss}' is unknown; "
-                f"set synthesizer.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
-            )
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size = batch_size
         self.generator_warmup, self.generator_steps = generator_warmup, generator_steps
         self.ref_interval = ref_interval
         self.penalize_mode_seeking = bool(penalize_mode_seeking)
-        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=betas)
         self.reference = torch.zeros(len(TERMS), device=self.device)

@@ -28,17 +28,12 @@ class RealDataSource(Synthesizer):
         spec: DatasetSpec,
         device: torch.device | str = "cpu",
         train: Split | None = None,
-        student_steps: int = 1,
-        student_loss: str = "kl",
-        temperature: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__(spec, device)
         if train is None or len(train) == 0:
             raise ValueError("RealDataSource needs a non-empty training split")
-        self._check_positive(student_steps=student_steps, temperature=temperature)
         self.train = train.to(self.device)
-        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
         self._rng = torch.Generator().manual_seed(seed)
         self._order = torch.randperm(len(train), generator=self._rng)
         self._pos = 0

@@ -41,8 +41,10 @@ Config: ``conf/synthesizer/replay_<base>.yaml`` composes the base method's YAML 
 (``defaults: [/synthesizer@base: dfad, _self_]``); under FedFTG, ``synthesizer@strategy.synthesizer=replay_conditional
 synthesizer@strategy.synthesizer.base=fedftg`` keeps the strategy's server settings for the base.
 
-Delegation: ``student_steps``, ``student_loss``, ``temperature``, ``generator``, the label prior
-and :meth:`student_terms` are the base's -- the method trains the student as the base does.
+Delegation: ``generator``, the label prior and :meth:`student_terms` are the base's. The student's
+recipe (steps, loss, temperature) is the base's too: the wrapper's YAML ``student`` node interpolates
+the base's key by key (``synthesizer.student.steps=..`` and ``synthesizer.base.student.steps=..``
+both set it), and :func:`fedkd.datafree.split_recipe` drops the base's copy before it is built.
 """
 
 from __future__ import annotations
@@ -158,18 +160,6 @@ class PseudoReplaySynthesizer(Synthesizer):
         return base
 
     # ------------------------------------------------------------------ delegated to the base
-    @property
-    def student_steps(self) -> int:  # type: ignore[override]
-        return self.base.student_steps
-
-    @property
-    def student_loss(self) -> str:  # type: ignore[override]
-        return self.base.student_loss
-
-    @property
-    def temperature(self) -> float:  # type: ignore[override]
-        return self.base.temperature
-
     @property
     def generator(self) -> nn.Module | None:  # type: ignore[override]
         return self.base.generator

@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 from fedkd.data.specs import DatasetSpec
-from fedkd.datafree.losses import STUDENT_LOSSES
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
@@ -37,7 +36,6 @@ class RoundBatchSynthesizer(Synthesizer):
         lr, betas: the generator's Adam settings.
         generator_steps: generator updates per round.
         reuse_batch: the round's student steps share one batch (both papers) or draw fresh ones.
-        student_steps, student_loss, temperature: how the distiller trains the student.
     """
 
     def __init__(
@@ -50,23 +48,15 @@ class RoundBatchSynthesizer(Synthesizer):
         betas: tuple[float, float],
         generator_steps: int,
         reuse_batch: bool,
-        student_steps: int,
-        student_loss: str,
-        temperature: float,
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
-            batch_size=batch_size, lr=lr, generator_steps=generator_steps, student_steps=student_steps, temperature=temperature
+            batch_size=batch_size, lr=lr, generator_steps=generator_steps
         )
-        if student_loss not in STUDENT_LOSSES:
-            raise ConfigError(
-                f"synthesizer.student_loss '{student_loss}' is unknown; set synthesizer.student_loss to one of: {', '.join(STUDENT_LOSSES)}"
-            )
         if len(tuple(betas)) != 2 or not all(0 <= b < 1 for b in betas):
             raise ConfigError(f"synthesizer.betas must be two numbers in [0, 1) (got {betas}); set e.g. synthesizer.betas=[0.9,0.999]")
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size, self.generator_steps, self.reuse_batch = batch_size, generator_steps, bool(reuse_batch)
-        self.student_steps, self.student_loss, self.temperature = student_steps, student_loss, temperature
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
         # The round's shared student batch and the noise it comes from; both are reset by every

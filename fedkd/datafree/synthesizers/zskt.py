@@ -55,8 +55,10 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
         at_student_layers, at_teacher_layers: module names to pair for attention transfer;
             ``None``: the last activation at each common spatial size (see ``AttentionTransfer``).
         reuse_batch: the round's student steps share one batch (paper) or draw fresh ones.
-        student_steps, student_loss, temperature: ``ns = 10`` student steps per round, KL at
-            temperature 1 (paper); the generator's KL uses the same temperature.
+        kl_temperature: softmax temperature of the generator's KL (paper: 1). The YAML ties it to
+            the student's (``kl_temperature: ${.student.temperature}``): both sides of the game
+            measure the same divergence. The student's recipe (paper: ``ns = 10`` steps per round,
+            KL at temperature 1) is the ``student`` node of ``conf/synthesizer/zskt.yaml``.
     """
 
     def __init__(
@@ -73,13 +75,13 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
         at_student_layers: Sequence[str] | None = None,
         at_teacher_layers: Sequence[str] | None = None,
         reuse_batch: bool = True,
-        student_steps: int = 10,
-        student_loss: str = "kl",
-        temperature: float = 1.0,
+        kl_temperature: float = 1.0,
     ) -> None:
         super().__init__(
-            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch, student_steps, student_loss, temperature
+            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch
         )
+        self._check_positive(kl_temperature=kl_temperature)
+        self.kl_temperature = float(kl_temperature)
         if clip_grad_norm is not None and not clip_grad_norm >= 0:
             raise ConfigError(
                 f"synthesizer.clip_grad_norm must be >= 0 or null (got {clip_grad_norm}); set synthesizer.clip_grad_norm=5 (paper) or null"
@@ -103,7 +105,7 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
         for _ in range(self.generator_steps):
             with autocast(self.device):
                 x = self.generator(z)
-                loss = adversarial_kl(student(x), teacher(x), self.temperature, only_agreeing=False)
+                loss = adversarial_kl(student(x), teacher(x), self.kl_temperature, only_agreeing=False)
             self.optimizer.zero_grad(set_to_none=True)
             # Only the generator learns here: backward into its parameters alone skips the
             # student's weight gradients (and the teacher is frozen).

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fedkd.data import get_spec
-from fedkd.datafree import DFADSynthesizer, EnsembleTeacher, Teacher, distill
+from fedkd.datafree import DFADSynthesizer, EnsembleTeacher, StudentRecipe, Teacher, distill
 from fedkd.datafree import losses as L
 from fedkd.datafree.student_terms import ActivationRegularizer, StudentBatch, VirtualInterpolation
 from fedkd.errors import ConfigError
@@ -177,11 +177,12 @@ def test_activation_state_round_trip_resumes_connectors_and_adam_exactly(digits,
 def test_dfad_with_both_terms_beats_chance_and_leaves_no_hooks(digits, digits_teacher):
     seed_everything(0)
     student = build_model("lenet5_half", SPEC)
-    synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=64, student_steps=5)
+    synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=64)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     # conf/student_terms/ defaults; the loop runs the hook reader (activation) first.
     terms = [VirtualInterpolation(weight=0.1), ActivationRegularizer()]
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=25, student_batch_size=64, progress=False, terms=terms)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=25, recipe=StudentRecipe(steps=5, loss="l1"),
+                  student_batch_size=64, progress=False, terms=terms)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert out["term/activation"] > 0 and out["term/interpolation"] > 0

@@ -16,6 +16,7 @@ from fedkd.datafree import (
     DFADSynthesizer,
     EnsembleTeacher,
     RealDataSource,
+    StudentRecipe,
     Teacher,
     class_weights_from_counts,
     distill,
@@ -277,9 +278,10 @@ def test_dfad_student_beats_chance_and_teacher_is_unhooked_without_grad_in_stude
     seed_everything(0)
     student = build_model("lenet5_half", SPEC)
     teacher = _Spy(digits_teacher)
-    synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=64, student_steps=5)
+    synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=64)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, teacher, synth, opt, iterations_per_epoch=25, student_batch_size=64, progress=False)
+    out = distill(student, teacher, synth, opt, iterations_per_epoch=25, recipe=StudentRecipe(steps=5, loss="l1"),
+                  student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert out["student_samples"] == 25 * 5 * 64 and out["samples_generated"] == 25 * 6 * 64
@@ -295,10 +297,11 @@ def test_cmi_student_beats_chance_with_hooks_only_during_synthesis(digits, digit
     teacher = _Spy(digits_teacher)
     synth = CMISynthesizer(
         SPEC, "cpu", {"name": "cmi_generator", "ngf": 8, "nz": 32}, batch_size=64, synthesis_steps=8,
-        student_steps=10, pool_size=400, bank_size=256, negatives=128,
+        pool_size=400, bank_size=256, negatives=128,
     )
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    distill(student, teacher, synth, opt, iterations_per_epoch=8, student_batch_size=64, progress=False)
+    distill(student, teacher, synth, opt, iterations_per_epoch=8, recipe=StudentRecipe(steps=10, temperature=20.0),
+            student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.4, acc  # chance: 0.1
     bn = len(batchnorm_layers(digits_teacher))
@@ -345,9 +348,10 @@ def test_conditional_synthesizer_follows_the_label_prior_and_persists(digits_tea
 def test_real_data_reference_runs_through_the_same_loop(digits, digits_teacher):
     seed_everything(0)
     student = build_model("lenet5_half", SPEC)
-    source = RealDataSource(SPEC, "cpu", train=digits.train, student_steps=5, temperature=1.0)
+    source = RealDataSource(SPEC, "cpu", train=digits.train)
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
-    distill(student, digits_teacher, source, opt, iterations_per_epoch=20, student_batch_size=64, progress=False)
+    distill(student, digits_teacher, source, opt, iterations_per_epoch=20, recipe=StudentRecipe(steps=5),
+            student_batch_size=64, progress=False)
     assert evaluate(student, digits.test, CPU)["accuracy"] > 0.8
 
 
@@ -407,7 +411,7 @@ def test_distill_entry_with_a_checkpoint_cmi_and_keep_best_on_test(tmp_path, dig
     save_model(ckpt, digits_teacher, **model_meta({"name": "lenet5"}, SPEC))
     summary = _run(
         tmp_path, "cmi", f"teacher.checkpoint={ckpt}", "synthesizer=cmi", *TINY, "synthesizer.synthesis_steps=2",
-        "synthesizer.student_steps=2", "keep_best_on_test=true",
+        "synthesizer.student.steps=2", "keep_best_on_test=true",
     )
     assert summary["teacher_accuracy"] > 0.9 and summary["method"] == "CMISynthesizer"
     assert (tmp_path / "cmi" / "student_best_on_test.pt").is_file()
@@ -434,7 +438,9 @@ def test_distill_entry_bad_inputs_end_with_one_line_errors(tmp_path, digits_teac
         _run(tmp_path, "d", "student.name=dfad_generator", *TINY)
     with pytest.raises(ConfigError, match="generator name") as bad_generator:
         _run(tmp_path, "e", "synthesizer.generator.name=lenet5", *TINY)
-    for exc in (missing, mismatch, unknown, generator_as_student, bad_generator):
+    with pytest.raises(ConfigError, match="synthesizer.student.loss 'mse'") as bad_loss:
+        _run(tmp_path, "f", "synthesizer.student.loss=mse", *TINY)
+    for exc in (missing, mismatch, unknown, generator_as_student, bad_generator, bad_loss):
         assert isinstance(exc.value, FedkdError) and "\n" not in str(exc.value)
 
 

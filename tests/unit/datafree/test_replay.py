@@ -15,8 +15,10 @@ from fedkd.datafree import (
     DFADSynthesizer,
     PseudoReplaySynthesizer,
     RDSKDSynthesizer,
+    StudentRecipe,
     Teacher,
     distill,
+    split_recipe,
 )
 from fedkd.datafree import losses as L
 from fedkd.datafree.vae import ConvVAE, memory_bytes, reparameterize
@@ -139,9 +141,8 @@ def test_refresh_schedule_and_vae_self_rehearsal(digits_teacher):
 
 def test_wrapper_over_the_conditional_synthesizer_delegates_and_drops_labels_of_mixed_batches(digits_teacher):
     seed_everything(0)
-    base = ConditionalSynthesizer(SPEC, "cpu", {"name": "cond_generator", "ngf": 8}, batch_size=32, student_steps=3, temperature=4.0)
+    base = ConditionalSynthesizer(SPEC, "cpu", {"name": "cond_generator", "ngf": 8}, batch_size=32)
     synth = _replay(base)
-    assert (synth.student_steps, synth.student_loss, synth.temperature) == (3, "kl", 4.0)
     assert synth.generator is base.generator and synth.student_terms() == base.student_terms()
     synth.set_label_prior([0] * 3 + [5] + [0] * 6)  # only class 3
     assert torch.equal(base.label_prior, synth.label_prior) and base.label_prior[3] == 1
@@ -149,7 +150,8 @@ def test_wrapper_over_the_conditional_synthesizer_delegates_and_drops_labels_of_
     assert y is not None and (y == 3).all()
     student = build_model("lenet5_half", SPEC)
     opt = torch.optim.SGD(student.parameters(), lr=0.01)
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=2, student_batch_size=32, progress=False)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=2, recipe=StudentRecipe(steps=3, temperature=4.0),
+                  student_batch_size=32, progress=False)
     assert {"loss_ce", "vae_loss", "student_loss"} <= set(out) and synth.replayed > 0
     x, y = synth.sample(32)
     assert x.shape == (32, *SPEC.shape) and y is None
@@ -158,9 +160,10 @@ def test_wrapper_over_the_conditional_synthesizer_delegates_and_drops_labels_of_
 def test_short_digits_run_with_replay_over_dfad_beats_chance_and_its_memory_is_below_a_pool(digits, digits_teacher):
     seed_everything(0)
     student = build_model("lenet5_half", SPEC)
-    synth = _replay(DFADSynthesizer(SPEC, "cpu", SMALL_DFAD, batch_size=64, student_steps=5), vae_batch_size=40)
+    synth = _replay(DFADSynthesizer(SPEC, "cpu", SMALL_DFAD, batch_size=64), vae_batch_size=40)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=20, student_batch_size=64, progress=False)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=20, recipe=StudentRecipe(steps=5, loss="l1"),
+                  student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert synth.replayed > 0 and out["samples_generated"] == synth.samples_generated
@@ -249,8 +252,10 @@ def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
     from hydra.utils import instantiate
 
     cfg = _compose("centralized", f"synthesizer={name}", "synthesizer.base.generator.ngf=8", "synthesizer.vae_batch_size=16")
-    synth = instantiate(cfg.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
+    factory, recipe = split_recipe(instantiate(cfg.synthesizer, _convert_="all"))
+    synth = factory(spec=SPEC, device=CPU)
     assert isinstance(synth, PseudoReplaySynthesizer) and type(synth.base) is base_cls
+    assert recipe == StudentRecipe(**cfg.synthesizer.base.student)  # the wrapper's recipe is its base's
     assert synth.replay_share == pytest.approx(1 / 9, abs=1e-3) and synth.vae_steps == 4
     assert synth.base.generator.ngf == 8 and synth.vae_batch_size == 16
 
@@ -259,13 +264,23 @@ def test_replay_composes_under_fedftg_over_its_server_synthesizer():
     from hydra.utils import instantiate
 
     picks = ["strategy=fedftg", "synthesizer@strategy.synthesizer=replay_conditional"]
-    synth = instantiate(_compose("sim", *picks).strategy.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
+    synth = split_recipe(instantiate(_compose("sim", *picks).strategy.synthesizer, _convert_="all"))[0](spec=SPEC, device=CPU)
     assert isinstance(synth, PseudoReplaySynthesizer) and isinstance(synth.base, ConditionalSynthesizer)
     # FedFTG's server settings (conf/synthesizer/fedftg.yaml) as the base; a top-level key reaches the base too.
     cfg = _compose("sim", *picks, "synthesizer@strategy.synthesizer.base=fedftg", "+strategy.synthesizer.generator_steps=2")
-    synth = instantiate(cfg.strategy.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
-    assert synth.base.batch_size == 128 and synth.base.weights["bn"] == 1.0 and synth.student_steps == 2
+    factory, recipe = split_recipe(instantiate(cfg.strategy.synthesizer), "strategy.synthesizer")  # as FedFTG gets it
+    synth = factory(spec=SPEC, device=CPU)
+    assert synth.base.batch_size == 128 and synth.base.weights["bn"] == 1.0 and recipe.steps == 2
     assert synth.base.generator_steps == 2
+
+
+@pytest.mark.parametrize("key", ["synthesizer.student.steps", "synthesizer.base.student.steps"])
+def test_the_wrappers_recipe_is_set_on_the_wrapper_or_on_its_base(key):
+    from hydra.utils import instantiate
+
+    cfg = _compose("centralized", "synthesizer=replay_dfad", f"{key}=3")
+    factory, recipe = split_recipe(instantiate(cfg.synthesizer, _convert_="all"))
+    assert recipe == StudentRecipe(steps=3, loss="l1") and "student" not in factory.keywords["base"].keywords
 
 
 def test_a_resumed_distillation_equals_an_uninterrupted_one(digits_teacher):
@@ -274,11 +289,12 @@ def test_a_resumed_distillation_equals_an_uninterrupted_one(digits_teacher):
     def setup(seed: int):
         seed_everything(seed)
         student = build_model("lenet5_half", SPEC)
-        synth = _replay(DFADSynthesizer(SPEC, "cpu", SMALL_DFAD, batch_size=32, student_steps=2), vae_replay_share=0.25)
+        synth = _replay(DFADSynthesizer(SPEC, "cpu", SMALL_DFAD, batch_size=32), vae_replay_share=0.25)
         return student, synth, torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
 
     def run(student, synth, opt, epochs: int, **kw):
-        return distill(student, teacher, synth, opt, iterations_per_epoch=2, epochs=epochs, student_batch_size=32, progress=False, **kw)
+        return distill(student, teacher, synth, opt, iterations_per_epoch=2, recipe=StudentRecipe(steps=2, loss="l1"), epochs=epochs,
+                       student_batch_size=32, progress=False, **kw)
 
     student, synth, opt = setup(0)
     run(student, synth, opt, 2)

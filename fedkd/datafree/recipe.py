@@ -1,0 +1,90 @@
+"""How the distiller trains the student: one home for the student's steps, loss and temperature.
+
+Each method's YAML (``conf/synthesizer/<method>.yaml``) carries its recipe in a ``student`` node
+next to the synthesizer's own settings::
+
+    student:
+      steps: 5          # student updates per synthesis step
+      loss: l1          # distance to the teacher's logits: l1 or kl
+      temperature: 1.0  # softmax temperature of the kl loss
+
+The entry points split that node off before the synthesizer is built (:func:`split_recipe`) and
+hand the :class:`StudentRecipe` to :func:`fedkd.datafree.distill`; the synthesizer never sees it.
+A wrapper (pseudo replay) carries its base method's recipe: its YAML interpolates the base's
+``student`` node key by key, and the base's own copy is dropped here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from fedkd.datafree.losses import STUDENT_LOSSES
+from fedkd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class StudentRecipe:
+    """The student's side of a distillation iteration.
+
+    Attributes:
+        steps: student updates per :meth:`~fedkd.datafree.Synthesizer.synthesize` call (>= 1).
+        loss: the student's distance to the teacher's logits, a name of
+            :data:`fedkd.datafree.losses.STUDENT_LOSSES` (``"l1"``, ``"kl"``).
+        temperature: softmax temperature of the ``"kl"`` loss (> 0; ``"l1"`` ignores it).
+        key: the config node the values came from, for error messages (not compared).
+    """
+
+    steps: int = 1
+    loss: str = "kl"
+    temperature: float = 1.0
+    key: str = field(default="synthesizer.student", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        k = self.key
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"{k}.steps must be an integer >= 1 (got {self.steps!r}); set {k}.steps=<student updates per step>")
+        if self.loss not in STUDENT_LOSSES:
+            raise ConfigError(f"{k}.loss '{self.loss}' is unknown; set {k}.loss to one of: {', '.join(STUDENT_LOSSES)}")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float) or not self.temperature > 0:
+            raise ConfigError(f"{k}.temperature must be > 0 (got {self.temperature!r}); set {k}.temperature=<positive number>")
+
+    @classmethod
+    def from_config(cls, node: Mapping[str, Any] | None, key: str = "synthesizer.student") -> StudentRecipe:
+        """The recipe of a ``student`` config node (plain dict or Hydra node; ``None``: the defaults).
+        A key that is not a recipe setting is a one-line :class:`ConfigError` naming it."""
+        if node is None:
+            return cls(key=key)
+        if not isinstance(node, Mapping):
+            raise ConfigError(f"{key} must be a node of steps, loss and temperature (got {node!r}); fix {key}")
+        names = [f.name for f in fields(cls) if f.name != "key"]
+        unknown = sorted(str(k) for k in node if k not in names)
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]} is not a student setting; the student node takes {', '.join(names)}")
+        return cls(**{str(k): v for k, v in node.items()}, key=key)
+
+
+def _without_student(factory: Any) -> Any:
+    """``factory`` (a Hydra partial) without its ``student`` keyword, nor its ``base``'s."""
+    if not isinstance(factory, functools.partial):
+        return factory
+    keywords = {k: v for k, v in factory.keywords.items() if k != "student"}
+    if "base" in keywords:
+        keywords["base"] = _without_student(keywords["base"])
+    return functools.partial(factory.func, *factory.args, **keywords)
+
+
+def split_recipe(factory: Any, key: str = "synthesizer") -> tuple[Any, StudentRecipe]:
+    """``(factory without the student node, its StudentRecipe)`` for an instantiated synthesizer
+    config (a Hydra partial, ``_partial_: true``); ``key`` is the config node's path, for messages
+    (``strategy.synthesizer`` under FedFTG).
+
+    A wrapper's ``base`` partial loses its ``student`` keyword too: the wrapper's node is the one
+    that counts (its YAML interpolates the base's). Anything but a partial (a built synthesizer, a
+    plain callable) comes back as it is, with the default recipe.
+    """
+    if not isinstance(factory, functools.partial):
+        return factory, StudentRecipe(key=f"{key}.student")
+    return _without_student(factory), StudentRecipe.from_config(factory.keywords.get("student"), f"{key}.student")

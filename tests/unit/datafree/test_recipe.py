@@ -1,0 +1,61 @@
+"""The student's recipe (steps, loss, temperature): one home, split off the synthesizer's config."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from fedkd.data import get_spec
+from fedkd.datafree import DFADSynthesizer, PseudoReplaySynthesizer, StudentRecipe, Teacher, distill, split_recipe
+from fedkd.errors import ConfigError
+from fedkd.models import build_model
+
+SPEC = get_spec("digits")
+
+
+@pytest.mark.parametrize(("values", "key"), [
+    ({"steps": 0}, "synthesizer.student.steps"),
+    ({"steps": 2.5}, "synthesizer.student.steps"),
+    ({"loss": "mse"}, "synthesizer.student.loss"),
+    ({"temperature": 0.0}, "synthesizer.student.temperature"),
+    ({"stepz": 3}, "synthesizer.student.stepz"),
+])
+def test_bad_recipes_are_one_line_config_errors_naming_the_key(values, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        StudentRecipe.from_config(values)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="strategy.synthesizer.student"):
+        StudentRecipe.from_config(values, "strategy.synthesizer.student")
+
+
+def test_defaults_and_equality_ignore_the_config_key():
+    assert StudentRecipe.from_config(None) == StudentRecipe() == StudentRecipe(1, "kl", 1.0, key="elsewhere")
+    assert StudentRecipe.from_config({"steps": 5, "loss": "l1"}) == StudentRecipe(steps=5, loss="l1")
+
+
+def test_split_recipe_takes_the_student_node_off_the_partial_and_its_base():
+    base = functools.partial(DFADSynthesizer, batch_size=8, student={"steps": 9, "loss": "l1"})
+    wrapper = functools.partial(PseudoReplaySynthesizer, base=base, student={"steps": 3, "loss": "l1", "temperature": 1.0})
+    factory, recipe = split_recipe(wrapper)
+    assert recipe == StudentRecipe(steps=3, loss="l1")  # the wrapper's node counts
+    assert "student" not in factory.keywords and "student" not in factory.keywords["base"].keywords
+    assert isinstance(factory(spec=SPEC, device="cpu").base, DFADSynthesizer)
+    built = DFADSynthesizer(SPEC)
+    assert split_recipe(built) == (built, StudentRecipe())  # nothing to split
+    with pytest.raises(ConfigError, match="strategy.synthesizer.student.loss"):
+        split_recipe(functools.partial(DFADSynthesizer, student={"loss": "mse"}), "strategy.synthesizer")
+
+
+def test_distill_runs_the_recipes_steps_and_needs_one():
+    torch.manual_seed(0)
+    student, teacher = build_model("lenet5_half", SPEC), Teacher(build_model("lenet5_half", SPEC))
+    synth = DFADSynthesizer(SPEC, generator={"name": "dfad_generator", "ngf": 4}, batch_size=8)
+    opt = torch.optim.SGD(student.parameters(), lr=0.01)
+    out = distill(student, teacher, synth, opt, 2, recipe=StudentRecipe(steps=3, loss="l1"), student_batch_size=4, progress=False)
+    assert out["student_samples"] == 2 * 3 * 4
+    with pytest.raises(TypeError):
+        distill(student, teacher, synth, opt, 1, progress=False)  # no recipe
+    with pytest.raises(TypeError, match="StudentRecipe"):
+        distill(student, teacher, synth, opt, 1, recipe={"steps": 1}, progress=False)
