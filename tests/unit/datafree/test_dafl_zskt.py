@@ -194,7 +194,10 @@ def test_zskt_student_beats_chance_with_attention_transfer_and_leaves_no_hooks(d
     assert _hooks(teacher, student) == 0
 
 
-def _resume_matches(make_synth, digits_teacher, iterations: int, recipe: StudentRecipe = StudentRecipe()) -> None:
+ONE_STEP = StudentRecipe(steps=1)  # DAFL's (paper)
+
+
+def _resume_matches(make_synth, digits_teacher, iterations: int, recipe: StudentRecipe = ONE_STEP) -> None:
     """Two calls of the loop in one go equal the first call, a save/load into fresh objects, and
     the second call (the RNG state carried over as the checkpoint does)."""
     teacher = Teacher(digits_teacher)
