@@ -64,6 +64,11 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "fast_meta": ("fast meta-synthesis (Fast-2)", FAST),
     "fast_arvi": ("Fast-2 + act. reg. + virt. interp.", [*FAST, "student_terms=[activation,interpolation]"]),
 }
+# The combination row: the candidate benchmarks/datafree_tuning.py chose on held-out training images.
+_CHOICE = RESULTS / "datafree_tuning.json"
+if _CHOICE.is_file():
+    _chosen = json.loads(_CHOICE.read_text())["chosen"]
+    ROWS["best_combination"] = (f"chosen on holdout: {_chosen['label']}", list(_chosen["overrides"]))
 
 
 def run(cmd: list[str], log: Path) -> int:
@@ -122,7 +127,7 @@ def distill(row: str, seed: int, teacher: Path) -> tuple[str, int, int, float]:
 
 def epoch_rows(folder: Path) -> list[dict]:
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r for r in rows if "test_accuracy" in r and "wall_time_s" in r]
+    return [r for r in rows if "test_accuracy" in r and "wall_time_s" in r]  # test only: holdout runs are not rows
 
 
 def run_figures(folder: Path) -> dict:

@@ -189,6 +189,8 @@ class CentralizedConfig(RunConfig):
     cosine_lr: bool = True
     keep_best_on_test: bool = False  # also save the student that scored best on the test set (plots only)
     preview_images: int = ranged(64, low=0)
+    evaluate_on: str = "test"  # test, or holdout: the last holdout_size training images (to choose settings)
+    holdout_size: int = ranged(5000, low=1)
     threads: int | None = ranged(None, low=1)  # torch CPU threads (null: torch's default)
     resume: str | None = None  # a run folder: continue that run after its last complete epoch
 

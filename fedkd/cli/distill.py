@@ -28,7 +28,7 @@ from torch import nn
 
 from fedkd.cli.common import RunContext, hydra_entry
 from fedkd.config import check_centralized
-from fedkd.data import DataBundle
+from fedkd.data import DataBundle, Split
 from fedkd.data.augment import batch_augmenter
 from fedkd.datafree import StudentRecipe, Synthesizer, Teacher, distill, split_recipe
 from fedkd.datafree.student_terms import check_student_terms
@@ -74,6 +74,20 @@ def build_synthesizer(cfg: DictConfig, data: DataBundle, device: torch.device) -
 TEACHER_FILE = "teacher.pt"
 
 
+def evaluation_split(cfg: DictConfig, data: DataBundle) -> tuple[str, Split]:
+    """``(name, split)`` the run reports on: the test set, or with ``evaluate_on=holdout`` the last
+    ``holdout_size`` training images -- for choosing settings without looking at the test set (the
+    student never trains on real data, so no training image is lost; the teacher saw them)."""
+    if cfg.evaluate_on == "test":
+        return "test", data.test
+    if cfg.evaluate_on != "holdout":
+        raise ConfigError(f"evaluate_on '{cfg.evaluate_on}' is unknown; choose test or holdout")
+    n = len(data.train)
+    if cfg.holdout_size >= n:
+        raise ConfigError(f"holdout_size={cfg.holdout_size} leaves no training image (the set has {n}); lower it")
+    return "holdout", data.train.subset(range(n - cfg.holdout_size, n))
+
+
 def load_or_train_teacher(
     cfg: DictConfig, data: DataBundle, ctx: RunContext, trained: bool = False
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -83,7 +97,8 @@ def load_or_train_teacher(
     folder's ``teacher.pt`` instead of being trained again.
     """
     spec, device = data.spec, ctx.device
-    test = data.test.to(device)
+    split_name, split = evaluation_split(cfg, data)
+    test = split.to(device)
     if trained:
         source = str(ctx.out_dir / TEACHER_FILE)
         model, _ = model_from_checkpoint(source, spec, expect={"image_size": spec.image_size})
@@ -107,8 +122,9 @@ def load_or_train_teacher(
         source = str(ctx.out_dir / TEACHER_FILE)
         save_model(source, model, **model_meta(cfg.teacher.model, spec))
     accuracy = evaluate(model, test, device, cfg.eval_batch_size)["accuracy"]
-    log.info("teacher %s: test accuracy %.4f", source, accuracy)
-    return model, {"teacher_accuracy": accuracy, "teacher_checkpoint": source}
+    log.info("teacher %s: %s accuracy %.4f", source, split_name, accuracy)
+    key = "teacher_accuracy" if split_name == "test" else f"teacher_{split_name}_accuracy"
+    return model, {key: accuracy, "teacher_checkpoint": source}
 
 
 def peak_memory_mb(device: torch.device) -> dict[str, float]:
@@ -142,7 +158,9 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
     optimizer = optimizer_factory(instantiate(cfg.optim), "optim")(student.parameters())
     total = cfg.epochs * cfg.iterations_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total) if cfg.cosine_lr else None
-    test = data.test.to(device)
+    split_name, split = evaluation_split(cfg, data)
+    test = split.to(device)
+    acc_key, loss_key = f"{split_name}_accuracy", f"{split_name}_loss"
     log.info(
         "distilling into %s (%d parameters) with %s: %d epochs x %d iterations",
         model_label(cfg.student), count_parameters(student), type(synthesizer).__name__, cfg.epochs,
@@ -156,15 +174,15 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> dict[str, float]:
         result = evaluate(student, test, device, cfg.eval_batch_size)
-        row = {**metrics, "test_accuracy": result["accuracy"], "test_loss": result["loss"], "lr": optimizer.param_groups[0]["lr"]}
+        row = {**metrics, acc_key: result["accuracy"], loss_key: result["loss"], "lr": optimizer.param_groups[0]["lr"]}
         ctx.logger.log(epoch, row)
         if cfg.preview_images > 0:
             ctx.logger.images("synthetic", synthesizer.preview(cfg.preview_images), epoch, spec.mean, spec.std)
         if cfg.keep_best_on_test and result["accuracy"] > best["accuracy"]:
             best.update(accuracy=result["accuracy"], epoch=epoch)
             save_model(ctx.out_dir / "student_best_on_test.pt", student, **model_meta(cfg.student, spec), epoch=epoch)
-        log.info("epoch %d: student test accuracy %.4f", epoch, result["accuracy"])
-        extra = {"test_accuracy": result["accuracy"], "test_loss": result["loss"]}
+        log.info("epoch %d: student %s accuracy %.4f", epoch, split_name, result["accuracy"])
+        extra = {acc_key: result["accuracy"], loss_key: result["loss"]}
         # Last, after everything that draws random numbers (the preview): the RNG states saved
         # are those the next epoch starts from.
         checkpointer.save(epoch, {
@@ -200,9 +218,10 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         generator_cfg = model_config(node.generator) if "generator" in node else {}
         save_model(ctx.out_dir / "generator.pt", synthesizer.generator, **model_meta(generator_cfg, spec), kind="generator")
     wall = final["wall_time_s"]
+    infix = "" if split_name == "test" else f"{split_name}_"
     summary: dict[str, Any] = {
-        "final_student_accuracy": final["test_accuracy"],
-        "final_student_loss": final["test_loss"],
+        f"final_student_{infix}accuracy": final[acc_key],
+        f"final_student_{infix}loss": final[loss_key],
         **teacher_info,
         "method": type(synthesizer).__name__,
         "iterations": total,
@@ -220,7 +239,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         summary["best_on_test_student_accuracy"] = best["accuracy"]
         summary["best_on_test_epoch"] = best["epoch"]
     ctx.logger.summary(summary)
-    log.info("final student test accuracy %.4f (teacher %.4f); run folder %s", final["test_accuracy"], teacher_info["teacher_accuracy"], ctx.out_dir)
+    log.info("final student %s accuracy %.4f; run folder %s", split_name, final[acc_key], ctx.out_dir)
     return summary
 
 

@@ -419,6 +419,24 @@ def test_distill_entry_with_a_checkpoint_cmi_and_keep_best_on_test(tmp_path, dig
     assert not (tmp_path / "cmi" / "teacher.pt").exists()  # nothing trained
 
 
+def test_holdout_evaluation_reports_on_training_images_and_names_it_so(tmp_path, digits_teacher, digits):
+    from fedkd.models.checkpoint import model_meta
+    from fedkd.training import evaluate
+    from fedkd.utils.checkpoint import save_model
+    from fedkd.utils.run_logger import read_metrics
+
+    ckpt = tmp_path / "teacher.pt"
+    save_model(ckpt, digits_teacher, **model_meta({"name": "lenet5"}, SPEC))
+    summary = _run(tmp_path, "holdout", f"teacher.checkpoint={ckpt}", *TINY, "evaluate_on=holdout", "holdout_size=300")
+    rows = [r for r in read_metrics(tmp_path / "holdout") if "holdout_accuracy" in r]
+    assert [r["step"] for r in rows] == [1, 2] and not any("test_accuracy" in r for r in rows)
+    assert "final_student_accuracy" not in summary and summary["final_student_holdout_accuracy"] == rows[-1]["holdout_accuracy"]
+    holdout = digits.train.subset(range(len(digits.train) - 300, len(digits.train)))
+    assert summary["teacher_holdout_accuracy"] == evaluate(digits_teacher, holdout, CPU)["accuracy"]
+    with pytest.raises(ConfigError, match="holdout_size"):
+        _run(tmp_path, "too_big", f"teacher.checkpoint={ckpt}", *TINY, "evaluate_on=holdout", f"holdout_size={len(digits.train)}")
+
+
 def test_distill_entry_bad_inputs_end_with_one_line_errors(tmp_path, digits_teacher):
     from fedkd.data.specs import DatasetSpec
     from fedkd.errors import CheckpointError, FedkdError
