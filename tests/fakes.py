@@ -7,9 +7,11 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedkd.datafree import Teacher
 from fedkd.federated import records as R
 
 
@@ -51,3 +53,20 @@ def _reply(instruction: Message, content: RecordDict) -> Message:
     reply = Message(content, reply_to=instruction)
     reply.metadata.__dict__["_src_node_id"] = instruction.metadata.dst_node_id
     return reply
+
+
+def hook_count(*models) -> int:
+    """Forward hooks attached anywhere in ``models``."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for model in models for m in model.modules())
+
+
+class SpyTeacher(Teacher):
+    """A teacher that records, at every call, whether autograd is on and how many hooks its model has."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.calls: list[tuple[bool, int]] = []
+
+    def forward(self, x, labels=None):
+        self.calls.append((torch.is_grad_enabled(), hook_count(self.model)))
+        return super().forward(x, labels)

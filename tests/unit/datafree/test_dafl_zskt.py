@@ -7,6 +7,7 @@ import io
 
 import pytest
 import torch
+from fakes import SpyTeacher, hook_count
 from torch import nn
 
 from fedkd.data import get_spec
@@ -29,31 +30,6 @@ from fedkd.utils.seeding import seed_everything
 CPU = torch.device("cpu")
 SPEC = get_spec("digits")
 SMALL_GEN = {"name": "dfad_generator", "ngf": 8}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models: one thread is as fast, and does not stall when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _hooks(*models: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for model in models for m in model.modules())
-
-
-class _Spy(Teacher):
-    """Records, at every teacher call, whether autograd is on and how many hooks the model has."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.calls: list[tuple[bool, int]] = []
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        self.calls.append((torch.is_grad_enabled(), _hooks(self.model)))
-        return super().forward(x, labels)
 
 
 def _term_value(term: AttentionTransfer, student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +83,7 @@ def test_attention_default_layers_are_the_last_activation_at_each_size(digits_te
     # A student equal to the teacher has the teacher's maps: nothing to transfer.
     twin = copy.deepcopy(digits_teacher).eval()
     assert _term_value(AttentionTransfer(), twin, digits_teacher, x).item() == pytest.approx(0.0, abs=1e-7)
-    assert _hooks(student, digits_teacher) == 0
+    assert hook_count(student, digits_teacher) == 0
 
 
 def test_attention_on_an_ensemble_is_the_members_mean_even_on_the_vectorised_path(digits_teacher):
@@ -121,7 +97,7 @@ def test_attention_on_an_ensemble_is_the_members_mean_even_on_the_vectorised_pat
     ensemble = EnsembleTeacher([digits_teacher, other], batched=True)
     value = _term_value(AttentionTransfer(), student, ensemble, x).item()
     assert value == pytest.approx(sum(singles) / 2, rel=1e-5)
-    assert _hooks(ensemble, student) == 0
+    assert hook_count(ensemble, student) == 0
 
 
 def test_attention_bad_layers_end_with_one_line_errors(digits_teacher):
@@ -140,14 +116,14 @@ def test_attention_bad_layers_end_with_one_line_errors(digits_teacher):
         _term_value(AttentionTransfer(), mlp, digits_teacher, x)
     with pytest.raises(ConfigError, match="weight must be >= 0"):
         AttentionTransfer(weight=-1)
-    assert _hooks(student, digits_teacher, mlp) == 0
+    assert hook_count(student, digits_teacher, mlp) == 0
 
 
 # ------------------------------------------------------------------------------- DAFL
 def test_dafl_student_beats_chance_from_the_generator_steps_batches(digits, digits_teacher):
     seed_everything(0)
     student = build_model("lenet5_half", SPEC)
-    teacher = _Spy(digits_teacher)
+    teacher = SpyTeacher(digits_teacher)
     synth = DAFLSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=64)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     out = distill(student, teacher, synth, opt, iterations_per_epoch=40, recipe=StudentRecipe(steps=1),
@@ -160,7 +136,7 @@ def test_dafl_student_beats_chance_from_the_generator_steps_batches(digits, digi
     assert out["samples_generated"] == 40 * 64 and out["student_samples"] == 40 * 64
     # Generator step (with grad, the head hooked) then the student step (no grad, unhooked).
     assert teacher.calls[:2] == [(True, 1), (False, 0)]
-    assert _hooks(digits_teacher, student) == 0
+    assert hook_count(digits_teacher, student) == 0
 
 
 def test_dafl_averages_an_ensembles_features_and_needs_a_head_for_its_activation_loss(digits_teacher):
@@ -168,7 +144,7 @@ def test_dafl_averages_an_ensembles_features_and_needs_a_head_for_its_activation
     ensemble = EnsembleTeacher([digits_teacher, build_model("lenet5", SPEC)], batched=True)
     synth = DAFLSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=16)
     out = synth.synthesize(ensemble, None)
-    assert out["activation"] < 0 and _hooks(ensemble) == 0
+    assert out["activation"] < 0 and hook_count(ensemble) == 0
     headless = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
     with pytest.raises(ConfigError, match="synthesizer.a") as e:
         synth.synthesize(Teacher(headless), None)
@@ -177,7 +153,7 @@ def test_dafl_averages_an_ensembles_features_and_needs_a_head_for_its_activation
 
 
 # ------------------------------------------------------------------------------- ZSKT
-def test_zskt_student_beats_chance_with_attention_transfer_and_leaves_no_hooks(digits, digits_teacher):
+def test_zskt_student_beats_chance_with_attention_transfer_and_leaves_nohook_count(digits, digits_teacher):
     seed_everything(0)
     student = build_model("lenet5_half", SPEC)
     teacher = Teacher(digits_teacher)
@@ -191,7 +167,7 @@ def test_zskt_student_beats_chance_with_attention_transfer_and_leaves_no_hooks(d
     assert out["kl"] > 0 and out["generator_loss"] == pytest.approx(-out["kl"]) and out["term/attention"] > 0
     # One generator batch and one student batch per round: the 10 student steps share it.
     assert out["samples_generated"] == 20 * 2 * 64 and out["student_samples"] == 20 * 10 * 64
-    assert _hooks(teacher, student) == 0
+    assert hook_count(teacher, student) == 0
 
 
 ONE_STEP = StudentRecipe(steps=1)  # DAFL's (paper)

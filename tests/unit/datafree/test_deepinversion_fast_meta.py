@@ -24,15 +24,6 @@ SPEC = get_spec("digits")
 TINY_GEN = {"name": "cmi_generator", "ngf": 4, "nz": 8}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models: one thread is as fast, and does not stall when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _hook_count(model: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) for m in model.modules())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fakes import SpyTeacher, hook_count
 from torch import nn
 
 from fedkd.data import get_spec
@@ -33,15 +34,6 @@ CPU = torch.device("cpu")
 SPEC = get_spec("digits")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are small: one thread is as fast, and does not stall when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _random_bn_lenet(seed: int) -> nn.Module:
     """A LeNet-5 with non-trivial BN running statistics (so eval-mode BN is not the identity)."""
     torch.manual_seed(seed)
@@ -50,10 +42,6 @@ def _random_bn_lenet(seed: int) -> nn.Module:
         bn.running_mean.normal_()
         bn.running_var.uniform_(0.5, 2.0)
     return model.eval()
-
-
-def _hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) for m in model.modules())
 
 
 # ------------------------------------------------------------------------------------ losses
@@ -98,17 +86,17 @@ def test_bn_hooks_measure_statistics_and_are_removed_on_exit():
         matched(x)
         small = hooks.loss().item()
     with BNStatHooks(model, features=True) as hooks:
-        assert _hook_count(model) == len(batchnorm_layers(model))
+        assert hook_count(model) == len(batchnorm_layers(model))
         model(x)
         large = hooks.loss().item()
         feats = hooks.features()
     assert small < 0.05 * large
     assert feats.shape == (64, sum(bn.num_features for bn in batchnorm_layers(model)))
-    assert _hook_count(model) == 0 and not hooks.active
+    assert hook_count(model) == 0 and not hooks.active
     with pytest.raises(RuntimeError):  # an exception inside the block still removes the hooks
         with BNStatHooks(model):
             raise RuntimeError("boom")
-    assert _hook_count(model) == 0
+    assert hook_count(model) == 0
 
 
 # ---------------------------------------------------------------------------------- teachers
@@ -187,7 +175,7 @@ def test_ensemble_exposes_every_members_bn_layers_and_averages_the_bn_loss():
         twins(x)
         both = hooks.loss()
     torch.testing.assert_close(both, single)
-    assert _hook_count(a) == 0
+    assert hook_count(a) == 0
 
 
 # ------------------------------------------------------------------------ pieces of synthesis
@@ -262,22 +250,10 @@ def test_dfad_generator_step_increases_the_discrepancy_student_step_decreases_it
     assert discrepancy(z) < after_generator
 
 
-class _Spy(Teacher):
-    """Records, at every teacher call, whether autograd is on and how many hooks are attached."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.calls: list[tuple[bool, int]] = []
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        self.calls.append((torch.is_grad_enabled(), _hook_count(self.model)))
-        return super().forward(x, labels)
-
-
 def test_dfad_student_beats_chance_and_teacher_is_unhooked_without_grad_in_student_steps(digits, digits_teacher):
     seed_everything(0)
     student = build_model("lenet5_half", SPEC)
-    teacher = _Spy(digits_teacher)
+    teacher = SpyTeacher(digits_teacher)
     synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=64)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     out = distill(student, teacher, synth, opt, iterations_per_epoch=25, recipe=StudentRecipe(steps=5, loss="l1"),
@@ -294,7 +270,7 @@ def test_dfad_student_beats_chance_and_teacher_is_unhooked_without_grad_in_stude
 def test_cmi_student_beats_chance_with_hooks_only_during_synthesis(digits, digits_teacher):
     seed_everything(0)
     student = build_model("lenet5_half", SPEC)
-    teacher = _Spy(digits_teacher)
+    teacher = SpyTeacher(digits_teacher)
     synth = CMISynthesizer(
         SPEC, "cpu", {"name": "cmi_generator", "ngf": 8, "nz": 32}, batch_size=64, synthesis_steps=8,
         pool_size=400, bank_size=256, negatives=128,
@@ -309,7 +285,7 @@ def test_cmi_student_beats_chance_with_hooks_only_during_synthesis(digits, digit
     student_steps = [c for c in teacher.calls if not c[0]]
     assert synthesis and all(h == bn for _, h in synthesis)  # BN hooks during synthesis
     assert len(student_steps) == 8 * 10 and all(h == 0 for _, h in student_steps)  # and never after
-    assert _hook_count(digits_teacher) == 0
+    assert hook_count(digits_teacher) == 0
     assert len(synth.pool) == 400 and synth.pool.added == 8 * 64  # bounded pool, one batch a round
     assert len(synth.bank) == 256
 
@@ -337,7 +313,7 @@ def test_conditional_synthesizer_follows_the_label_prior_and_persists(digits_tea
         out = synth.synthesize(teacher, student)
     assert set(out) >= {"generator_loss", "loss_ce", "loss_adv", "loss_div", "loss_bn"}
     assert any(not torch.equal(a, b) for a, b in zip(before, synth.generator.parameters()))
-    assert _hook_count(digits_teacher) == 0
+    assert hook_count(digits_teacher) == 0
     x, y = synth.sample(500)
     assert x.shape == (500, *SPEC.shape)
     assert set(y.tolist()) <= {0, 1, 2, 3}  # never a class nobody holds
@@ -359,8 +335,7 @@ def test_real_data_reference_runs_through_the_same_loop(digits, digits_teacher):
 def _compose(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from fedkd.config import CONF_DIR
-    from fedkd.config import register_schemas
+    from fedkd.config import CONF_DIR, register_schemas
 
     register_schemas()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -368,8 +343,8 @@ def _compose(*overrides: str):
 
 
 def _run(tmp_path, name: str, *overrides: str) -> dict:
-    from fedkd.utils.run_context import RunContext
     from fedkd.cli.distill import run_distillation
+    from fedkd.utils.run_context import RunContext
 
     cfg = _compose("device=cpu", "tensorboard=true", "preview_images=8", *overrides)
     ctx = RunContext.create(cfg, out_dir=tmp_path / name)

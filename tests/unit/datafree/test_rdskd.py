@@ -21,15 +21,6 @@ SPEC = get_spec("digits")
 SMALL_G = {"name": "dfad_generator", "ngf": 8, "nz": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models: one thread is as fast, and does not stall when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _synth(**kwargs) -> RDSKDSynthesizer:
     settings = {"generator": SMALL_G, "batch_size": 16, "generator_warmup": 0, "generator_steps": 1, "ref_interval": 3}
     return RDSKDSynthesizer(SPEC, "cpu", **{**settings, **kwargs})

@@ -33,15 +33,6 @@ SMALL_DFAD = {"name": "dfad_generator", "ngf": 8}
 SMALL_VAE = {"latent_dim": 16, "nf": 16}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models: one thread is as fast and does not stall when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _dfad(**kw) -> DFADSynthesizer:
     return DFADSynthesizer(SPEC, "cpu", SMALL_DFAD, batch_size=32, **kw)
 
