@@ -145,6 +145,8 @@ class SimConfig(RunConfig):
     backend: BackendConfig = field(default_factory=BackendConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     resume: str | None = None  # a run folder: continue that run after its last complete round
+    evaluate_on: str = "test"  # test, or holdout: the last holdout_size training images, no client's (to choose settings)
+    holdout_size: int = ranged(5000, low=1)
 
 
 @dataclass

@@ -246,10 +246,9 @@ class FedAvg(FlowerFedAvg):
             self.client_label_counts[update.partition_id] = update.label_counts
         self._round.bytes_received += sum(R.payload_bytes(u.content) for u in updates)
         self._round.client = client_stats(updates)
-        start = time.perf_counter()
+        start = self._round.train_done = time.perf_counter()  # the clients' phase ends; the server's begins
         arrays, metrics = self.aggregate(server_round, updates)
         self._round.aggregate_seconds = time.perf_counter() - start
-        self._round.train_done = time.perf_counter()
         if arrays is not None and not all_finite(arrays):  # e.g. overflow from huge (but finite) updates
             log.warning("round %d skipped: the aggregate holds NaN or Inf; the global model stays as it was", server_round)
             self._round.skipped = True

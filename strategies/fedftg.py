@@ -24,23 +24,26 @@ and each client takes back the model of its own architecture.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
+from fedkd.strategies.server_checks import probe_split, synthetic_agreement
 from flwr.app import ArrayRecord, MetricRecord
 from torch import nn
 
 from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill, split_recipe
+from fedkd.datafree.teacher import with_extra_members
+from fedkd.datafree.teacher_metrics import teacher_accuracies
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.models import build_from_config
 from fedkd.training import evaluate
 from fedkd.training.optimizers import optimizer_factory
+from fedkd.utils.timing import Laps
 
 log = logging.getLogger("fedkd.sim")
 
@@ -77,6 +80,17 @@ class FedFTG(FedAvg):
         warmup_rounds: rounds in which only the generator learns (the global model is the plain
             average): a freshly initialised generator's samples pull a student away from the
             data, a trained one helps (see docs/design_notes.md#fedftg-warmup-rounds).
+        global_teacher_weight: share of every class the round's FedAvg average (per group) takes in
+            the teacher (FedDF-style); 0 leaves the teacher to the clients.
+        diagnostics_every: compute the teacher and student figures
+            (:mod:`fedkd.datafree.teacher_metrics`) in round 1 and every this many rounds (0: never);
+            they only report, on a fixed subsample of the evaluation split.
+        diagnostics_samples: that subsample's size (0: the whole split).
+        safeguard: ``None`` (off), or a share in [0, 1]: after distilling, keep the round's average
+            instead of the student when, on a fresh batch of generated samples (never real data),
+            the average already predicts the teacher's label on at least this share -- the
+            teacher has little left to teach it, and fine-tuning towards it measured as a loss
+            (docs/federated.md#when-distillation-helps).
     """
 
     #: Clients may train different architectures: weights are averaged within groups only.
@@ -96,6 +110,10 @@ class FedFTG(FedAvg):
         image_every: int = 5,
         freeze_bn_stats: bool = True,
         warmup_rounds: int = 1,
+        global_teacher_weight: float = 0.0,
+        diagnostics_every: int = 1,
+        diagnostics_samples: int = 2000,
+        safeguard: float | None = None,
         student_terms: Mapping[str, StudentTerm] | None = None,
         **fedavg: Any,
     ) -> None:
@@ -120,6 +138,17 @@ class FedFTG(FedAvg):
         self.image_every = image_every
         self.freeze_bn_stats = freeze_bn_stats
         self.warmup_rounds = warmup_rounds
+        if not 0.0 <= global_teacher_weight <= 1.0 or diagnostics_every < 0 or diagnostics_samples < 0:
+            raise ConfigError(
+                f"strategy.global_teacher_weight must lie in [0, 1] and strategy.diagnostics_every/diagnostics_samples "
+                f"be >= 0 (got {global_teacher_weight}, {diagnostics_every}, {diagnostics_samples}); fix them"
+            )
+        self.global_teacher_weight = global_teacher_weight
+        self.diagnostics_every = diagnostics_every
+        self.diagnostics_samples = diagnostics_samples
+        if safeguard is not None and not 0.0 <= safeguard <= 1.0:
+            raise ConfigError(f"strategy.safeguard must be null or lie in [0, 1] (got {safeguard}); e.g. strategy.safeguard=0.9")
+        self.safeguard = safeguard
         self.student_terms = check_student_terms(student_terms, "strategy.student_terms")
         self.synthesizer: Synthesizer | None = None
         self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
@@ -133,49 +162,83 @@ class FedFTG(FedAvg):
 
     # ------------------------------------------------------------------ one round
     def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
-        """FedAvg within each architecture group, then distil every group's model from all clients."""
+        """FedAvg within each architecture group, then distil every group's model from all clients.
+
+        The server's seconds go to the metrics file split by job (``server_seconds_<part>``, parts
+        summing to ``server_seconds``): ``average``, ``ensemble`` (loading the clients' models),
+        ``diagnostics`` (the teacher and student figures), ``synthesis`` (the synthesizer's steps),
+        ``distillation`` (the student's steps), ``images`` and ``other``.
+        """
         run = self._require_run()
-        started = time.perf_counter()
+        laps = Laps()
         contents = [u.content for u in updates]
         client_metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
         groups: dict[str, list[ClientUpdate]] = {}
         for update in updates:
             groups.setdefault(run.group_of(update.partition_id), []).append(update)
+        with laps("average"):  # FedAvg within each group, with the robust options
+            averages = {key: self.average(members) for key, members in groups.items()}
+        with laps("ensemble"):
+            teacher = self.ensemble(updates, averages)
+            self.synthesizer.set_label_prior(np.stack([u.label_counts for u in updates]).sum(0))
 
-        teacher = self.ensemble(updates)
-        counts = np.stack([u.label_counts for u in updates])
-        self.synthesizer.set_label_prior(counts.sum(0))
-        server: dict[str, float] = {"ensemble_accuracy": evaluate(teacher, run.test, run.device)["accuracy"]}
+        probe = probe_split(run.test, self.diagnostics_samples, self.seed) if self._diagnose(server_round) else None
+        server: dict[str, float] = {}
+        if probe is not None:
+            with laps("diagnostics"):
+                server.update(teacher_accuracies(teacher, probe, run.device))
 
         global_models: dict[str, ArrayRecord] = {}
-        for key, members in groups.items():
-            average = self.average(members)  # FedAvg within the group, with the robust options
+        for key in groups:
+            average = averages[key]
             start = {
                 "average": average,
                 "previous": self.students.get(key, average),
                 "scratch": run.initial_group_arrays(key),
             }[self.student_init]
             student = self._load(run.model_configs[key], start)
-            before = evaluate(student, run.test, run.device)["accuracy"]
-            if server_round <= self.warmup_rounds:
-                server.update(self.train_generator(teacher, student))
-                global_models[key] = self.students[key] = average
-                continue
-            result = distill(
-                student, teacher, self.synthesizer, self.make_optimizer(student.parameters()), self.iterations_per_round,
-                recipe=self.recipe, student_batch_size=self.student_batch_size, progress=False, desc=f"server r{server_round}",
-                freeze_bn_stats=self.freeze_bn_stats, terms=list(self.student_terms.values()),
-            )
-            after = evaluate(student, run.test, run.device)["accuracy"]
-            global_models[key] = self.students[key] = R.to_arrays(student.cpu())
             prefix = "" if len(groups) == 1 else f"{key}/"
-            server.update({f"{prefix}student_accuracy_before": before, f"{prefix}student_accuracy_after": after})
-            server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k != "wall_time_s"})
+            if probe is not None:
+                with laps("diagnostics"):
+                    before = evaluate(student, probe, run.device)["accuracy"]
+            if server_round <= self.warmup_rounds:
+                with laps("synthesis"):
+                    server.update(self.train_generator(teacher, student))
+                global_models[key] = self.students[key] = average
+            else:
+                with laps("distillation"):
+                    result = distill(
+                        student, teacher, self.synthesizer, self.make_optimizer(student.parameters()),
+                        self.iterations_per_round, recipe=self.recipe, student_batch_size=self.student_batch_size,
+                        progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
+                        terms=list(self.student_terms.values()),
+                    )
+                laps.move("distillation", "synthesis", result["synthesis_s"])
+                skip = ("wall_time_s", "synthesis_s", "student_s")
+                server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k not in skip})
+                global_models[key] = self.students[key] = R.to_arrays(student.cpu())
+                if self.safeguard is not None or probe is not None:
+                    with laps("safeguard" if self.safeguard is not None else "diagnostics"):
+                        check = synthetic_agreement(self.synthesizer, teacher, self._load(run.model_configs[key], average),
+                                                    student.to(run.device), self.student_batch_size)
+                    server.update({f"{prefix}{k}": v for k, v in check.items()})
+                    kept = self.safeguard is not None and check["average_teacher_agreement"] >= self.safeguard
+                    if kept:  # the average already predicts what the teacher does: nothing to learn, keep it
+                        global_models[key] = self.students[key] = average
+                    server[f"{prefix}safeguard_kept_average"] = float(kept)
+            if probe is not None:
+                with laps("diagnostics"):
+                    after = evaluate(self._load(run.model_configs[key], global_models[key]), probe, run.device)["accuracy"]
+                server.update({f"{prefix}student_accuracy_before": before, f"{prefix}student_accuracy_after": after,
+                               f"{prefix}distillation_gain": after - before})
 
         if self.image_every and (server_round == 1 or server_round % self.image_every == 0):
-            run.logger.images("server/samples", self.synthesizer.preview(64), server_round, run.spec.mean, run.spec.std)
-        server["server_seconds"] = time.perf_counter() - started
+            with laps("images"):
+                run.logger.images("server/samples", self.synthesizer.preview(64), server_round, run.spec.mean, run.spec.std)
+        parts = laps.split()
+        server.update({f"server_seconds_{name}": seconds for name, seconds in parts.items() if name != "total"})
+        server["server_seconds"] = parts["total"]
         self.record_server_metrics(server)
         if len(run.model_configs) == 1:
             return next(iter(global_models.values())), client_metrics
@@ -183,6 +246,9 @@ class FedFTG(FedAvg):
         for key in run.model_configs:
             global_models.setdefault(key, self.students.get(key) or run.initial_group_arrays(key))
         return R.pack_groups(global_models), client_metrics
+
+    def _diagnose(self, server_round: int) -> bool:
+        return bool(self.diagnostics_every) and (server_round == 1 or server_round % self.diagnostics_every == 0)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
@@ -214,13 +280,19 @@ class FedFTG(FedAvg):
                 sums[name] = sums.get(name, 0.0) + value / self.iterations_per_round
         return sums
 
-    def ensemble(self, updates: list[ClientUpdate]) -> EnsembleTeacher:
-        """All clients' models as one teacher, weighted per class by their label counts (or uniformly)."""
+    def ensemble(self, updates: list[ClientUpdate], averages: Mapping[str, ArrayRecord] | None = None) -> EnsembleTeacher:
+        """All clients' models as one teacher, weighted per class by their label counts (or
+        uniformly); with ``global_teacher_weight`` > 0 the round's group averages join it with that
+        share of every class (FedDF's ensemble of clients and global model)."""
         run = self._require_run()
         models = [self._load(run.model_configs[run.group_of(u.partition_id)], u.arrays) for u in updates]
         weights = None
         if self.class_weighting == "label_counts":
             weights = class_weights_from_counts(np.stack([u.label_counts for u in updates]))
+        if self.global_teacher_weight > 0 and averages:
+            extra = [self._load(run.model_configs[key], arrays) for key, arrays in averages.items()]
+            weights = with_extra_members(weights, len(models), len(extra), self.global_teacher_weight, run.spec.num_classes)
+            models += extra
         return EnsembleTeacher(models, weights, batched=self.batched_ensemble, weighting=self.ensemble_weighting).to(run.device)
 
     def _load(self, model_cfg: dict[str, Any], arrays: ArrayRecord) -> nn.Module:

@@ -80,7 +80,7 @@ def metrics_row(stats: RoundStats, central: dict[str, float], eval_seconds: floa
             "round_skipped": int(stats.skipped),
             "updates_clipped": stats.clipped,
             "round_seconds": end - stats.started,
-            "train_phase_seconds": train_done - stats.started,
+            "train_phase_seconds": train_done - stats.started,  # sampling to the last reply (aggregation excluded)
             "aggregate_seconds": stats.aggregate_seconds,
             "eval_seconds": eval_seconds,
             "bytes_sent": stats.bytes_sent,

@@ -24,7 +24,7 @@ from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.config import RUN_CONFIG_OUT_DIR, config_from_run_config
-from fedkd.federated.data import client_model_configs, load_data, partition_label_counts
+from fedkd.federated.data import client_model_configs, evaluation_split, load_data, partition_label_counts
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.resume import ResumeState, ServerCheckpointer
 from fedkd.federated.server_run import ServerRun
@@ -47,9 +47,10 @@ warnings.filterwarnings("ignore", message=".*RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO.
 class CentralEvaluator:
     """``evaluate_fn`` for strategies: loads the global arrays into a model, evaluates on the test set.
 
-    Returns a MetricRecord with ``test_accuracy`` and ``test_loss``. With mixed architectures
-    (a packed record) every group's model is evaluated: ``test_accuracy`` is their mean and
-    ``<group>/test_accuracy`` each one's.
+    Returns a MetricRecord with ``test_accuracy`` and ``test_loss`` (``holdout_*`` when the run
+    evaluates on a holdout, ``evaluate_on=holdout``). With mixed architectures (a packed record)
+    every group's model is evaluated: ``test_accuracy`` is their mean and ``<group>/test_accuracy``
+    each one's.
     """
 
     def __init__(self, run: ServerRun, batch_size: int) -> None:
@@ -63,13 +64,14 @@ class CentralEvaluator:
             own = R.unpack_group(arrays, key) if self.run.mixed else arrays
             model.load_state_dict(R.state_dict(own))
             results[key] = evaluate(model, self.run.test, self.run.device, self.batch_size)
+        name = self.run.eval_name
         out = MetricRecord({
-            "test_accuracy": sum(r["accuracy"] for r in results.values()) / len(results),
-            "test_loss": sum(r["loss"] for r in results.values()) / len(results),
+            f"{name}_accuracy": sum(r["accuracy"] for r in results.values()) / len(results),
+            f"{name}_loss": sum(r["loss"] for r in results.values()) / len(results),
         })
         if self.run.mixed:
             for key, r in results.items():
-                out[f"{key}/test_accuracy"] = r["accuracy"]
+                out[f"{key}/{name}_accuracy"] = r["accuracy"]
         return out
 
 
@@ -112,11 +114,12 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
         data = load_data(cfg)
         write_partition_plot(partition_label_counts(cfg), cfg, ctx.out_dir)  # partition.png: label counts per client, before round 1
         # Initial models are built first, with the RNG seeded by RunContext: same start every run.
+        eval_name, eval_split = evaluation_split(cfg)
         server_run = ServerRun.create(
-            data.spec, data.test.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg)
+            data.spec, eval_split.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg), eval_name
         )
         evaluator = CentralEvaluator(server_run, int(cfg.eval_batch_size))
-        recorder = RoundRecorder(ctx.logger, int(cfg.rounds))
+        recorder = RoundRecorder(ctx.logger, int(cfg.rounds), eval_name=eval_name)
         strategy = instantiate(
             cfg.strategy,
             num_clients=int(cfg.num_clients),
@@ -167,11 +170,12 @@ def save_global_models(run: ServerRun, arrays: ArrayRecord, out_dir: Path, **met
 
 
 def summary_line(summary: Mapping[str, Any]) -> str:
-    if summary.get("final_test_accuracy") is None:
+    name = "holdout" if "final_holdout_accuracy" in summary else "test"
+    if summary.get(f"final_{name}_accuracy") is None:
         return f"{summary.get('rounds_completed', 0)} rounds completed, no central evaluation; checkpoint {summary.get('checkpoint')}"
     return (
-        f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds_completed']} rounds; "
-        f"best {summary['best_test_accuracy']:.4f} at round {summary['best_round']}; "
+        f"final {name} accuracy {summary[f'final_{name}_accuracy']:.4f} after {summary['rounds_completed']} rounds; "
+        f"best {summary[f'best_{name}_accuracy']:.4f} at round {summary['best_round']}; "
         f"total {summary['total_seconds']:.1f}s ({summary['mean_round_seconds']:.1f}s per round); "
         f"checkpoint {summary['checkpoint']}"
     )

@@ -3,6 +3,12 @@
     fedkd-compare strategies=[fedavg,fedftg] seeds=[0,1,2] \
         "overrides=['dataset=fashion_mnist','partition.alpha=0.1','rounds=10']"
     fedkd-compare report_only=outputs/compare/<time>     # re-render from finished runs
+    fedkd-compare strategies=[fedavg,ftg_global] \
+        "+strategy_overrides.ftg_global=[strategy=fedftg,strategy.global_teacher_weight=0.5]"
+
+A name in ``strategies`` that is not an option of ``conf/strategy/`` is a variant: its
+``strategy_overrides`` entry names the strategy (``strategy=fedftg``) and its settings, and its
+runs go under its own name.
 
 Every run goes to ``<out>/runs/<strategy>/seed<k>/`` (its own metrics, TensorBoard events,
 checkpoint, summary), so ``tensorboard --logdir <out>/runs`` shows them side by side. A run
@@ -41,10 +47,12 @@ def run_all(cfg: DictConfig, root: Path) -> None:
                 log.info("%s seed %s: finished earlier, kept", strategy, seed)
                 continue
             extra = list(cfg.strategy_overrides.get(strategy, []))
+            choice = next((o for o in extra if o.startswith("strategy=")), f"strategy={strategy}")
+            extra = [o for o in extra if o != choice]
             if (run_dir / STATE_FILE).exists():  # interrupted after a complete round: continue it
                 extra.append(f"resume={run_dir}")
                 log.info("%s seed %s: interrupted earlier, resuming", strategy, seed)
-            sim_cfg = compose_sim_config([f"strategy={strategy}", f"seed={seed}", *cfg.overrides, *extra])
+            sim_cfg = compose_sim_config([choice, f"seed={seed}", *cfg.overrides, *extra])
             log.info("%s seed %s -> %s", strategy, seed, run_dir)
             simulate(sim_cfg, run_dir)
 

@@ -85,8 +85,10 @@ def distill(
 
     Returns:
         The last epoch's mean losses (``student_loss`` and the synthesizer's), ``samples_generated``,
-        ``student_samples``, ``wall_time_s`` (time in the loop, callbacks excluded), and whatever the last ``on_epoch`` returned: the
-        final student's figures, never the best seen.
+        ``student_samples``, ``wall_time_s`` (time in the loop, callbacks excluded), the last
+        epoch's split of its loop time into ``synthesis_s`` (in :meth:`Synthesizer.synthesize`) and
+        ``student_s`` (the student steps, sampling included; on CUDA both are host-side times),
+        and whatever the last ``on_epoch`` returned: the final student's figures, never the best seen.
     """
     from tqdm.auto import tqdm
 
@@ -111,12 +113,15 @@ def distill(
     try:
         for epoch in range(start_epoch, epochs + 1):
             sums: dict[str, float] = {}
+            synthesis_s = 0.0  # seconds in synthesize() this epoch; the rest of the loop is the student's
             start = time.perf_counter()
             bar = tqdm(range(iterations_per_epoch), desc=f"{desc} {epoch}/{epochs}", disable=not progress,
                        dynamic_ncols=True, leave=False)
             for _ in bar:
                 student.train()
+                tick = time.perf_counter()
                 row = synthesizer.synthesize(teacher, student)
+                synthesis_s += time.perf_counter() - tick
                 set_student_mode(student, freeze_bn_stats)
                 total = torch.zeros((), device=device)
                 term_totals = torch.zeros(len(all_terms), device=device)
@@ -150,8 +155,11 @@ def distill(
                 for key, value in row.items():
                     sums[key] = sums.get(key, 0.0) + value
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
-            busy += time.perf_counter() - start
+            epoch_s = time.perf_counter() - start
+            busy += epoch_s
             metrics = {k: v / iterations_per_epoch for k, v in sums.items()}
+            metrics["synthesis_s"] = synthesis_s
+            metrics["student_s"] = epoch_s - synthesis_s
             metrics["samples_generated"] = float(synthesizer.samples_generated - generated0)
             metrics["student_samples"] = float(epoch * iterations_per_epoch * steps * student_batch_size)
             metrics["wall_time_s"] = busy

@@ -60,6 +60,17 @@ class Teacher(nn.Module):
         return contextlib.nullcontext()
 
 
+def with_extra_members(class_weights: torch.Tensor | None, num_models: int, extra: int, share: float,
+                       num_classes: int) -> torch.Tensor:
+    """Class weights for ``num_models`` members followed by ``extra`` more (the server's averaged
+    models, FedDF-style): the extra members get ``share`` of every class, split evenly; the first
+    members keep their relative weights (uniform when ``class_weights`` is None) in the rest."""
+    if not 0.0 <= share <= 1.0 or extra < 1:
+        raise ConfigError(f"the extra members' share must lie in [0, 1] with at least one extra member (got {share}, {extra})")
+    base = uniform_class_weights(num_models, num_classes) if class_weights is None else torch.as_tensor(class_weights).float()
+    return torch.cat([(1.0 - share) * base, torch.full((extra, base.shape[1]), share / extra)])
+
+
 def uniform_class_weights(num_models: int, num_classes: int) -> torch.Tensor:
     """Equal weights ``1/num_models`` for every model and class, shape (num_models, num_classes)."""
     return torch.full((num_models, num_classes), 1.0 / num_models)
@@ -90,7 +101,11 @@ class EnsembleTeacher(Teacher):
       ``logits[n] = sum_m class_weights[m, y_n] * logits_m[n]`` -- the whole prediction of the
       members that hold ``y_n``, so logits of members with different scales are never mixed within
       one sample. Needs the labels (``teacher(x, labels)``); without them (real test data) it
-      falls back to ``"logit"``.
+      falls back to ``"logit"``;
+    - ``"confidence"``: per sample, each member's label weight (as ``"label"``; uniform without
+      labels) times its confidence on that sample (largest softmax probability), normalised over
+      members: a client that has seen the label but is unsure of this sample counts less (in the
+      spirit of the confidence-aware ensembles of FedDF's follow-ups and Co-Boosting).
 
     ``batched``: ``"auto"`` (default) evaluates members that share one architecture in a single
     vectorised call (parameters stacked, ``torch.func.functional_call`` under ``torch.func.vmap``)
@@ -164,13 +179,34 @@ class EnsembleTeacher(Teacher):
         return torch.stack([m(x) for m in self.ensemble])
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.member_logits(x)
+        return self.combine(self.member_logits(x), labels)
+
+    def combine(self, logits: torch.Tensor, labels: torch.Tensor | None = None, weighting: str | None = None) -> torch.Tensor:
+        """The ensemble's logits from its members' (``(M, N, C)``, :meth:`member_logits`), by
+        ``weighting`` (default: the teacher's own); metrics use it to compare weightings on one pass."""
+        weighting = weighting or self.weighting
+        if weighting == "confidence":
+            return (logits * self._confidence_weights(logits, labels).unsqueeze(-1)).sum(0)
         if self.class_weights is None:
             return logits.mean(0)
         weights = self.class_weights.to(logits.dtype)
-        if self.weighting == "label" and labels is not None:
+        if weighting == "label" and labels is not None:
             return (logits * weights[:, labels].unsqueeze(-1)).sum(0)  # (M, N, 1): one weight per member and sample
         return (logits * weights.unsqueeze(1)).sum(0)
+
+    def _confidence_weights(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """(M, N) weights: each member's label weight (its share of the sample's intended label;
+        uniform without labels or class weights) times its confidence on the sample (its largest
+        softmax probability), normalised over members. Detached: the weights say whom to trust,
+        the gradient a generator gets flows through the logits only."""
+        members, n = logits.shape[:2]
+        if self.class_weights is not None and labels is not None:
+            base = self.class_weights[:, labels]
+        else:
+            base = torch.full((members, n), 1.0 / members, device=logits.device)
+        confidence = logits.detach().float().softmax(-1).amax(-1)
+        weights = base.to(confidence) * confidence
+        return (weights / weights.sum(0, keepdim=True).clamp_min(1e-12)).to(logits.dtype)
 
     def _batched_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self._stacked is None or self._stacked[2] != x.device:
@@ -192,7 +228,7 @@ class EnsembleTeacher(Teacher):
         return torch.vmap(one, in_dims=(0, 0, None))(params, buffers, x)
 
 
-WEIGHTINGS = ("logit", "label")
+WEIGHTINGS = ("logit", "label", "confidence")
 
 
 def _same_architecture(models: list[nn.Module]) -> bool:

@@ -40,15 +40,42 @@ def load_data(cfg: DictConfig) -> DataBundle:
 
 
 @functools.lru_cache(maxsize=4)
-def _partitions(dataset_key: str, partition_key: str, num_clients: int, seed: int) -> tuple[np.ndarray, ...]:
-    labels = _dataset(dataset_key).train.y.numpy()
+def _partitions(dataset_key: str, partition_key: str, num_clients: int, seed: int, pool: int) -> tuple[np.ndarray, ...]:
+    labels = _dataset(dataset_key).train.y.numpy()[:pool]
     partitioner = instantiate(OmegaConf.create(json.loads(partition_key)))
     return tuple(partitioner(labels, num_clients, seed=seed))
 
 
+def holdout_size(cfg: DictConfig) -> int:
+    """Training images kept from every client for the server's evaluation (``evaluate_on=holdout``), else 0."""
+    where = cfg.get("evaluate_on", "test")
+    if where == "test":
+        return 0
+    if where != "holdout":
+        raise ConfigError(f"evaluate_on '{where}' is unknown; choose test or holdout")
+    size, n = int(cfg.holdout_size), len(load_data(cfg).train)
+    if size >= n:
+        raise ConfigError(f"holdout_size={size} leaves no training image for the clients (the set has {n}); lower it")
+    return size
+
+
 def partitions(cfg: DictConfig) -> tuple[np.ndarray, ...]:
-    """Training-set indices of every client (``cfg.partition`` applied with ``cfg.seed``)."""
-    return _partitions(_key(cfg.dataset), _key(cfg.partition), int(cfg.num_clients), int(cfg.seed))
+    """Training-set indices of every client (``cfg.partition`` applied with ``cfg.seed``), never
+    touching the holdout (the last ``holdout_size`` training images when ``evaluate_on=holdout``)."""
+    pool = len(load_data(cfg).train) - holdout_size(cfg)
+    return _partitions(_key(cfg.dataset), _key(cfg.partition), int(cfg.num_clients), int(cfg.seed), pool)
+
+
+def evaluation_split(cfg: DictConfig) -> tuple[str, Split]:
+    """``(name, split)`` the server evaluates the global model on: the test set, or with
+    ``evaluate_on=holdout`` the last ``holdout_size`` training images, which no client holds --
+    for choosing settings (a strategy's options) without looking at the test set."""
+    data = load_data(cfg)
+    size = holdout_size(cfg)
+    if size == 0:
+        return "test", data.test
+    n = len(data.train)
+    return "holdout", data.train.subset(range(n - size, n))
 
 
 def check_partition_id(cfg: DictConfig, partition_id: int) -> None:

@@ -21,13 +21,16 @@ log = logging.getLogger("fedkd.sim")
 class RoundRecorder:
     """Writes each round's row and builds the run summary.
 
-    ``record(round, row)`` expects at least ``test_accuracy`` and ``test_loss``; other keys
-    (``train_loss``, ``round_seconds``, ``bytes_sent``...) are written as given.
+    ``record(round, row)`` expects at least ``test_accuracy`` and ``test_loss`` (``holdout_*``
+    with ``eval_name="holdout"``); other keys (``train_loss``, ``round_seconds``, ``bytes_sent``...)
+    are written as given.
     """
 
-    def __init__(self, logger: RunLogger, rounds: int, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, logger: RunLogger, rounds: int, echo: Callable[[str], None] | None = None,
+                 eval_name: str = "test") -> None:
         self.logger = logger
         self.rounds = rounds
+        self.eval_name = eval_name
         self.rows: list[dict[str, Any]] = []
         self._echo = echo or log.info
         self._started = time.perf_counter()
@@ -40,8 +43,9 @@ class RoundRecorder:
 
     def progress_line(self, server_round: int, row: dict[str, Any]) -> str:
         parts = [f"round {server_round:>{len(str(self.rounds))}}/{self.rounds}"]
-        if "test_accuracy" in row:
-            parts.append(f"test_acc {row['test_accuracy']:.4f}  test_loss {row['test_loss']:.4f}")
+        acc, loss = f"{self.eval_name}_accuracy", f"{self.eval_name}_loss"
+        if acc in row:
+            parts.append(f"{self.eval_name}_acc {row[acc]:.4f}  {self.eval_name}_loss {row[loss]:.4f}")
         if "train_loss" in row:
             parts.append(f"client_loss {row['train_loss']:.4f}")
         if "clients" in row:
@@ -53,8 +57,10 @@ class RoundRecorder:
     def summary(self, **extra: Any) -> dict[str, Any]:
         """Final and best test accuracy (with its round), total time; written to ``summary.json``.
 
-        ``final_test_accuracy`` is the last round's global model, the one the checkpoint holds.
+        ``final_test_accuracy`` is the last round's global model, the one the checkpoint holds
+        (``final_holdout_accuracy`` etc. when the run evaluates on a holdout).
         """
+        acc, loss = f"{self.eval_name}_accuracy", f"{self.eval_name}_loss"
         summary: dict[str, Any] = {"rounds_completed": len(self.rows)}
         if self.rows:
             rounds_s = [r["round_seconds"] for r in self.rows if "round_seconds" in r]
@@ -65,15 +71,15 @@ class RoundRecorder:
                     "bytes_received": sum(r.get("bytes_received", 0) for r in self.rows),
                 }
             )
-        evaluated = [r for r in self.rows if "test_accuracy" in r]
+        evaluated = [r for r in self.rows if acc in r]
         if evaluated:
             final = self.rows[-1]
-            best = max(evaluated, key=lambda r: r["test_accuracy"])
+            best = max(evaluated, key=lambda r: r[acc])
             summary.update(
                 {
-                    "final_test_accuracy": final.get("test_accuracy"),
-                    "final_test_loss": final.get("test_loss"),
-                    "best_test_accuracy": best["test_accuracy"],
+                    f"final_{acc}": final.get(acc),
+                    f"final_{loss}": final.get(loss),
+                    f"best_{acc}": best[acc],
                     "best_round": best["round"],
                 }
             )

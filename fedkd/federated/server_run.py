@@ -24,11 +24,12 @@ from fedkd.utils.run_logger import RunLogger
 @dataclass
 class ServerRun:
     spec: DatasetSpec
-    test: Split  # on ``device``
+    test: Split  # the evaluation split, on ``device``: the test set, or a holdout (``eval_name``)
     device: torch.device
     logger: RunLogger
     client_model_configs: list[dict[str, Any]]  # plain model config, by partition id
     initial: dict[str, ArrayRecord] = field(default_factory=dict)  # group key -> initial weights
+    eval_name: str = "test"  # prefix of the central metrics: "test", or "holdout" (choosing settings)
 
     @property
     def model_configs(self) -> dict[str, dict[str, Any]]:
@@ -54,9 +55,9 @@ class ServerRun:
 
     @classmethod
     def create(cls, spec: DatasetSpec, test: Split, device: torch.device, logger: RunLogger,
-               client_model_configs: list[dict[str, Any]]) -> ServerRun:
+               client_model_configs: list[dict[str, Any]], eval_name: str = "test") -> ServerRun:
         """Build each group's initial model with the current (seeded) torch RNG."""
-        run = cls(spec, test, device, logger, client_model_configs)
+        run = cls(spec, test, device, logger, client_model_configs, eval_name=eval_name)
         for key, cfg in run.model_configs.items():
             run.initial[key] = R.to_arrays(build_from_config(cfg, spec))
         return run

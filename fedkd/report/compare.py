@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 # Per-round keys the federated runs write (see fedkd/federated/metrics.py).
 ACCURACY = "test_accuracy"
+HOLDOUT_ACCURACY = "holdout_accuracy"  # runs with evaluate_on=holdout (choosing settings)
 SERVER_SECONDS = "aggregate_seconds"  # server-side aggregation (and distillation) time
 CLIENT_SECONDS = "client_seconds_max"  # the slowest sampled client's handler time
 
@@ -40,8 +41,14 @@ class Run:
     seed: str
     rounds: list[dict]
 
+    @property
+    def accuracy_key(self) -> str:
+        """``test_accuracy``, or ``holdout_accuracy`` for a run that evaluated on a holdout."""
+        return HOLDOUT_ACCURACY if any(HOLDOUT_ACCURACY in r for r in self.rounds) else ACCURACY
+
     def curve(self) -> np.ndarray:
-        return np.array([r[ACCURACY] for r in self.rounds if ACCURACY in r], dtype=float)
+        key = self.accuracy_key
+        return np.array([r[key] for r in self.rounds if key in r], dtype=float)
 
 
 def find_runs(root: str | Path) -> list[Run]:
@@ -85,6 +92,7 @@ def summarize(runs: list[Run], target: float) -> list[dict]:
         rows.append(
             {
                 "strategy": strategy,
+                "evaluated_on": group[0].accuracy_key.removesuffix("_accuracy"),
                 "seeds": len(group),
                 "rounds": int(np.median([len(r.curve()) for r in group])),
                 "final_accuracy_mean": acc_mean,
@@ -103,8 +111,9 @@ def summarize(runs: list[Run], target: float) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     target = rows[0]["target_accuracy"] if rows else 0
+    split = rows[0].get("evaluated_on", "test") if rows else "test"
     lines = [
-        f"| strategy | seeds | rounds | final test accuracy (mean ± std) | rounds to {target:.0%} (seeds reaching) | server s/round | client s/round |",
+        f"| strategy | seeds | rounds | final {split} accuracy (mean ± std) | rounds to {target:.0%} (seeds reaching) | server s/round | client s/round |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -127,7 +136,7 @@ def draw_accuracy(runs: list[Run], ax: Axes, title: str = "") -> None:
         ax.fill_between(x, stack.min(0), stack.max(0), color=line.get_color(), alpha=0.2)
     integer_x_ticks(ax)  # rounds are whole numbers
     ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(f"{runs[0].accuracy_key.removesuffix('_accuracy')} accuracy" if runs else "test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -31,9 +31,17 @@ def test_fedftg_run_learns_and_logs_server_metrics(compare_dir):
     assert [r["step"] for r in rows] == [1, 2]
     last = rows[-1]
     assert last["test_accuracy"] > 3 * CHANCE
-    for key in ("ensemble_accuracy", "student_accuracy_before", "student_accuracy_after", "server_seconds",
-                "generator_loss", "student_loss", "loss_ce"):
+    for key in ("teacher_mean_accuracy", "teacher_logit_weighted_accuracy", "teacher_label_weighted_accuracy_true_label",
+                "teacher_intended_label_agreement", "student_accuracy_before", "student_accuracy_after",
+                "distillation_gain", "server_seconds", "generator_loss", "student_loss", "loss_ce"):
         assert key in last and np.isfinite(last[key]), key
+    # The server's seconds, split by job, add up to its total, which the round's aggregation time holds.
+    for row in rows:
+        parts = {k: v for k, v in row.items() if k.startswith("server_seconds_")}
+        assert {"server_seconds_ensemble", "server_seconds_diagnostics", "server_seconds_synthesis"} <= set(parts)
+        assert sum(parts.values()) == pytest.approx(row["server_seconds"], abs=1e-6)
+        assert row["server_seconds"] <= row["aggregate_seconds"] + 1e-6
+    assert rows[-1]["server_seconds_distillation"] > 0 and rows[0].get("server_seconds_distillation", 0) == 0  # round 1: warm-up
     # The global model is the distilled student: its accuracy is what the server evaluated.
     assert last["test_accuracy"] == pytest.approx(last["student_accuracy_after"], abs=1e-6)
     model, meta = model_from_checkpoint(run / "model.pt", load_dataset("digits").spec)

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from fedkd.apps.server_app import check_models
 from fedkd.errors import ConfigError
 from fedkd.federated.config import config_from_run_config, plain
-from fedkd.federated.data import client_model_config, client_split, partition_label_counts
+from fedkd.federated.data import client_model_config, client_split, evaluation_split, load_data, partition_label_counts, partitions
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.utils.run_logger import RunLogger, read_metrics
 
@@ -27,6 +27,21 @@ def test_label_counts_cover_the_training_set(cfg):
     counts = partition_label_counts(cfg)
     assert counts.shape == (4, 10)
     assert counts.sum() == sum(len(client_split(cfg, p)) for p in range(4))
+
+
+def test_holdout_is_no_clients_data_and_is_what_the_server_evaluates(cfg):
+    n = len(load_data(cfg).train)
+    held = OmegaConf.merge(cfg, {"evaluate_on": "holdout", "holdout_size": 300})
+    assert max(int(i.max()) for i in partitions(held)) < n - 300  # no client holds a holdout image
+    assert sum(len(i) for i in partitions(held)) == n - 300
+    name, split = evaluation_split(held)
+    assert name == "holdout" and len(split) == 300
+    assert (split.y == load_data(cfg).train.y[n - 300:]).all()
+    assert evaluation_split(cfg)[0] == "test"
+    with pytest.raises(ConfigError, match="holdout_size"):
+        partitions(OmegaConf.merge(cfg, {"evaluate_on": "holdout", "holdout_size": n}))
+    with pytest.raises(ConfigError, match="evaluate_on"):
+        evaluation_split(OmegaConf.merge(cfg, {"evaluate_on": "validation"}))
 
 
 def test_client_models_per_partition_and_fedavg_refuses_mixed_architectures(cfg):

@@ -1,0 +1,191 @@
+"""FedAvg against generator-based aggregation across heterogeneous settings: a grid, run in parts.
+
+Fashion-MNIST from Debian's package folder (a 12,000-image training subset, the whole test set),
+``small_cnn`` with 16/32 channels, 20 rounds of 1 local epoch. The grid:
+
+- partitions: Dirichlet 0.1, Dirichlet 0.5, shards with 2 classes per client;
+- clients: 10 all taking part, and 50 with 20 % sampled per round (by partition id, seeded);
+- rows: FedAvg, FedProx, FedGen, FedFTG (its settings in ``ROWS``), 3 seeds each;
+- one-shot (DENSE-style) as its own row set: one round, 10 local epochs, on the 10-client settings.
+
+Each setting x row x seed is one run folder of ``fedkd-compare``'s machinery
+(``<out>/<setting>/runs/<row>/seed<k>``), run in its own process; a finished run is never re-run
+and an interrupted one resumes after its last complete round. Every finished run also leaves a
+small JSON under ``benchmarks/results/federated_grid/`` (committed), and the summary re-renders
+from those, so the grid fills over several sittings and machines::
+
+    .venv/bin/python benchmarks/federated_grid.py --rows fedavg,fedprox --seeds 0        # some runs
+    .venv/bin/python benchmarks/federated_grid.py --settings dir0.1_c10 --rows fedftg      # one cell
+    .venv/bin/python benchmarks/federated_grid.py --report-only                            # re-render
+
+The summary (``benchmarks/results/federated_grid.{json,md}`` and one PNG per setting): final test
+accuracy mean ± std over seeds, the difference to FedAvg paired by seed (mean ± std), rounds to
+the target accuracy, the server's and the clients' training-phase seconds per round, and for the
+generator strategies the teacher figures and the share of rounds in which distillation helped.
+The test set only reports: nothing is chosen on it. FedFTG's options are chosen by ``--mode tune``
+(a setting of its own, seed 100, evaluated on 3,000 training images no client holds) before the
+grid runs; ``--mode one_shot`` runs the one-shot row set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+COMMON = ["dataset=fashion_mnist", "dataset.max_train=12000", "model.channels=16", "local_epochs=1", "rounds=20",
+          "client_resources.num_cpus=1", "tensorboard=false"]
+C50 = ["num_clients=50", "strategy.fraction_train=0.2"]
+SETTINGS: dict[str, list[str]] = {
+    "dir0.1_c10": ["partition=dirichlet", "partition.alpha=0.1", "num_clients=10"],
+    "dir0.5_c10": ["partition=dirichlet", "partition.alpha=0.5", "num_clients=10"],
+    "shards2_c10": ["partition=shards", "partition.classes_per_client=2", "num_clients=10"],
+    "dir0.1_c50": ["partition=dirichlet", "partition.alpha=0.1", *C50],
+    "dir0.5_c50": ["partition=dirichlet", "partition.alpha=0.5", *C50],
+    "shards2_c50": ["partition=shards", "partition.classes_per_client=2", *C50],
+}
+SKEWED = ("dir0.1_c10", "shards2_c10", "dir0.1_c50", "shards2_c50")
+ONE_SHOT = ["experiment=one_shot", "local_epochs=10", "rounds=1"]
+
+# The generator strategy's settings for the grid. Its server budget is sized so that the server's
+# seconds per round stay within 2x the round's client-training phase on a 2-core CPU.
+FEDFTG = ["strategy=fedftg", "strategy.iterations_per_round=10", "strategy.diagnostics_samples=2000"]
+ROWS: dict[str, list[str]] = {
+    "fedavg": ["strategy=fedavg"],
+    "fedprox": ["strategy=fedprox"],
+    "fedgen": ["strategy=fedgen"],
+    "fedftg": FEDFTG,
+}
+ONE_SHOT_ROWS: dict[str, list[str]] = {
+    "fedavg": ["strategy=fedavg"],
+    "one_shot_fedftg": ["strategy=one_shot_fedftg"],
+}
+# Choosing FedFTG's options: a setting of its own (Dirichlet 0.2, 20 clients, 12 rounds, seed 100),
+# evaluated on a holdout of training images no client holds; the grid's settings and seeds never decide.
+TUNE_SETTING = {"tune_dir0.2_c20": ["partition=dirichlet", "partition.alpha=0.2", "num_clients=20", "rounds=12",
+                                    "evaluate_on=holdout", "holdout_size=3000"]}
+TUNE_BASE = ["strategy=fedftg", "strategy.iterations_per_round=10", "strategy.synthesizer.batch_size=64",
+             "strategy.student_batch_size=64", "strategy.diagnostics_samples=1000"]
+TUNE_ROWS: dict[str, list[str]] = {
+    "fedavg": ["strategy=fedavg"],
+    "ftg_base": TUNE_BASE,
+    "ftg_global": [*TUNE_BASE, "strategy.global_teacher_weight=0.5"],
+    "ftg_conf": [*TUNE_BASE, "strategy.ensemble_weighting=confidence"],
+    "ftg_safe": [*TUNE_BASE, "strategy.safeguard=0.9"],
+    "ftg_half": [*TUNE_BASE, "strategy.iterations_per_round=5"],
+    "ftg_logit": [*TUNE_BASE, "strategy.ensemble_weighting=logit"],
+}
+# Per-round keys the per-run JSON keeps the mean of (when the run logged them).
+MEANS = ("aggregate_seconds", "train_phase_seconds", "client_train_seconds_critical", "round_seconds", "eval_seconds",
+         "server_seconds", "server_seconds_average", "server_seconds_ensemble", "server_seconds_diagnostics",
+         "server_seconds_synthesis", "server_seconds_distillation", "server_seconds_images", "server_seconds_other",
+         "teacher_mean_accuracy", "teacher_logit_weighted_accuracy", "teacher_label_weighted_accuracy_true_label",
+         "teacher_confidence_weighted_accuracy_true_label", "teacher_intended_label_agreement",
+         "student_accuracy_before", "student_accuracy_after", "distillation_gain")
+
+
+def cells(mode: str) -> dict[str, tuple[list[str], dict[str, list[str]]]]:
+    """``{setting name: (overrides, rows)}`` of the grid, its one-shot row set, or the tuning runs."""
+    if mode == "one_shot":
+        return {f"one_shot_{name}": ([*o, *ONE_SHOT], ONE_SHOT_ROWS) for name, o in SETTINGS.items() if name.endswith("_c10")}
+    if mode == "tune":
+        return {name: (o, TUNE_ROWS) for name, o in TUNE_SETTING.items()}
+    return {name: (o, ROWS) for name, o in SETTINGS.items()}
+
+
+def result_path(results: Path, setting: str, row: str, seed: int) -> Path:
+    return results / setting / f"{row}_seed{seed}.json"
+
+
+def run_one(out: Path, setting: str, row: str, seed: int, overrides: list[str], row_overrides: list[str]) -> None:
+    """One run through ``fedkd-compare``'s machinery (a variant row names its strategy in its overrides)."""
+    from omegaconf import OmegaConf
+
+    from fedkd.cli.compare import run_all
+
+    cfg = OmegaConf.create({"strategies": [row], "seeds": [seed], "overrides": [*COMMON, *overrides],
+                            "strategy_overrides": {row: row_overrides}})
+    run_all(cfg, out / setting)
+
+
+def collect(run_dir: Path, setting: str, row: str, seed: int, overrides: list[str]) -> dict:
+    """The finished run's figures for the committed per-run JSON."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    key = "holdout_accuracy" if any("holdout_accuracy" in r for r in rows) else "test_accuracy"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    means = {}
+    for name in MEANS:
+        values = [r[name] for r in rows if name in r]
+        if values:
+            means[name] = statistics.fmean(values)
+    gains = [r["distillation_gain"] for r in rows if "distillation_gain" in r and r.get("student_loss") is not None]
+    return {
+        "setting": setting, "row": row, "seed": seed, "overrides": overrides, "evaluated_on": key.removesuffix("_accuracy"),
+        "curve": [r[key] for r in rows if key in r], "final_accuracy": rows[-1][key], "means": means,
+        "distillation_helped_share": (sum(g > 0 for g in gains) / len(gains)) if gains else None,
+        "distilled_rounds": len(gains), "total_seconds": summary.get("total_seconds"),
+    }
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    for setting, (overrides, rows) in cells(args.mode).items():
+        if args.settings and setting.removeprefix("one_shot_") not in args.settings:
+            continue
+        for row, row_overrides in rows.items():
+            if args.rows and row not in args.rows:
+                continue
+            for seed in args.seeds:
+                target = result_path(args.results, setting, row, seed)
+                if target.exists():
+                    continue
+                started = time.perf_counter()
+                proc = subprocess.run([sys.executable, __file__, "--one", setting, row, str(seed), "--out", str(args.out)],
+                                      cwd=REPO)
+                run_dir = args.out / setting / "runs" / row / f"seed{seed}"
+                if proc.returncode != 0 or not (run_dir / "summary.json").exists():
+                    print(f"FAILED {setting} {row} seed {seed} (exit {proc.returncode})", flush=True)
+                    continue
+                result = collect(run_dir, setting, row, seed, [*COMMON, *overrides, *row_overrides])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(json.dumps(result, indent=1) + "\n")
+                print(f"{setting} {row} seed {seed}: final {result['final_accuracy']:.4f} "
+                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def main() -> None:
+    from grid_report import render  # benchmarks/grid_report.py
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", type=lambda s: s.split(","), default=None, help="comma-separated; default all")
+    parser.add_argument("--rows", type=lambda s: s.split(","), default=None, help="comma-separated; default all")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
+    parser.add_argument("--mode", choices=("grid", "one_shot", "tune"), default="grid",
+                        help="the round grid, its one-shot row set, or the tuning runs (holdout)")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--target", type=float, default=0.80)
+    parser.add_argument("--out", type=Path, default=None, help="run folders (default outputs/benchmarks/<name>)")
+    parser.add_argument("--results", type=Path, default=None, help="per-run JSON folder (default by --evaluate-on)")
+    parser.add_argument("--one", nargs=3, metavar=("SETTING", "ROW", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    name = {"grid": "federated_grid", "one_shot": "federated_grid_one_shot", "tune": "federated_grid_tuning"}[args.mode]
+    args.results = args.results or RESULTS / name
+    args.out = args.out or REPO / "outputs" / "benchmarks" / name
+    if args.one:
+        setting, row, seed = args.one
+        overrides, rows = {**cells("grid"), **cells("one_shot"), **cells("tune")}[setting]
+        run_one(args.out, setting, row, int(seed), overrides, rows[row])
+        return
+    if not args.report_only:
+        run_grid(args)
+    print(render(args.results, RESULTS / name, args.target, SKEWED))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The federated grid's summary, rendered from the per-run JSON files (``federated_grid.py``).
+
+Kept apart from the runner so the table re-renders anywhere from committed results alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+STRATEGY_ORDER = ("fedavg", "fedprox", "fedgen", "fedftg")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _fmt(mean: float, std: float, scale: float = 100.0, signed: bool = False) -> str:
+    if math.isnan(mean):
+        return "-"
+    return f"{scale * mean:{'+' if signed else ''}.2f} ± {scale * std:.2f}"
+
+
+def load(results: Path) -> dict[str, dict[str, list[dict]]]:
+    """``{setting: {row: [run, ...]}}`` from ``results/<setting>/<row>_seed<k>.json``."""
+    grid: dict[str, dict[str, list[dict]]] = {}
+    for path in sorted(results.glob("*/*_seed*.json")):
+        run = json.loads(path.read_text())
+        grid.setdefault(run["setting"], {}).setdefault(run["row"], []).append(run)
+    return grid
+
+
+def rounds_to(curve: list[float], target: float) -> int | None:
+    return next((i + 1 for i, a in enumerate(curve) if a >= target), None)
+
+
+def cell(runs: list[dict], baseline: list[dict] | None, target: float) -> dict:
+    """One row x setting: final accuracy, paired difference to the baseline, timings, teacher figures."""
+    finals = [r["final_accuracy"] for r in runs]
+    by_seed = {r["seed"]: r["final_accuracy"] for r in baseline or []}
+    diffs = [r["final_accuracy"] - by_seed[r["seed"]] for r in runs if r["seed"] in by_seed]
+    reached = [rounds_to(r["curve"], target) for r in runs]
+
+    def mean_of(key: str) -> float:
+        return _mean_std([r["means"].get(key) for r in runs])[0]
+
+    helped = [r["distillation_helped_share"] for r in runs if r.get("distillation_helped_share") is not None]
+    return {
+        "seeds": sorted(r["seed"] for r in runs),
+        "final": _mean_std(finals), "finals": finals,
+        "diff_to_fedavg": _mean_std(diffs) if baseline and runs is not baseline else (float("nan"), float("nan")),
+        "paired_seeds": len(diffs),
+        "rounds_to_target": _mean_std([float(x) for x in reached if x is not None])[0],
+        "seeds_reaching": sum(x is not None for x in reached),
+        "server_s": mean_of("aggregate_seconds") + mean_of("eval_seconds"),
+        "aggregate_s": mean_of("aggregate_seconds"),
+        "diagnostics_s": mean_of("server_seconds_diagnostics") if any("server_seconds_diagnostics" in r["means"] for r in runs) else 0.0,
+        "train_phase_s": mean_of("train_phase_seconds"),
+        "teacher_mean": mean_of("teacher_mean_accuracy"),
+        "teacher_label_true": mean_of("teacher_label_weighted_accuracy_true_label"),
+        "agreement": mean_of("teacher_intended_label_agreement"),
+        "gain": mean_of("distillation_gain"),
+        "helped_share": statistics.fmean(helped) if helped else float("nan"),
+    }
+
+
+def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, dict]:
+    lines, cells = [], {}
+    for setting in sorted(grid):
+        rows = grid[setting]
+        baseline = rows.get("fedavg")
+        lines += [f"### {setting}", "",
+                  f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | rounds to {target:.0%} | server s/round "
+                  "(aggregate + eval; without diagnostics) | client training phase s/round | teacher mean / label-weighted (true label) % "
+                  "| intended-label agreement % | distillation helped (share of rounds) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        order = sorted(rows, key=lambda r: (STRATEGY_ORDER.index(r) if r in STRATEGY_ORDER else len(STRATEGY_ORDER), r))
+        for row in order:
+            c = cells.setdefault(setting, {})[row] = cell(rows[row], baseline, target)
+            reach = "-" if not c["seeds_reaching"] else f"{c['rounds_to_target']:.1f} ({c['seeds_reaching']}/{len(c['seeds'])})"
+            teacher = "-" if math.isnan(c["teacher_mean"]) else f"{100 * c['teacher_mean']:.1f} / {100 * c['teacher_label_true']:.1f}"
+            agree = "-" if math.isnan(c["agreement"]) else f"{100 * c['agreement']:.1f}"
+            helped = "-" if math.isnan(c["helped_share"]) else f"{c['helped_share']:.2f} (gain {100 * c['gain']:+.2f})"
+            diff = "-" if row == "fedavg" else _fmt(*c["diff_to_fedavg"], signed=True)
+            lines.append(f"| {row} | {len(c['seeds'])} | {_fmt(*c['final'])} | {diff} | {reach} | {c['server_s']:.2f}; {c['server_s'] - c['diagnostics_s']:.2f} "
+                         f"| {c['train_phase_s']:.2f} | {teacher} | {agree} | {helped} |")
+        lines.append("")
+    return "\n".join(lines), cells
+
+
+def skewed_line(cells: dict, skewed: tuple[str, ...]) -> str:
+    """Mean paired difference to FedAvg over the skewed settings, per row (cells present only)."""
+    parts = []
+    rows = sorted({row for s in skewed for row in cells.get(s, {})} - {"fedavg"})
+    for row in rows:
+        diffs = [cells[s][row]["diff_to_fedavg"][0] for s in skewed if row in cells.get(s, {})]
+        diffs = [d for d in diffs if math.isfinite(d)]
+        worst = min(diffs) if diffs else float("nan")
+        if diffs:
+            parts.append(f"{row} {100 * statistics.fmean(diffs):+.2f} (over {len(diffs)} of {len(skewed)} settings; worst cell {100 * worst:+.2f})")
+    return "Mean difference to FedAvg over the skewed settings (Dirichlet 0.1, shards; 10 and 50 clients), points: " + (
+        "; ".join(parts) if parts else "no paired cells yet")
+
+
+def plot(grid: dict[str, dict[str, list[dict]]], results: Path) -> None:
+    """One PNG per setting: accuracy per round, mean over seeds with a min-max band."""
+    import numpy as np
+
+    from fedkd.report.plots import integer_x_ticks, pyplot
+
+    plt = pyplot()
+    for setting, rows in grid.items():
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+        try:
+            for row, runs in sorted(rows.items()):
+                length = min(len(r["curve"]) for r in runs)
+                stack = np.array([r["curve"][:length] for r in runs])
+                x = np.arange(1, length + 1)
+                (line,) = ax.plot(x, stack.mean(0), marker="o" if length < 3 else None, label=f"{row} (n={len(runs)})")
+                ax.fill_between(x, stack.min(0), stack.max(0), color=line.get_color(), alpha=0.2)
+            integer_x_ticks(ax)
+            ax.set(xlabel="round", ylabel=f"{runs[0]['evaluated_on']} accuracy", title=setting)
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(results / setting / "accuracy.png")
+        finally:
+            plt.close(fig)
+
+
+def render(results: Path, prefix: Path, target: float, skewed: tuple[str, ...]) -> str:
+    """Write ``<prefix>.md``, ``<prefix>.json`` and each setting's PNG; return the text."""
+    grid = load(results)
+    if not grid:
+        return f"no finished runs under {results}"
+    text, cells = table(grid, target)
+    text = f"{text}\n{skewed_line(cells, skewed)}\n"
+    prefix.with_suffix(".md").write_text(text)
+    prefix.with_suffix(".json").write_text(json.dumps(cells, indent=1) + "\n")
+    plot(grid, results)
+    return text
