@@ -8,13 +8,19 @@ Each round, after the clients reply (:meth:`FedFTG.aggregate`):
 
 1. every client's model is kept, with its label histogram;
 2. the teacher is the ensemble of all client models, each class weighted by the clients' shares
-   of that class (``class_weighting: label_counts``) or uniformly;
+   of that class (``class_weighting: label_counts``) or uniformly, optionally with the round's
+   FedAvg average as one more member (``global_teacher_weight``, FedDF-style);
 3. the synthesizer (a persistent conditional generator by default; DFAD or CMI from
    ``conf/synthesizer/``) learns from that teacher, with labels drawn in proportion to the clients'
    label counts;
 4. each architecture group's student starts from that group's FedAvg average (or from its previous
    round's student) and is distilled on generated samples by the one distillation loop
-   (:func:`fedkd.datafree.distill`); it becomes the group's global model.
+   (:func:`fedkd.datafree.distill`); it becomes the group's global model -- unless the
+   ``safeguard`` finds, on generated samples, that the average already predicts the teacher.
+
+Every ``diagnostics_every`` rounds the server also reports how good the teacher is as the student
+uses it and whether distilling helped (:mod:`fedkd.datafree.teacher_metrics`,
+:mod:`fedkd.strategies.server_checks`); its seconds are split by job in every round.
 
 Clients may train different architectures (``client_models`` in the sim config): the global
 ArrayRecord then holds every group's model under its group key (:mod:`fedkd.federated.records`)

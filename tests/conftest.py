@@ -65,8 +65,9 @@ def compare_dir(tmp_path_factory):
     return out
 
 
-def client_updates(cfg, run, seed: int = 0, epochs: int = 1) -> list:
-    """Train replies as a strategy receives them, from (briefly) trained client models."""
+def client_updates(cfg, run, seed: int = 0, epochs: int = 1, same_start: bool = False) -> list:
+    """Train replies as a strategy receives them, from (briefly) trained client models; with
+    ``same_start`` every client starts from the server's initial model, as in a real round."""
     from flwr.app import MetricRecord, RecordDict
 
     from fedkd.clients.train import local_train
@@ -80,6 +81,8 @@ def client_updates(cfg, run, seed: int = 0, epochs: int = 1) -> list:
     for pid in range(cfg.num_clients):
         torch.manual_seed(seed + pid)
         model = build_from_config(run.client_model_configs[pid], run.spec)
+        if same_start:
+            model.load_state_dict(R.state_dict(run.initial_group_arrays(run.group_of(pid))))
         split = client_split(cfg, pid)
         local_train(model, split, torch.optim.SGD, 0.05, epochs, 32, torch.device("cpu"), torch.Generator().manual_seed(pid))
         metrics = MetricRecord({R.NUM_EXAMPLES: len(split), R.PARTITION_ID: pid, R.LABEL_COUNTS: counts[pid].tolist()})

@@ -76,6 +76,13 @@ def trained(cfg, tmp_path_factory):
     return run, client_updates(cfg, run)
 
 
+@pytest.fixture(scope="module")
+def trained_longer(cfg, tmp_path_factory):
+    """Client replies after 5 local epochs from the server's initial model: an average well above chance."""
+    _, run = _strategy(cfg, tmp_path_factory.mktemp("run5"))
+    return client_updates(cfg, run, epochs=5, same_start=True)
+
+
 def _strategy(cfg, tmp_path):
     return bound_strategy(cfg, tmp_path)
 
@@ -170,3 +177,47 @@ def test_fedavg_refuses_mixed_architectures_with_one_line_error(tmp_path):
     assert done.returncode == 2
     errors = [l for l in done.stderr.splitlines() if l.startswith("fedkd: error:")]
     assert len(errors) == 1 and "mixed architectures" in errors[0], done.stderr[-1500:]
+
+
+# ----------------------------------------------------------------------------- the options that decide whether it pays
+@pytest.mark.parametrize("option", ["strategy.global_teacher_weight=0.5", "strategy.ensemble_weighting=confidence",
+                                    "strategy.safeguard=0.0", "strategy.safeguard=1.0"])
+def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(option, trained_longer, tmp_path):
+    from fedkd.models import build_from_config
+    from fedkd.training import evaluate
+
+    cfg = compose_sim_config(SMALL + BUDGET + ["strategy=fedftg", option])
+    strategy, run = bound_strategy(cfg, tmp_path)
+    strategy.aggregate(1, trained_longer)  # warm-up: the generator learns, the average is the global model
+    strategy._round.server.clear()
+    arrays, _ = strategy.aggregate(2, trained_longer)
+    server = dict(strategy._round.server)
+    model = build_from_config(run.client_model_configs[0], run.spec)
+    model.load_state_dict(R.state_dict(arrays))
+    accuracy = evaluate(model, run.test, run.device)["accuracy"]
+    assert accuracy > 3 * CHANCE
+    assert 0 <= server["average_teacher_agreement"] <= 1 and 0 <= server["student_teacher_agreement"] <= 1
+    average = strategy.average(trained_longer)
+    kept = all(torch.equal(torch.as_tensor(arrays[k].numpy()), torch.as_tensor(average[k].numpy())) for k in average)
+    if option.endswith("safeguard=0.0"):  # any agreement reaches 0: the average is kept, and the figures say so
+        assert server["safeguard_kept_average"] == 1.0 and kept and server["distillation_gain"] == 0.0
+        assert server["server_seconds_safeguard"] > 0
+    else:
+        assert server["safeguard_kept_average"] == (1.0 if server["average_teacher_agreement"] >= 1.0 else 0.0)
+        assert not kept or server["safeguard_kept_average"] == 1.0
+    assert accuracy == pytest.approx(server["student_accuracy_after"], abs=1e-6)  # digits' test split < the probe size
+
+
+@pytest.mark.parametrize("bad, match", [("strategy.global_teacher_weight=1.5", "global_teacher_weight"),
+                                        ("strategy.safeguard=2", "safeguard"),
+                                        ("strategy.ensemble_weighting=votes", "ensemble weighting"),
+                                        ("strategy.diagnostics_every=-1", "diagnostics_every")])
+def test_bad_fedftg_options_end_in_one_line(bad, match, tmp_path):
+    from fedkd.cli.common import _user_error
+
+    cfg = compose_sim_config(SMALL + BUDGET + ["strategy=fedftg", bad])
+    with pytest.raises(Exception) as raised:  # noqa: PT011 -- Hydra's instantiate wraps it; the CLI unwraps it
+        strategy, _ = bound_strategy(cfg, tmp_path)
+        strategy.ensemble(client_updates(cfg, strategy.run)[:2])  # the weighting is checked when the teacher is built
+    error = _user_error(raised.value)
+    assert error is not None and match in str(error) and "\n" not in str(error)
