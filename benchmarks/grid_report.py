@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 STRATEGY_ORDER = ("fedavg", "fedprox", "fedgen", "fedftg")
+LAST = 5  # rounds in the "mean of the last rounds" column
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -42,6 +43,9 @@ def rounds_to(curve: list[float], target: float) -> int | None:
 def cell(runs: list[dict], baseline: list[dict] | None, target: float) -> dict:
     """One row x setting: final accuracy, paired difference to the baseline, timings, teacher figures."""
     finals = [r["final_accuracy"] for r in runs]
+    # Skewed settings make the global model swing from round to round: the mean of the last rounds
+    # shows the level a run settled at, next to the final round's figure.
+    lasts = [statistics.fmean(r["curve"][-LAST:]) for r in runs]
     by_seed = {r["seed"]: r["final_accuracy"] for r in baseline or []}
     diffs = [r["final_accuracy"] - by_seed[r["seed"]] for r in runs if r["seed"] in by_seed]
     reached = [rounds_to(r["curve"], target) for r in runs]
@@ -52,7 +56,7 @@ def cell(runs: list[dict], baseline: list[dict] | None, target: float) -> dict:
     helped = [r["distillation_helped_share"] for r in runs if r.get("distillation_helped_share") is not None]
     return {
         "seeds": sorted(r["seed"] for r in runs),
-        "final": _mean_std(finals), "finals": finals,
+        "final": _mean_std(finals), "finals": finals, "last_rounds": _mean_std(lasts),
         "diff_to_fedavg": _mean_std(diffs) if baseline and runs is not baseline else (float("nan"), float("nan")),
         "paired_seeds": len(diffs),
         "rounds_to_target": _mean_std([float(x) for x in reached if x is not None])[0],
@@ -75,10 +79,10 @@ def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, d
         rows = grid[setting]
         baseline = rows.get("fedavg")
         lines += [f"### {setting}", "",
-                  f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | rounds to {target:.0%} | server s/round "
+                  f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | mean of the last {LAST} rounds % | rounds to {target:.0%} | server s/round "
                   "(aggregate + eval; without diagnostics) | client training phase s/round | teacher mean / label-weighted (true label) % "
                   "| intended-label agreement % | distillation helped (share of rounds) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         order = sorted(rows, key=lambda r: (STRATEGY_ORDER.index(r) if r in STRATEGY_ORDER else len(STRATEGY_ORDER), r))
         for row in order:
             c = cells.setdefault(setting, {})[row] = cell(rows[row], baseline, target)
@@ -87,7 +91,7 @@ def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, d
             agree = "-" if math.isnan(c["agreement"]) else f"{100 * c['agreement']:.1f}"
             helped = "-" if math.isnan(c["helped_share"]) else f"{c['helped_share']:.2f} (gain {100 * c['gain']:+.2f})"
             diff = "-" if row == "fedavg" else _fmt(*c["diff_to_fedavg"], signed=True)
-            lines.append(f"| {row} | {len(c['seeds'])} | {_fmt(*c['final'])} | {diff} | {reach} | {c['server_s']:.2f}; {c['server_s'] - c['diagnostics_s']:.2f} "
+            lines.append(f"| {row} | {len(c['seeds'])} | {_fmt(*c['final'])} | {diff} | {_fmt(*c['last_rounds'])} | {reach} | {c['server_s']:.2f}; {c['server_s'] - c['diagnostics_s']:.2f} "
                          f"| {c['train_phase_s']:.2f} | {teacher} | {agree} | {helped} |")
         lines.append("")
     return "\n".join(lines), cells
