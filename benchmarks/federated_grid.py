@@ -98,7 +98,8 @@ MEANS = ("aggregate_seconds", "train_phase_seconds", "client_train_seconds_criti
          "server_seconds_synthesis", "server_seconds_distillation", "server_seconds_images", "server_seconds_other",
          "teacher_mean_accuracy", "teacher_logit_weighted_accuracy", "teacher_label_weighted_accuracy_true_label",
          "teacher_confidence_weighted_accuracy_true_label", "teacher_intended_label_agreement",
-         "student_accuracy_before", "student_accuracy_after", "distillation_gain")
+         "student_accuracy_before", "student_accuracy_after", "distillation_gain", "average_teacher_agreement",
+         "student_teacher_agreement")
 
 
 def cells(mode: str) -> dict[str, tuple[list[str], dict[str, list[str]]]]:
@@ -157,7 +158,7 @@ def run_grid(args: argparse.Namespace) -> None:
                     continue
                 started = time.perf_counter()
                 proc = subprocess.run([sys.executable, __file__, "--one", setting, row, str(seed), "--out", str(args.out)],
-                                      cwd=REPO)
+                                      cwd=REPO, check=False)
                 run_dir = args.out / setting / "runs" / row / f"seed{seed}"
                 if proc.returncode != 0 or not (run_dir / "summary.json").exists():
                     print(f"FAILED {setting} {row} seed {seed} (exit {proc.returncode})", flush=True)

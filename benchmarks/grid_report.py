@@ -79,9 +79,9 @@ def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, d
         rows = grid[setting]
         baseline = rows.get("fedavg")
         lines += [f"### {setting}", "",
-                  f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | mean of the last {LAST} rounds % | rounds to {target:.0%} | server s/round "
-                  "(aggregate + eval; without diagnostics) | client training phase s/round | teacher mean / label-weighted (true label) % "
-                  "| intended-label agreement % | distillation helped (share of rounds) |",
+                  (f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | mean of the last {LAST} rounds % | rounds to {target:.0%} "
+                   "| server s/round (aggregate + eval; without diagnostics) | client training phase s/round "
+                   "| teacher mean / label-weighted (true label) % | intended-label agreement % | distillation helped (share of rounds) |"),
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         order = sorted(rows, key=lambda r: (STRATEGY_ORDER.index(r) if r in STRATEGY_ORDER else len(STRATEGY_ORDER), r))
         for row in order:
@@ -95,6 +95,26 @@ def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, d
                          f"| {c['train_phase_s']:.2f} | {teacher} | {agree} | {helped} |")
         lines.append("")
     return "\n".join(lines), cells
+
+
+def summary_table(cells: dict) -> str:
+    """One line per setting: each row's final accuracy (mean ± std, seeds) and paired difference to FedAvg."""
+    rows = sorted({row for c in cells.values() for row in c},
+                  key=lambda r: (STRATEGY_ORDER.index(r) if r in STRATEGY_ORDER else len(STRATEGY_ORDER), r))
+    lines = ["| setting | " + " | ".join(rows) + " |", "| --- |" + " --- |" * len(rows)]
+    for setting in sorted(cells):
+        parts = []
+        for row in rows:
+            c = cells[setting].get(row)
+            if c is None:
+                parts.append("-")
+                continue
+            text = f"{_fmt(*c['final'])} (n={len(c['seeds'])})"
+            if row != "fedavg" and c["paired_seeds"]:
+                text += f", Δ {_fmt(*c['diff_to_fedavg'], signed=True)}"
+            parts.append(text)
+        lines.append(f"| {setting} | " + " | ".join(parts) + " |")
+    return "\n".join(lines)
 
 
 def skewed_line(cells: dict, skewed: tuple[str, ...]) -> str:
@@ -143,7 +163,8 @@ def render(results: Path, prefix: Path, target: float, skewed: tuple[str, ...]) 
     if not grid:
         return f"no finished runs under {results}"
     text, cells = table(grid, target)
-    text = f"{text}\n{skewed_line(cells, skewed)}\n"
+    text = (f"## Summary: final accuracy %, mean ± std over seeds; Δ: paired difference to FedAvg\n\n"
+            f"{summary_table(cells)}\n\n{skewed_line(cells, skewed)}\n\n## Per setting\n\n{text}")
     prefix.with_suffix(".md").write_text(text)
     prefix.with_suffix(".json").write_text(json.dumps(cells, indent=1) + "\n")
     plot(grid, results)

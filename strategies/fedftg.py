@@ -41,9 +41,9 @@ from flwr.app import ArrayRecord, MetricRecord
 from torch import nn
 
 from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill, split_recipe
+from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.datafree.teacher import with_extra_members
 from fedkd.datafree.teacher_metrics import teacher_accuracies
-from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.models import build_from_config
@@ -107,8 +107,8 @@ class FedFTG(FedAvg):
         *,
         synthesizer: Callable[..., Synthesizer],
         optimizer: Callable[..., torch.optim.Optimizer],
-        iterations_per_round: int = 20,
-        student_batch_size: int = 128,
+        iterations_per_round: int = 5,
+        student_batch_size: int = 64,
         class_weighting: str = "label_counts",
         ensemble_weighting: str = "label",
         student_init: str = "average",
@@ -117,8 +117,8 @@ class FedFTG(FedAvg):
         freeze_bn_stats: bool = True,
         warmup_rounds: int = 1,
         global_teacher_weight: float = 0.0,
-        diagnostics_every: int = 1,
-        diagnostics_samples: int = 2000,
+        diagnostics_every: int = 5,
+        diagnostics_samples: int = 1000,
         safeguard: float | None = None,
         student_terms: Mapping[str, StudentTerm] | None = None,
         **fedavg: Any,

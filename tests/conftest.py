@@ -43,7 +43,8 @@ def cli():
 # A small federated setting on digits, and a tiny server budget per strategy: the tests check
 # behaviour, the benchmarks check quality.
 SMALL_SIM = ["dataset=digits", "num_clients=4", "rounds=2", "partition.alpha=0.5", "client_resources.num_cpus=1"]
-FEDFTG_BUDGET = ["strategy.iterations_per_round=4", "strategy.student_batch_size=64", "strategy.synthesizer.batch_size=64", "strategy.image_every=1"]
+FEDFTG_BUDGET = ["strategy.iterations_per_round=4", "strategy.student_batch_size=64", "strategy.synthesizer.batch_size=64", "strategy.image_every=1",
+                 "strategy.diagnostics_every=1"]
 FEDGEN_BUDGET = ["strategy.generator_steps=20", "strategy.generator_batch_size=64"]
 
 

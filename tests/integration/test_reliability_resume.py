@@ -136,3 +136,21 @@ def test_compare_resumes_an_interrupted_run_and_keeps_finished_ones(tmp_path, mo
     run_all(cfg, tmp_path)
     assert [out for _, out in calls] == [killed, tmp_path / "runs" / "fedavg" / "seed2"]
     assert calls[0][0].resume == str(killed) and calls[1][0].resume is None
+
+
+def test_compare_runs_a_named_variant_of_a_strategy_under_its_own_name(tmp_path, monkeypatch):
+    """A row not in conf/strategy names its strategy in its overrides; its runs go under its own name."""
+    from omegaconf import OmegaConf
+
+    import fedkd.apps.simulation as simulation
+    from fedkd.cli.compare import run_all
+
+    calls = []
+    monkeypatch.setattr(simulation, "simulate", lambda cfg, out: calls.append((cfg, out)))
+    cfg = OmegaConf.create({"strategies": ["fedavg", "ftg_global"], "seeds": [0], "overrides": ["dataset=digits"],
+                            "strategy_overrides": {"ftg_global": ["strategy=fedftg", "strategy.global_teacher_weight=0.5"]}})
+    run_all(cfg, tmp_path)
+    (plain, plain_out), (variant, variant_out) = calls
+    assert plain.strategy._target_.endswith("FedAvg") and plain_out == tmp_path / "runs" / "fedavg" / "seed0"
+    assert variant.strategy._target_.endswith("FedFTG") and variant.strategy.global_teacher_weight == 0.5
+    assert variant_out == tmp_path / "runs" / "ftg_global" / "seed0"
