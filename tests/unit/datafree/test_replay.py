@@ -261,7 +261,7 @@ def test_replay_composes_under_fedftg_over_its_server_synthesizer():
     cfg = _compose("sim", *picks, "synthesizer@strategy.synthesizer.base=fedftg", "+strategy.synthesizer.generator_steps=2")
     factory, recipe = split_recipe(instantiate(cfg.strategy.synthesizer), "strategy.synthesizer")  # as FedFTG gets it
     synth = factory(spec=SPEC, device=CPU)
-    assert synth.base.batch_size == 128 and synth.base.weights["bn"] == 1.0 and recipe.steps == 2
+    assert synth.base.batch_size == 64 and synth.base.weights["bn"] == 1.0 and recipe.steps == 2
     assert synth.base.generator_steps == 2
 
 
