@@ -165,6 +165,7 @@ class FedFTG(FedAvg):
         super().bind(run)
         self.run = run
         self.synthesizer = self.make_synthesizer(spec=run.spec, device=run.device)
+        self.probe = probe_split(run.test, self.diagnostics_samples, self.seed)  # the same images every round
 
     # ------------------------------------------------------------------ one round
     def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
@@ -189,7 +190,7 @@ class FedFTG(FedAvg):
             teacher = self.ensemble(updates, averages)
             self.synthesizer.set_label_prior(np.stack([u.label_counts for u in updates]).sum(0))
 
-        probe = probe_split(run.test, self.diagnostics_samples, self.seed) if self._diagnose(server_round) else None
+        probe = self.probe if self._diagnose(server_round) else None
         server: dict[str, float] = {}
         if probe is not None:
             with laps("diagnostics"):
@@ -212,6 +213,8 @@ class FedFTG(FedAvg):
                 with laps("synthesis"):
                     server.update(self.train_generator(teacher, student))
                 global_models[key] = self.students[key] = average
+                if start is not average:  # the round's global model is the average
+                    student = self._load(run.model_configs[key], average)
             else:
                 with laps("distillation"):
                     result = distill(
@@ -224,18 +227,20 @@ class FedFTG(FedAvg):
                 skip = ("wall_time_s", "synthesis_s", "student_s")
                 server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k not in skip})
                 global_models[key] = self.students[key] = R.to_arrays(student.cpu())
+                student.to(run.device)
                 if self.safeguard is not None or probe is not None:
+                    average_model = self._load(run.model_configs[key], average)
                     with laps("safeguard" if self.safeguard is not None else "diagnostics"):
-                        check = synthetic_agreement(self.synthesizer, teacher, self._load(run.model_configs[key], average),
-                                                    student.to(run.device), self.student_batch_size)
+                        check = synthetic_agreement(self.synthesizer, teacher, average_model, student, self.student_batch_size)
                     server.update({f"{prefix}{k}": v for k, v in check.items()})
                     kept = self.safeguard is not None and check["average_teacher_agreement"] >= self.safeguard
                     if kept:  # the average already predicts what the teacher does: nothing to learn, keep it
                         global_models[key] = self.students[key] = average
+                        student = average_model
                     server[f"{prefix}safeguard_kept_average"] = float(kept)
             if probe is not None:
-                with laps("diagnostics"):
-                    after = evaluate(self._load(run.model_configs[key], global_models[key]), probe, run.device)["accuracy"]
+                with laps("diagnostics"):  # the round's global model: the student, or the average it started from
+                    after = evaluate(student, probe, run.device)["accuracy"]
                 server.update({f"{prefix}student_accuracy_before": before, f"{prefix}student_accuracy_after": after,
                                f"{prefix}distillation_gain": after - before})
 
