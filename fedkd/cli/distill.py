@@ -30,6 +30,7 @@ from fedkd.cli.common import RunContext, hydra_entry
 from fedkd.config import check_centralized
 from fedkd.data import DataBundle, Split
 from fedkd.data.augment import batch_augmenter
+from fedkd.data.evaluation import evaluation_split as data_evaluation_split
 from fedkd.datafree import StudentRecipe, Synthesizer, Teacher, distill, split_recipe
 from fedkd.datafree.student_terms import check_student_terms
 from fedkd.datafree.synthesizers.base import state_bytes
@@ -75,17 +76,9 @@ TEACHER_FILE = "teacher.pt"
 
 
 def evaluation_split(cfg: DictConfig, data: DataBundle) -> tuple[str, Split]:
-    """``(name, split)`` the run reports on: the test set, or with ``evaluate_on=holdout`` the last
-    ``holdout_size`` training images -- for choosing settings without looking at the test set (the
-    student never trains on real data, so no training image is lost; the teacher saw them)."""
-    if cfg.evaluate_on == "test":
-        return "test", data.test
-    if cfg.evaluate_on != "holdout":
-        raise ConfigError(f"evaluate_on '{cfg.evaluate_on}' is unknown; choose test or holdout")
-    n = len(data.train)
-    if cfg.holdout_size >= n:
-        raise ConfigError(f"holdout_size={cfg.holdout_size} leaves no training image (the set has {n}); lower it")
-    return "holdout", data.train.subset(range(n - cfg.holdout_size, n))
+    """``(name, split)`` the run reports on (:func:`fedkd.data.evaluation.evaluation_split`); the
+    student never trains on real data, so a holdout costs no training image (the teacher saw them)."""
+    return data_evaluation_split(data, cfg.evaluate_on, int(cfg.holdout_size))
 
 
 def load_or_train_teacher(

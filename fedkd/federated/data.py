@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fedkd.data import DataBundle, Split, label_counts
+from fedkd.data.evaluation import evaluation_split as data_evaluation_split
+from fedkd.data.evaluation import holdout_count
 from fedkd.data.specs import DatasetSpec
 from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, model_config
@@ -48,15 +50,7 @@ def _partitions(dataset_key: str, partition_key: str, num_clients: int, seed: in
 
 def holdout_size(cfg: DictConfig) -> int:
     """Training images kept from every client for the server's evaluation (``evaluate_on=holdout``), else 0."""
-    where = cfg.get("evaluate_on", "test")
-    if where == "test":
-        return 0
-    if where != "holdout":
-        raise ConfigError(f"evaluate_on '{where}' is unknown; choose test or holdout")
-    size, n = int(cfg.holdout_size), len(load_data(cfg).train)
-    if size >= n:
-        raise ConfigError(f"holdout_size={size} leaves no training image for the clients (the set has {n}); lower it")
-    return size
+    return holdout_count(cfg.get("evaluate_on", "test"), int(cfg.get("holdout_size", 0)), len(load_data(cfg).train))
 
 
 def partitions(cfg: DictConfig) -> tuple[np.ndarray, ...]:
@@ -70,12 +64,7 @@ def evaluation_split(cfg: DictConfig) -> tuple[str, Split]:
     """``(name, split)`` the server evaluates the global model on: the test set, or with
     ``evaluate_on=holdout`` the last ``holdout_size`` training images, which no client holds --
     for choosing settings (a strategy's options) without looking at the test set."""
-    data = load_data(cfg)
-    size = holdout_size(cfg)
-    if size == 0:
-        return "test", data.test
-    n = len(data.train)
-    return "holdout", data.train.subset(range(n - size, n))
+    return data_evaluation_split(load_data(cfg), cfg.get("evaluate_on", "test"), int(cfg.get("holdout_size", 0)))
 
 
 def check_partition_id(cfg: DictConfig, partition_id: int) -> None:
