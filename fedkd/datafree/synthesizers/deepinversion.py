@@ -5,7 +5,9 @@ of *pixels* directly, starting from Gaussian noise, for ``synthesis_steps`` Adam
 
 - the BatchNorm-statistics loss over the teacher's BN layers (:class:`~fedkd.datafree.bn_hooks.BNStatHooks`),
 - cross-entropy of the teacher's logits to target labels (:meth:`Synthesizer.target_labels`, so
-  the federated label prior decides which classes are asked for),
+  the federated label prior decides which classes are asked for) -- or, with ``dirichlet_betas``,
+  the KL from Zero-Shot KD's soft targets (:mod:`fedkd.datafree.soft_targets`): per sample a
+  Dirichlet draw around its target class, shaped by the teacher's class similarity,
 - the image priors: total variation (smooth images) and the L2 norm (pixels near the mean colour),
 - optionally Adaptive DeepInversion's competition term ``1 - JS(teacher, student)`` (``adi > 0``):
   it pushes the batch to where student and teacher disagree.
@@ -37,7 +39,9 @@ from fedkd.data.augment import random_crop_flip
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.buffers import RingBuffer
-from fedkd.datafree.losses import cross_entropy, js_divergence, l2_prior, total_variation
+from fedkd.datafree.losses import cross_entropy, js_divergence, l2_prior, soft_target_kl, total_variation
+from fedkd.datafree.soft_targets import check_betas as check_dirichlet_betas
+from fedkd.datafree.soft_targets import dirichlet_targets, teacher_similarity
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
@@ -89,6 +93,8 @@ class DeepInversionSynthesizer(Synthesizer):
         pool_size: samples kept in the pool (oldest dropped first).
         augment_pool: shift (and flip) pool samples when the student draws them.
         crop_pad: shift of the pool samples in pixels (default: image_size // 8).
+        dirichlet_betas: Zero-Shot KD's Dirichlet scales (paper: ``[1.0, 0.1]``, half the batch
+            each); empty (the default) asks for one-hot target labels as DeepInversion does.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class DeepInversionSynthesizer(Synthesizer):
         pool_size: int = 20000,
         augment_pool: bool = True,
         crop_pad: int | None = None,
+        dirichlet_betas: tuple[float, ...] = (),
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
@@ -127,6 +134,7 @@ class DeepInversionSynthesizer(Synthesizer):
         self.jitter, self.hflip, self.clip = int(jitter), hflip, clip
         self.augment_pool = augment_pool
         self.crop_pad = spec.image_size // 8 if crop_pad is None else int(crop_pad)
+        self.dirichlet_betas = check_dirichlet_betas(dirichlet_betas)
         self.generator = None  # pixels are optimised directly
         self.pool = RingBuffer(pool_size, self.device)
         self.rounds = 0
@@ -149,6 +157,7 @@ class DeepInversionSynthesizer(Synthesizer):
             x = torch.maximum(torch.minimum(x, self._high), self._low)
         x.requires_grad_()
         targets = self.target_labels(b)
+        soft = dirichlet_targets(targets, teacher_similarity(teacher), self.dirichlet_betas) if self.dirichlet_betas else None
         optimizer = torch.optim.Adam([x], lr=self.lr, betas=self.betas)
         student_was_training = student.training
         student.eval()
@@ -165,7 +174,7 @@ class DeepInversionSynthesizer(Synthesizer):
                     t_logits = teacher(view)
                     terms = {
                         "bn": hooks.loss(),
-                        "oh": cross_entropy(t_logits, targets),
+                        "oh": cross_entropy(t_logits, targets) if soft is None else soft_target_kl(t_logits, soft),
                         "tv": total_variation(view),
                         "l2": l2_prior(view),
                     }
