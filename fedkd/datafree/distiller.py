@@ -84,8 +84,9 @@ def distill(
             (:meth:`Synthesizer.student_terms`); their mean losses are reported as ``term/<name>``.
 
     Returns:
-        The last epoch's mean losses (``student_loss`` and the synthesizer's), ``samples_generated``,
-        ``student_samples``, ``wall_time_s`` (time in the loop, callbacks excluded), the last
+        The last epoch's mean losses (``student_loss`` and the synthesizer's), the mean norm of
+        the student's gradient before clipping (``student_grad_norm``; ``recipe.grad_clip`` clips),
+        ``samples_generated``, ``student_samples``, ``wall_time_s`` (time in the loop, callbacks excluded), the last
         epoch's split of its loop time into ``synthesis_s`` (in :meth:`Synthesizer.synthesize`) and
         ``student_s`` (the student steps, sampling included; on CUDA both are host-side times),
         and whatever the last ``on_epoch`` returned: the final student's figures, never the best seen.
@@ -101,6 +102,7 @@ def distill(
         )
     loss_fn = STUDENT_LOSSES[recipe.loss]
     temp, steps = recipe.temperature, recipe.steps
+    clip = float("inf") if recipe.grad_clip is None else float(recipe.grad_clip)
     teacher = as_teacher(teacher)
     device = synthesizer.device
     all_terms = ordered_terms([*synthesizer.student_terms(), *terms])
@@ -124,6 +126,7 @@ def distill(
                 synthesis_s += time.perf_counter() - tick
                 set_student_mode(student, freeze_bn_stats)
                 total = torch.zeros((), device=device)
+                grad_norms = torch.zeros((), device=device)
                 term_totals = torch.zeros(len(all_terms), device=device)
                 for _ in range(steps):
                     x, y = synthesizer.sample(student_batch_size)
@@ -143,6 +146,8 @@ def distill(
                             term_totals += values.detach()
                     optimizer.zero_grad(set_to_none=True)
                     step_loss.backward()
+                    # The norm before clipping (an infinite bound only measures it): a diagnostic.
+                    grad_norms += torch.nn.utils.clip_grad_norm_(student.parameters(), clip).detach()
                     optimizer.step()
                     for term in all_terms:
                         term.step()
@@ -150,6 +155,7 @@ def distill(
                 if scheduler is not None:
                     scheduler.step()
                 row["student_loss"] = total.item() / max(steps, 1)  # one sync per iteration
+                row["student_grad_norm"] = grad_norms.item() / max(steps, 1)
                 for term, value in zip(all_terms, term_totals.tolist(), strict=True):
                     row[f"term/{term.name}"] = value / max(steps, 1)
                 for key, value in row.items():

@@ -7,6 +7,7 @@ next to the synthesizer's own settings::
       steps: 5          # student updates per synthesis step
       loss: l1          # distance to the teacher's logits: l1 or kl
       temperature: 1.0  # softmax temperature of the kl loss
+      grad_clip: null   # largest norm of the student's gradient per update (null: no clipping)
 
 The entry points split that node off before the synthesizer is built (:func:`split_recipe`) and
 hand the :class:`StudentRecipe` to :func:`fedkd.datafree.distill`; the synthesizer never sees it.
@@ -34,12 +35,17 @@ class StudentRecipe:
         loss: the student's distance to the teacher's logits, a name of
             :data:`fedkd.datafree.losses.STUDENT_LOSSES` (``"l1"``, ``"kl"``).
         temperature: softmax temperature of the ``"kl"`` loss (> 0; ``"l1"`` ignores it).
+        grad_clip: the largest norm of the student's whole gradient per update (``None``: no
+            clipping). ``T**2``-scaled KL at ``T = 20`` gives gradients about ``T`` times those of a
+            cross-entropy, so SGD at lr 0.1 sits near its stability edge and an extra student term
+            can tip a run into a dead student (docs/design_notes.md#student-gradient-clipping).
         key: the config node the values came from, for error messages (not compared).
     """
 
     steps: int = 1
     loss: str = "kl"
     temperature: float = 1.0
+    grad_clip: float | None = None
     key: str = field(default="synthesizer.student", compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +56,9 @@ class StudentRecipe:
             raise ConfigError(f"{k}.loss '{self.loss}' is unknown; set {k}.loss to one of: {', '.join(STUDENT_LOSSES)}")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float) or not self.temperature > 0:
             raise ConfigError(f"{k}.temperature must be > 0 (got {self.temperature!r}); set {k}.temperature=<positive number>")
+        clip = self.grad_clip
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0):
+            raise ConfigError(f"{k}.grad_clip must be > 0 or null (got {clip!r}); set {k}.grad_clip=<largest gradient norm>")
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any] | None, key: str = "synthesizer.student") -> StudentRecipe:

@@ -21,6 +21,8 @@ SPEC = get_spec("digits")
     ({"loss": "mse"}, "synthesizer.student.loss"),
     ({"temperature": 0.0}, "synthesizer.student.temperature"),
     ({"stepz": 3}, "synthesizer.student.stepz"),
+    ({"grad_clip": 0}, "synthesizer.student.grad_clip"),
+    ({"grad_clip": -1.0}, "synthesizer.student.grad_clip"),
 ])
 def test_bad_recipes_are_one_line_config_errors_naming_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
@@ -59,3 +61,24 @@ def test_distill_runs_the_recipes_steps_and_needs_one():
         distill(student, teacher, synth, opt, 1, progress=False)  # no recipe
     with pytest.raises(TypeError, match="StudentRecipe"):
         distill(student, teacher, synth, opt, 1, recipe={"steps": 1}, progress=False)
+
+
+def _one_update(grad_clip: float | None) -> tuple[float, float]:
+    """(norm of the student's parameter change, reported gradient norm) after one plain SGD step at lr 1."""
+    torch.manual_seed(0)
+    student, teacher = build_model("lenet5_half", SPEC), Teacher(build_model("lenet5_half", SPEC))
+    synth = DFADSynthesizer(SPEC, generator={"name": "dfad_generator", "ngf": 4}, batch_size=8)
+    before = torch.cat([p.detach().flatten().clone() for p in student.parameters()])
+    opt = torch.optim.SGD(student.parameters(), lr=1.0)
+    out = distill(student, teacher, synth, opt, 1, recipe=StudentRecipe(steps=1, loss="l1", grad_clip=grad_clip),
+                  student_batch_size=8, progress=False)
+    after = torch.cat([p.detach().flatten() for p in student.parameters()])
+    return (after - before).norm().item(), out["student_grad_norm"]
+
+
+def test_grad_clip_bounds_the_students_update_and_the_norm_before_it_is_reported():
+    moved, norm = _one_update(None)
+    assert moved == pytest.approx(norm, rel=1e-4) and norm > 0.01  # lr 1: the step is the gradient
+    moved_clipped, norm_clipped = _one_update(0.01)
+    assert norm_clipped == pytest.approx(norm, rel=1e-5)  # measured before clipping
+    assert moved_clipped == pytest.approx(0.01, rel=1e-3)
