@@ -171,7 +171,7 @@ class CMISynthesizer(Synthesizer):
                 last = {k: v.item() for k, v in terms.items()}
                 self.samples_generated += b
         student.train(student_was_training)
-        self.pool.add(best_x)
+        self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
         if best_feat is not None:
             self.bank.add(best_feat)
         self.rounds += 1
@@ -213,9 +213,10 @@ class CMISynthesizer(Synthesizer):
         self.rounds = int(state["rounds"])
 
     @torch.no_grad()
-    def sample(self, n: int) -> tuple[torch.Tensor, None]:
-        """A random batch of pooled samples, shifted and flipped like training images."""
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A random batch of pooled samples, shifted and flipped like training images, and the labels
+        they were synthesised for."""
         if len(self.pool) == 0:
             raise RuntimeError("the CMI pool is empty: call synthesize() first")
-        x = self.pool.sample(n)
-        return (self._global_view(x) if self.augment_pool else x), None
+        x, y = self.pool.sample_labelled(n)
+        return (self._global_view(x) if self.augment_pool else x), y

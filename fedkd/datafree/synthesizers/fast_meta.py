@@ -225,7 +225,7 @@ class FastMetaSynthesizer(Synthesizer):
         student.train(student_was_training)
         self.fast_z = z.detach()
         self.meta_update()
-        self.pool.add(best_x)
+        self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
         self.rounds += 1
         return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
 
@@ -259,9 +259,10 @@ class FastMetaSynthesizer(Synthesizer):
         self.rounds = int(state["rounds"])
 
     @torch.no_grad()
-    def sample(self, n: int) -> tuple[torch.Tensor, None]:
-        """A random batch of pooled samples, shifted (and flipped) like training images."""
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A random batch of pooled samples, shifted (and flipped) like training images, and the
+        labels they were synthesised for."""
         if len(self.pool) == 0:
             raise RuntimeError("the FastDFKD pool is empty: call synthesize() first")
-        x = self.pool.sample(n)
-        return (self._view(x) if self.augment_pool else x), None
+        x, y = self.pool.sample_labelled(n)
+        return (self._view(x) if self.augment_pool else x), y

@@ -147,7 +147,7 @@ def test_deepinversion_student_beats_chance_with_a_bounded_pool(digits, digits_t
     x, y = synth.sample(32)
     assert x.shape == (32, *SPEC.shape)
     low, high = (0 - SPEC.mean[0]) / SPEC.std[0], (1 - SPEC.mean[0]) / SPEC.std[0]
-    assert y is None and synth.pool.all().min() >= low - 1e-5 and synth.pool.all().max() <= high + 1e-5  # clipped
+    assert y.shape == (32,) and synth.pool.all().min() >= low - 1e-5 and synth.pool.all().max() <= high + 1e-5  # clipped
 
 
 def test_fast_meta_student_beats_chance_with_a_bounded_pool(digits, digits_teacher):
@@ -163,6 +163,7 @@ def test_fast_meta_student_beats_chance_with_a_bounded_pool(digits, digits_teach
     assert acc > 0.5, acc  # chance: 0.1
     assert len(synth.pool) == 500 and synth.pool.added == 8 * 64
     assert out["samples_generated"] == 8 * 2 * 64 and "loss_adv" in out
+    assert synth.sample(8)[1].shape == (8,)  # with the labels the samples were made for
     assert _hook_count(digits_teacher) == 0
 
 
@@ -177,6 +178,8 @@ def test_deepinversion_follows_the_label_prior_and_adi_leaves_the_student_alone(
     with torch.no_grad():
         predicted = digits_teacher(synth.pool.all()).argmax(1)
     assert (predicted < 3).float().mean() > 0.9  # the teacher sees the classes that were asked for
+    _, y = synth.sample(64)
+    assert y is not None and (y < 3).all()  # the pool hands out the labels it was asked for (an ensemble weights by them)
 
 
 # ------------------------------------------------------------------------------ exact resume
