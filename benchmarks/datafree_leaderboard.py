@@ -63,6 +63,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
                                         "synthesizer.student.steps=32", "synthesizer.hflip=true"]),
     "fast_meta": ("fast meta-synthesis (Fast-2)", FAST),
     "fast_arvi": ("Fast-2 + act. reg. + virt. interp.", [*FAST, "student_terms=[activation,interpolation]"]),
+    # Added in the third session: the fast row with virtual interpolation (the cheapest candidate of
+    # benchmarks/datafree_tuning.py), and fast_arvi with the student's gradient clipped at 2, the fix
+    # for its seed 2 whose student died (docs/design_notes.md#student-gradient-clipping).
+    "fast_vi": ("Fast-2 + virt. interp.", [*FAST, "student_terms=[interpolation]"]),
+    "fast_arvi_clip": ("Fast-2 + act. reg. + virt. interp., clip 2", [*FAST, "student_terms=[activation,interpolation]",
+                                                                    "synthesizer.student.grad_clip=2.0"]),
 }
 # The combination row: the candidate benchmarks/datafree_tuning.py chose on held-out training images.
 _CHOICE = RESULTS / "datafree_tuning.json"
