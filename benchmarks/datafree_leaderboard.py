@@ -47,6 +47,8 @@ CMI = ["synthesizer=cmi", "iterations_per_epoch=10", "synthesizer.batch_size=128
        "synthesizer.oh=2.0", "synthesizer.student.steps=32", "synthesizer.hflip=true"]
 FAST = ["synthesizer=fast_meta", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.student.steps=32",
         "synthesizer.hflip=true"]
+DI = ["synthesizer=deepinversion", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.student.steps=32",
+      "synthesizer.hflip=true"]
 ADAM = ["optim=adam", "optim.lr=2e-3"]  # the student optimiser of RDSKD's, DAFL's and ZSKT's authors
 ROWS: dict[str, tuple[str, list[str]]] = {
     "kd": ("KD on real data (reference)", ["synthesizer=real_kd", "iterations_per_epoch=64"]),
@@ -59,14 +61,15 @@ ROWS: dict[str, tuple[str, list[str]]] = {
                                                 "synthesizer.base.batch_size=128", "synthesizer.base.lr=1e-4"]),
     "dafl": ("DAFL", ["synthesizer=dafl", "iterations_per_epoch=320", "synthesizer.batch_size=128", *ADAM]),
     "zskt": ("ZSKT", ["synthesizer=zskt", "iterations_per_epoch=32", *ADAM]),
-    "deepinversion": ("DeepInversion", ["synthesizer=deepinversion", "iterations_per_epoch=10", "synthesizer.batch_size=128",
-                                        "synthesizer.student.steps=32", "synthesizer.hflip=true"]),
+    "deepinversion": ("DeepInversion", DI),
     "fast_meta": ("fast meta-synthesis (Fast-2)", FAST),
     "fast_arvi": ("Fast-2 + act. reg. + virt. interp.", [*FAST, "student_terms=[activation,interpolation]"]),
     # Added in the third session: the fast row with virtual interpolation (the cheapest candidate of
     # benchmarks/datafree_tuning.py), and fast_arvi with the student's gradient clipped at 2, the fix
     # for its seed 2 whose student died (docs/design_notes.md#student-gradient-clipping).
     "fast_vi": ("Fast-2 + virt. interp.", [*FAST, "student_terms=[interpolation]"]),
+    # The second session's holdout choice (one seed on the test set); the third session's tuning chose anew.
+    "di_vi": ("DeepInversion + virt. interp.", [*DI, "student_terms=[interpolation]"]),
     "fast_arvi_clip": ("Fast-2 + act. reg. + virt. interp., clip 2", [*FAST, "student_terms=[activation,interpolation]",
                                                                     "synthesizer.student.grad_clip=2.0"]),
 }
