@@ -66,6 +66,7 @@ def cell(runs: list[dict], baseline: list[dict] | None, target: float) -> dict:
         "diagnostics_s": mean_of("server_seconds_diagnostics") if any("server_seconds_diagnostics" in r["means"] for r in runs) else 0.0,
         "train_phase_s": mean_of("train_phase_seconds"),
         "teacher_mean": mean_of("teacher_mean_accuracy"),
+        "teacher_logit": mean_of("teacher_logit_weighted_accuracy"),
         "teacher_label_true": mean_of("teacher_label_weighted_accuracy_true_label"),
         "agreement": mean_of("teacher_intended_label_agreement"),
         "gain": mean_of("distillation_gain"),
@@ -81,13 +82,14 @@ def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, d
         lines += [f"### {setting}", "",
                   (f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | mean of the last {LAST} rounds % | rounds to {target:.0%} "
                    "| server s/round (aggregate + eval; without diagnostics) | client training phase s/round "
-                   "| teacher mean / label-weighted (true label) % | intended-label agreement % | distillation helped (share of rounds) |"),
+                   "| teacher mean / logit-weighted / label-weighted (true label) % | intended-label agreement % | distillation helped (share of rounds) |"),
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         order = sorted(rows, key=lambda r: (STRATEGY_ORDER.index(r) if r in STRATEGY_ORDER else len(STRATEGY_ORDER), r))
         for row in order:
             c = cells.setdefault(setting, {})[row] = cell(rows[row], baseline, target)
             reach = "-" if not c["seeds_reaching"] else f"{c['rounds_to_target']:.1f} ({c['seeds_reaching']}/{len(c['seeds'])})"
-            teacher = "-" if math.isnan(c["teacher_mean"]) else f"{100 * c['teacher_mean']:.1f} / {100 * c['teacher_label_true']:.1f}"
+            teacher = "-" if math.isnan(c["teacher_mean"]) else (
+                f"{100 * c['teacher_mean']:.1f} / {100 * c['teacher_logit']:.1f} / {100 * c['teacher_label_true']:.1f}")
             agree = "-" if math.isnan(c["agreement"]) else f"{100 * c['agreement']:.1f}"
             helped = "-" if math.isnan(c["helped_share"]) else f"{c['helped_share']:.2f} (gain {100 * c['gain']:+.2f})"
             diff = "-" if row == "fedavg" else _fmt(*c["diff_to_fedavg"], signed=True)
