@@ -34,10 +34,14 @@ class RingBuffer:
         return self._size
 
     def add(self, rows: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        """Store ``rows`` (and one label per row, if given: then every add must give them)."""
+        """Store ``rows`` and, if given, one label per row. A buffer is labelled when its first rows
+        came with labels; then every add needs them. One that holds unlabelled rows (e.g. restored
+        from a checkpoint written before pools kept labels) stays unlabelled and ignores labels."""
         rows = rows.detach().to(self.device)
-        if (labels is None) != (self._labels is None) and self.added > 0:
-            raise ValueError("add labels with every batch of a labelled buffer, and with none of an unlabelled one")
+        if self.added > 0 and self._data is not None and self._labels is None:
+            labels = None
+        if labels is None and self._labels is not None:
+            raise ValueError("a labelled buffer needs labels with every batch; pass one label per row")
         if labels is not None:
             labels = labels.detach().to(self.device, torch.long)
             if labels.shape != rows.shape[:1]:

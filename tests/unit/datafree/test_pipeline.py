@@ -201,6 +201,10 @@ def test_ring_buffer_keeps_each_rows_label_through_wrapping_and_a_checkpoint():
     assert torch.equal(rows.flatten().long(), labels)
     with pytest.raises(ValueError, match="every batch"):
         buf.add(torch.zeros(1, 1))  # a labelled buffer needs labels with every add
+    old = RingBuffer(5)  # rows restored without labels (a checkpoint from before pools kept them)
+    old.add(torch.zeros(2, 1))
+    old.add(torch.ones(2, 1), torch.ones(2))
+    assert len(old) == 4 and old.sample_labelled(3)[1] is None  # stays unlabelled
     with pytest.raises(ValueError, match="one label per row"):
         RingBuffer(5).add(torch.zeros(2, 1), torch.zeros(3))
 
