@@ -32,6 +32,7 @@ from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.generators import reset_parameters
 from fedkd.datafree.losses import adversarial_kl, cross_entropy, info_nce
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
 
@@ -121,6 +122,7 @@ class CMISynthesizer(Synthesizer):
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """One round: optimise a fresh generator and latent codes, keep the best batch."""
+        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
         b = self.batch_size
         if self.reset_generator:
             reset_parameters(self.generator)
@@ -146,7 +148,7 @@ class CMISynthesizer(Synthesizer):
                     g_view = self._global_view(x)
                     # One teacher pass over both views (eval-mode BN treats samples independently).
                     views = torch.cat([g_view, random_resized_crop(x, self.local_scale, hflip=self.hflip)]) if w["cr"] > 0 else g_view
-                    t_logits = teacher(views)[:b]
+                    t_logits = teacher(views, targets.repeat(views.shape[0] // b))[:b]
                     terms = {"bn": hooks.loss(), "oh": cross_entropy(t_logits, targets)}
                     if w["adv"] > 0:
                         terms["adv"] = adversarial_kl(student(g_view), t_logits)

@@ -43,6 +43,7 @@ from fedkd.datafree.losses import cross_entropy, js_divergence, l2_prior, soft_t
 from fedkd.datafree.soft_targets import check_betas as check_dirichlet_betas
 from fedkd.datafree.soft_targets import dirichlet_targets, teacher_similarity
 from fedkd.datafree.synthesizers.base import Synthesizer
+from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
 
@@ -151,6 +152,7 @@ class DeepInversionSynthesizer(Synthesizer):
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """One round: invert a fresh noise batch for ``synthesis_steps`` steps, keep its best state."""
+        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
         b, w = self.batch_size, self.weights
         x = torch.randn(b, *self.spec.shape, device=self.device)
         if self.clip:
@@ -171,7 +173,7 @@ class DeepInversionSynthesizer(Synthesizer):
             for it in range(self.synthesis_steps):
                 with autocast(self.device):
                     view = self._jitter(x)
-                    t_logits = teacher(view)
+                    t_logits = teacher(view, targets)
                     terms = {
                         "bn": hooks.loss(),
                         "oh": cross_entropy(t_logits, targets) if soft is None else soft_target_kl(t_logits, soft),

@@ -49,6 +49,7 @@ from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.losses import adversarial_kl, bn_statistics_loss, cross_entropy
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.datafree.synthesizers.deepinversion import check_betas, check_non_negative
+from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
 
@@ -184,6 +185,7 @@ class FastMetaSynthesizer(Synthesizer):
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """One round: adapt a copy of the meta-initialisation in a few steps, Reptile, pool."""
+        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
         b, w = self.batch_size, self.weights
         self.fast_generator.load_state_dict(self.generator.state_dict())
         self.fast_generator.train()
@@ -206,7 +208,7 @@ class FastMetaSynthesizer(Synthesizer):
                 with autocast(self.device):
                     x = self.fast_generator(z)
                     view = self._view(x)
-                    t_logits = teacher(view)
+                    t_logits = teacher(view, targets)
                     terms = {"bn": hooks.loss(), "oh": cross_entropy(t_logits, targets)}
                     if use_adv:
                         terms["adv"] = adversarial_kl(student(view), t_logits)

@@ -117,8 +117,15 @@ def test_both_work_on_the_federated_servers_ensemble_teacher(digits_teacher):
 
     from fedkd.datafree import EnsembleTeacher, class_weights_from_counts
 
+    class LabelSpy(EnsembleTeacher):
+        calls: list = []
+
+        def forward(self, x, labels=None):
+            self.calls.append(labels is not None and len(labels) == len(x))
+            return super().forward(x, labels)
+
     counts = [[30, 30, 0, 0, 0, 0, 0, 0, 0, 0], [0, 10, 40, 0, 0, 0, 0, 0, 0, 0]]
-    teacher = EnsembleTeacher([digits_teacher, copy.deepcopy(digits_teacher)], class_weights_from_counts(counts))
+    teacher = LabelSpy([digits_teacher, copy.deepcopy(digits_teacher)], class_weights_from_counts(counts), weighting="label")
     seed_everything(0)
     fast = FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, synthesis_steps=2)
     inversion = DeepInversionSynthesizer(SPEC, "cpu", batch_size=16, synthesis_steps=2)
@@ -128,6 +135,7 @@ def test_both_work_on_the_federated_servers_ensemble_teacher(digits_teacher):
             out = synth.synthesize(teacher, _student())
         assert math.isfinite(out["synthesis_loss"]) and len(synth.pool) == 32
     assert len(fast.bn_memory) == 2 * len(BNStatHooks(digits_teacher).layers)  # every member's layers
+    assert teacher.calls and all(teacher.calls)  # synthesis asks the teacher with the target labels (label weighting)
     assert _hook_count(digits_teacher) == 0
 
 
