@@ -120,18 +120,27 @@ def save_result(row: str, seed: int) -> None:
     result_file(row, seed).write_text(json.dumps(figures, indent=1))
 
 
-def distill(row: str, seed: int, teacher: Path) -> tuple[str, int, int, float]:
-    folder = run_dir(row, seed)
-    if folder.exists():  # an unfinished earlier attempt: start it again (fedkd-distill refuses a used folder)
+def run_distill(folder: Path, teacher: Path, seed: int, overrides: list[str], log: Path,
+                extra: tuple[str, ...] = ("preview_images=64",)) -> tuple[int, float]:
+    """One ``fedkd-distill`` run at the leaderboard's budget in ``folder`` (an unfinished earlier
+    attempt there is started again: fedkd-distill refuses a used folder); ``(exit code, seconds)``.
+    The tuning and sensitivity scripts run their settings through it too."""
+    if folder.exists():
         for path in sorted(folder.rglob("*"), reverse=True):
             path.unlink() if path.is_file() else path.rmdir()
     folder.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(BIN / "fedkd-distill"), "dataset=fashion_mnist", "threads=1", f"teacher.checkpoint={teacher}",
-           "epochs=10", "student_batch_size=128", "tensorboard=false", "preview_images=64", f"seed={seed}",
-           *ROWS[row][1], f"hydra.run.dir={folder}"]
+           "epochs=10", "student_batch_size=128", "tensorboard=false", f"seed={seed}", *extra,
+           *overrides, f"hydra.run.dir={folder}"]
     start = time.perf_counter()
-    code = run(cmd, folder.parent / f"seed{seed}.log")
-    return row, seed, code, time.perf_counter() - start
+    code = run(cmd, log)
+    return code, time.perf_counter() - start
+
+
+def distill(row: str, seed: int, teacher: Path) -> tuple[str, int, int, float]:
+    folder = run_dir(row, seed)
+    code, seconds = run_distill(folder, teacher, seed, ROWS[row][1], folder.parent / f"seed{seed}.log")
+    return row, seed, code, seconds
 
 
 def epoch_rows(folder: Path) -> list[dict]:

@@ -44,16 +44,9 @@ def overrides(method: str, change: str) -> list[str]:
 def run_setting(method: str, change: str, teacher: Path) -> None:
     name = f"{method}_{change}"
     folder = board.OUT / "sensitivity" / name
-    if folder.exists():
-        for path in sorted(folder.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(board.BIN / "fedkd-distill"), "dataset=fashion_mnist", "threads=1", f"teacher.checkpoint={teacher}",
-           "epochs=10", "student_batch_size=128", "tensorboard=false", "preview_images=0", "seed=0",
-           *overrides(method, change), f"hydra.run.dir={folder}"]
-    start = time.perf_counter()
-    code = board.run(cmd, folder.parent / f"{name}.log")
-    print(f"{name}: {'ok' if code == 0 else f'FAILED (exit {code})'}, {time.perf_counter() - start:.0f} s", flush=True)
+    code, seconds = board.run_distill(folder, teacher, 0, overrides(method, change), folder.parent / f"{name}.log",
+                                      extra=("preview_images=0",))
+    print(f"{name}: {'ok' if code == 0 else f'FAILED (exit {code})'}, {seconds:.0f} s", flush=True)
     if code == 0:
         RESULTS.mkdir(parents=True, exist_ok=True)
         figures = {"method": method, "change": change, "overrides": overrides(method, change), **board.run_figures(folder)}

@@ -39,7 +39,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "fast_r20_arvi": ("Fast-2, 200 rounds x 16 steps, + act. reg. + virt. interp.",
                       [*FAST_R20, "iterations_per_epoch=20", "synthesizer.student.steps=16", TERMS]),
     "di_vi": ("DeepInversion + virt. interp.", [*board.ROWS["deepinversion"][1], "student_terms=[interpolation]"]),
-    # Second session: what limits DeepInversion (its test curve levels off near 81 % by epoch 4).
+    # Third session: what limits DeepInversion (its test curve levels off near 81 % by epoch 4).
     "di": ("DeepInversion (the leaderboard row)", DI),
     "di_adi": ("Adaptive DeepInversion (competition term 1)", [*DI, "synthesizer.adi=1.0"]),
     "di_b256": ("DeepInversion, 256 samples x 50 steps per round", [*DI, "synthesizer.batch_size=256",
@@ -55,16 +55,9 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
 
 def run_candidate(name: str, teacher: Path) -> None:
     folder = board.OUT / "tuning" / name
-    if folder.exists():
-        for path in sorted(folder.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(board.BIN / "fedkd-distill"), "dataset=fashion_mnist", "threads=1", f"teacher.checkpoint={teacher}",
-           "epochs=10", "student_batch_size=128", "tensorboard=false", "preview_images=0", "seed=0",
-           "evaluate_on=holdout", "holdout_size=5000", *CANDIDATES[name][1], f"hydra.run.dir={folder}"]
-    start = time.perf_counter()
-    code = board.run(cmd, folder.parent / f"{name}.log")
-    print(f"{name}: {'ok' if code == 0 else f'FAILED (exit {code})'}, {time.perf_counter() - start:.0f} s", flush=True)
+    code, seconds = board.run_distill(folder, teacher, 0, CANDIDATES[name][1], folder.parent / f"{name}.log",
+                                      extra=("preview_images=0", "evaluate_on=holdout", "holdout_size=5000"))
+    print(f"{name}: {'ok' if code == 0 else f'FAILED (exit {code})'}, {seconds:.0f} s", flush=True)
     if code == 0:
         summary = json.loads((folder / "summary.json").read_text())
         RESULTS.mkdir(parents=True, exist_ok=True)
