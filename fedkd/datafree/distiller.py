@@ -86,8 +86,8 @@ def distill(
     Returns:
         The last epoch's mean losses (``student_loss`` and the synthesizer's), the mean norm of
         the student's gradient before clipping (``student_grad_norm``; ``recipe.grad_clip`` clips),
-        ``samples_generated``, ``student_samples``, ``wall_time_s`` (time in the loop, callbacks excluded), the last
-        epoch's split of its loop time into ``synthesis_s`` (in :meth:`Synthesizer.synthesize`) and
+        ``samples_generated``, ``student_samples``, ``wall_time_s`` (time in the loop, callbacks
+        excluded), the last epoch's split of its loop time into ``synthesis_s`` (in :meth:`Synthesizer.synthesize`) and
         ``student_s`` (the student steps, sampling included; on CUDA both are host-side times),
         and whatever the last ``on_epoch`` returned: the final student's figures, never the best seen.
     """
