@@ -180,13 +180,18 @@ def test_fedavg_refuses_mixed_architectures_with_one_line_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the options that decide whether it pays
+# A pool synthesizer (its samples carry their target labels, so the label-weighted teacher applies) and
+# the student's gradient clipping ride along as options too.
+POOL = "synthesizer@strategy.synthesizer=fast_meta,strategy.synthesizer.batch_size=32,strategy.synthesizer.student.grad_clip=2.0"
+
+
 @pytest.mark.parametrize("option", ["strategy.global_teacher_weight=0.5", "strategy.ensemble_weighting=confidence",
-                                    "strategy.safeguard=0.0", "strategy.safeguard=1.0"])
+                                    "strategy.safeguard=0.0", "strategy.safeguard=1.0", POOL])
 def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(option, trained_longer, tmp_path):
     from fedkd.models import build_from_config
     from fedkd.training import evaluate
 
-    cfg = compose_sim_config(SMALL + BUDGET + ["strategy=fedftg", option])
+    cfg = compose_sim_config(SMALL + BUDGET + ["strategy=fedftg", *option.split(",")])
     strategy, run = bound_strategy(cfg, tmp_path)
     strategy.aggregate(1, trained_longer)  # warm-up: the generator learns, the average is the global model
     strategy._round.server.clear()
@@ -206,6 +211,9 @@ def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(o
         assert server["safeguard_kept_average"] == (1.0 if server["average_teacher_agreement"] >= 1.0 else 0.0)
         assert not kept or server["safeguard_kept_average"] == 1.0
     assert accuracy == pytest.approx(server["student_accuracy_after"], abs=1e-6)  # digits' test split < the probe size
+    assert server["student_grad_norm"] > 0
+    if option == POOL:  # the pool hands the teacher and the student each sample's target label
+        assert strategy.synthesizer.sample(4)[1].shape == (4,)
 
 
 @pytest.mark.parametrize("bad, match", [("strategy.global_teacher_weight=1.5", "global_teacher_weight"),
