@@ -29,8 +29,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -118,6 +120,12 @@ def save_result(row: str, seed: int) -> None:
     RUN_RESULTS.mkdir(parents=True, exist_ok=True)
     figures = {"row": row, "seed": seed, "overrides": ROWS[row][1], **run_figures(folder)}
     result_file(row, seed).write_text(json.dumps(figures, indent=1))
+
+
+def in_parallel(fn: Callable[[Any], Any], items: list, jobs: int) -> Iterator[Any]:
+    """``fn`` over ``items``, ``jobs`` at a time (each a one-thread process), results in order."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        yield from pool.map(fn, items)
 
 
 def run_distill(folder: Path, teacher: Path, seed: int, overrides: list[str], log: Path,
@@ -294,11 +302,10 @@ def main() -> None:
         teacher = ensure_teacher()
         todo = [(r, int(s)) for s in args.seeds.split(",") for r in rows if not finished(r, int(s))]
         print(f"{len(todo)} run(s) to do: {todo}", flush=True)
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for row, seed, code, seconds in pool.map(lambda job: distill(*job, teacher), todo):
-                save_result(row, seed)
-                status = "ok" if code == 0 else f"FAILED (exit {code}; see {run_dir(row, seed).parent}/seed{seed}.log)"
-                print(f"{row} seed {seed}: {status}, {seconds:.0f} s", flush=True)
+        for row, seed, code, seconds in in_parallel(lambda job: distill(*job, teacher), todo, args.jobs):
+            save_result(row, seed)
+            status = "ok" if code == 0 else f"FAILED (exit {code}; see {run_dir(row, seed).parent}/seed{seed}.log)"
+            print(f"{row} seed {seed}: {status}, {seconds:.0f} s", flush=True)
     report()
 
 

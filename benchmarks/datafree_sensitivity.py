@@ -22,7 +22,6 @@ import json
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,8 +94,7 @@ def main() -> None:
     if not args.report_only:
         teacher = board.ensure_teacher()
         todo = [(m, c) for m in args.methods.split(",") for c in CHANGES if not (RESULTS / f"{m}_{c}.json").is_file()]
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(lambda job: run_setting(*job, teacher), todo))
+        list(board.in_parallel(lambda job: run_setting(*job, teacher), todo, args.jobs))
     report()
 
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,8 +90,7 @@ def main() -> None:
     if not args.report_only:
         teacher = board.ensure_teacher()
         todo = [n for n in args.candidates.split(",") if not (RESULTS / f"{n}.json").is_file()]
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            list(pool.map(lambda name: run_candidate(name, teacher), todo))
+        list(board.in_parallel(lambda name: run_candidate(name, teacher), todo, args.jobs))
     report()
 
 

@@ -38,7 +38,7 @@ class RingBuffer:
         came with labels; then every add needs them. One that holds unlabelled rows (e.g. restored
         from a checkpoint written before pools kept labels) stays unlabelled and ignores labels."""
         rows = rows.detach().to(self.device)
-        if self.added > 0 and self._data is not None and self._labels is None:
+        if self._data is not None and self._labels is None:  # holds unlabelled rows already
             labels = None
         if labels is None and self._labels is not None:
             raise ValueError("a labelled buffer needs labels with every batch; pass one label per row")
