@@ -69,6 +69,8 @@ ROWS: dict[str, list[str]] = {
 ONE_SHOT_ROWS: dict[str, list[str]] = {
     "fedavg": ["strategy=fedavg"],
     "one_shot_fedftg": ["strategy=one_shot_fedftg"],
+    # Co-Boosting (ICLR 2024): the paper's method with its authors' settings, nothing tuned here
+    "one_shot_coboost": ["strategy=one_shot_coboost"],
 }
 # Choosing FedFTG's options: a setting of its own (Dirichlet 0.2, 20 clients, 12 rounds, seed 100),
 # evaluated on a holdout of training images no client holds; the grid's settings and seeds never decide.

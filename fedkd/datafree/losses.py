@@ -124,6 +124,18 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets)
 
 
+def hard_sample_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, power: float) -> torch.Tensor:
+    """Co-Boosting's hard-sample cross-entropy: ``mean_i (1 - p_i)^power * CE_i``, with ``p_i`` the
+    (detached) probability the logits give the target. Samples the teacher already finds easy count
+    less, so a generator trained on it moves towards samples near the decision boundaries;
+    ``power = 0`` is the plain cross-entropy."""
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    if power == 0:
+        return ce.mean()
+    p = torch.exp(-ce.detach())  # the target's probability
+    return ((1.0 - p).pow(power) * ce).mean()
+
+
 STUDENT_LOSSES = {
     "l1": lambda s, t, temperature: l1_discrepancy(s, t),
     "kl": kl_divergence,

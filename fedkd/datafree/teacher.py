@@ -107,6 +107,11 @@ class EnsembleTeacher(Teacher):
       members: a client that has seen the label but is unsure of this sample counts less (in the
       spirit of the confidence-aware ensembles of FedDF's follow-ups and Co-Boosting).
 
+    ``member_weights`` (Co-Boosting's ensemble weights, :meth:`set_member_weights`): one
+    non-negative scalar per member that scales its weight for every class before the columns are
+    normalised again, ``w'[m, c] = a_m w[m, c] / sum_k a_k w[k, c]`` (with no class weights:
+    ``a_m / sum_k a_k``); ``None`` (the default) leaves the weights as they are.
+
     ``batched``: ``"auto"`` (default) evaluates members that share one architecture in a single
     vectorised call (parameters stacked, ``torch.func.functional_call`` under ``torch.func.vmap``)
     on CUDA, and one call per member on the CPU, where the loop measured faster (see
@@ -150,6 +155,8 @@ class EnsembleTeacher(Teacher):
             raise ConfigError("batched=True needs members of one architecture; use batched='auto' or False")
         else:
             self.batched = bool(batched)
+        self.member_weights: torch.Tensor | None = None
+        self.member_weight_updates = 0  # set_member_weights calls so far (a boosting schedule decays with them)
         self._loop_only = 0
         self._stacked: tuple[dict, dict, torch.device] | None = None
         self._template: nn.Module | None = None
@@ -157,6 +164,17 @@ class EnsembleTeacher(Teacher):
     @property
     def members(self) -> list[nn.Module]:
         return list(self.ensemble)
+
+    def set_member_weights(self, weights: torch.Tensor | Sequence[float]) -> None:
+        """Scale each member's weight by ``weights[m]`` (non-negative, not all zero); see the class doc."""
+        w = torch.as_tensor(weights, dtype=torch.float32).detach()
+        if w.shape != (self.num_members,) or (w < 0).any() or w.sum() <= 0:
+            raise ConfigError(
+                f"member weights must be {self.num_members} non-negative numbers, not all zero (got shape {tuple(w.shape)})"
+            )
+        device = self.class_weights.device if self.class_weights is not None else next(self.ensemble[0].parameters()).device
+        self.member_weights = w.to(device)
+        self.member_weight_updates += 1
 
     def refresh(self) -> None:
         """Re-stack member parameters for the batched path (after their weights changed)."""
@@ -181,32 +199,58 @@ class EnsembleTeacher(Teacher):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.combine(self.member_logits(x), labels)
 
-    def combine(self, logits: torch.Tensor, labels: torch.Tensor | None = None, weighting: str | None = None) -> torch.Tensor:
+    def combine(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        weighting: str | None = None,
+        member_weights: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The ensemble's logits from its members' (``(M, N, C)``, :meth:`member_logits`), by
-        ``weighting`` (default: the teacher's own); metrics use it to compare weightings on one pass."""
+        ``weighting`` (default: the teacher's own); metrics use it to compare weightings on one
+        pass. ``member_weights`` (default: the teacher's) may carry a gradient: Co-Boosting
+        differentiates the ensemble's loss with respect to them."""
         weighting = weighting or self.weighting
+        member_weights = self.member_weights if member_weights is None else member_weights
+        weights = self._class_weights(member_weights, logits)
         if weighting == "confidence":
-            return (logits * self._confidence_weights(logits, labels).unsqueeze(-1)).sum(0)
-        if self.class_weights is None:
+            return (logits * self._confidence_weights(logits, labels, weights, member_weights).unsqueeze(-1)).sum(0)
+        if weights is None:
             return logits.mean(0)
-        weights = self.class_weights.to(logits.dtype)
         if weighting == "label" and labels is not None:
             return (logits * weights[:, labels].unsqueeze(-1)).sum(0)  # (M, N, 1): one weight per member and sample
         return (logits * weights.unsqueeze(1)).sum(0)
 
-    def _confidence_weights(self, logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _class_weights(self, member_weights: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
+        """(M, C) weights with columns summing to 1, the member weights folded in; ``None`` for the plain mean."""
+        dtype = logits.dtype
+        if member_weights is None:
+            return None if self.class_weights is None else self.class_weights.to(dtype)
+        base = self.class_weights
+        if base is None:
+            base = uniform_class_weights(self.num_members, logits.shape[-1]).to(member_weights.device)
+        scaled = member_weights.float().unsqueeze(1) * base
+        totals = scaled.sum(0, keepdim=True)
+        # A class whose every holder was weighted down to 0 keeps its unscaled weights.
+        return torch.where(totals > 0, scaled / totals.clamp_min(1e-12), base).to(dtype)
+
+    def _confidence_weights(
+        self, logits: torch.Tensor, labels: torch.Tensor | None, weights: torch.Tensor | None, member_weights: torch.Tensor | None
+    ) -> torch.Tensor:
         """(M, N) weights: each member's label weight (its share of the sample's intended label;
-        uniform without labels or class weights) times its confidence on the sample (its largest
-        softmax probability), normalised over members. Detached: the weights say whom to trust,
-        the gradient a generator gets flows through the logits only."""
+        without labels, its normalised member weight, or uniform) times its confidence on the sample
+        (its largest softmax probability), normalised over members. The confidences are detached:
+        they say whom to trust, the gradient a generator gets flows through the logits only."""
         members, n = logits.shape[:2]
-        if self.class_weights is not None and labels is not None:
-            base = self.class_weights[:, labels]
+        if weights is not None and labels is not None:
+            base = weights[:, labels].float()
+        elif member_weights is not None:
+            base = (member_weights.float() / member_weights.float().sum()).unsqueeze(1).expand(members, n)
         else:
             base = torch.full((members, n), 1.0 / members, device=logits.device)
         confidence = logits.detach().float().softmax(-1).amax(-1)
-        weights = base.to(confidence) * confidence
-        return (weights / weights.sum(0, keepdim=True).clamp_min(1e-12)).to(logits.dtype)
+        weighted = base * confidence
+        return (weighted / weighted.sum(0, keepdim=True).clamp_min(1e-12)).to(logits.dtype)
 
     def _batched_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self._stacked is None or self._stacked[2] != x.device:

@@ -183,10 +183,11 @@ def test_fedavg_refuses_mixed_architectures_with_one_line_error(tmp_path):
 # A pool synthesizer (its samples carry their target labels, so the label-weighted teacher applies) and
 # the student's gradient clipping ride along as options too.
 POOL = "synthesizer@strategy.synthesizer=fast_meta,strategy.synthesizer.batch_size=32,strategy.synthesizer.student.grad_clip=2.0"
+COBOOST = "synthesizer@strategy.synthesizer=coboost,strategy.synthesizer.batch_size=32"
 
 
 @pytest.mark.parametrize("option", ["strategy.global_teacher_weight=0.5", "strategy.ensemble_weighting=confidence",
-                                    "strategy.safeguard=0.0", "strategy.safeguard=1.0", POOL])
+                                    "strategy.safeguard=0.0", "strategy.safeguard=1.0", POOL, COBOOST])
 def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(option, trained_longer, tmp_path):
     from fedkd.models import build_from_config
     from fedkd.training import evaluate
@@ -214,6 +215,8 @@ def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(o
     assert server["student_grad_norm"] > 0
     if option == POOL:  # the pool hands the teacher and the student each sample's target label
         assert strategy.synthesizer.sample(4)[1].shape == (4,)
+    if option == COBOOST:  # the ensemble's members were re-weighted away from the plain mean
+        assert 0 <= server["member_weight_min"] < server["member_weight_max"] <= 1 and server["boost_loss"] > 0
 
 
 @pytest.mark.parametrize("bad, match", [("strategy.global_teacher_weight=1.5", "global_teacher_weight"),

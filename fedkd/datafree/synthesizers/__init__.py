@@ -2,6 +2,7 @@
 
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.datafree.synthesizers.cmi import CMISynthesizer
+from fedkd.datafree.synthesizers.coboost import EnsembleBoosting
 from fedkd.datafree.synthesizers.conditional import ConditionalSynthesizer
 from fedkd.datafree.synthesizers.dafl import DAFLSynthesizer
 from fedkd.datafree.synthesizers.deepinversion import DeepInversionSynthesizer
@@ -12,4 +13,4 @@ from fedkd.datafree.synthesizers.real import RealDataSource
 from fedkd.datafree.synthesizers.replay import PseudoReplaySynthesizer
 from fedkd.datafree.synthesizers.zskt import ZSKTSynthesizer
 
-__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer", "FastMetaSynthesizer", "PseudoReplaySynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]
+__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer", "EnsembleBoosting", "FastMetaSynthesizer", "PseudoReplaySynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]

@@ -7,7 +7,9 @@ Each generator step minimises
 
     ce * CE(teacher(x), y) + adv * adversarial KL + div * diversity + bn * BN statistics
 
-where the adversarial term is minus the student-teacher KL (only on samples where they agree,
+where the cross-entropy may weight each sample by ``(1 - p_y)^hard_sample_power`` (Co-Boosting's
+hard-sample mining, :func:`~fedkd.datafree.losses.hard_sample_cross_entropy`; 0: plain CE),
+the adversarial term is minus the student-teacher KL (only on samples where they agree,
 unless ``adv_all_samples``), the diversity term keeps different codes from collapsing onto one
 sample, and the BN term (DeepInversion) is used only when ``bn > 0``.
 """
@@ -23,7 +25,7 @@ from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
-from fedkd.datafree.losses import adversarial_kl, cross_entropy, diversity_loss
+from fedkd.datafree.losses import adversarial_kl, diversity_loss, hard_sample_cross_entropy
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
@@ -40,6 +42,7 @@ class ConditionalSynthesizer(Synthesizer):
             :meth:`Synthesizer.set_label_prior`, which the federated server calls every round.
         batch_size, generator_steps, lr, betas: generator optimisation per :meth:`synthesize`.
         ce, adv, div, bn: loss weights; ``adv_all_samples`` drops the agreement mask.
+        hard_sample_power: weight each sample's cross-entropy by ``(1 - p_y)`` to this power (>= 0).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class ConditionalSynthesizer(Synthesizer):
         div: float = 1.0,
         bn: float = 0.0,
         adv_all_samples: bool = False,
+        hard_sample_power: float = 0.0,
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr)
@@ -66,6 +70,9 @@ class ConditionalSynthesizer(Synthesizer):
         self.batch_size, self.generator_steps = batch_size, generator_steps
         self.weights = {"ce": ce, "adv": adv, "div": div, "bn": bn}
         self.adv_all_samples = adv_all_samples
+        if hard_sample_power < 0:
+            raise ConfigError(f"synthesizer.hard_sample_power must be >= 0 (got {hard_sample_power}); 0 is the plain cross-entropy")
+        self.hard_sample_power = float(hard_sample_power)
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
         self.set_label_prior(label_prior)  # None: uniform random labels
@@ -86,7 +93,7 @@ class ConditionalSynthesizer(Synthesizer):
                 with autocast(self.device):
                     x = self.generator(z, y)
                     t_logits = teacher(x, y)
-                    terms = {"ce": cross_entropy(t_logits, y)}
+                    terms = {"ce": hard_sample_cross_entropy(t_logits, y, self.hard_sample_power)}
                     if w["adv"] > 0:
                         terms["adv"] = adversarial_kl(student(x), t_logits, only_agreeing=not self.adv_all_samples)
                     if w["div"] > 0:

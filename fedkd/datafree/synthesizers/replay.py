@@ -41,26 +41,23 @@ Config: ``conf/synthesizer/replay_<base>.yaml`` composes the base method's YAML 
 (``defaults: [/synthesizer@base: dfad, _self_]``); under FedFTG, ``synthesizer@strategy.synthesizer=replay_conditional
 synthesizer@strategy.synthesizer.base=fedftg`` keeps the strategy's server settings for the base.
 
-Delegation: ``generator``, the label prior and :meth:`student_terms` are the base's. The student's
-recipe (steps, loss, temperature) is the base's too: the wrapper's YAML ``student`` node interpolates
-the base's key by key (``synthesizer.student.steps=..`` and ``synthesizer.base.student.steps=..``
-both set it), and :func:`fedkd.datafree.split_recipe` drops the base's copy before it is built.
+Delegation (:class:`~fedkd.datafree.synthesizers.wrapper.SynthesizerWrapper`): the generator, the
+label prior, :meth:`student_terms` and the student's recipe are the base's.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import gaussian_kl, teacher_agreement, vae_reconstruction
-from fedkd.datafree.student_terms import StudentTerm
 from fedkd.datafree.synthesizers.base import Synthesizer
+from fedkd.datafree.synthesizers.wrapper import SynthesizerWrapper
 from fedkd.datafree.teacher import as_teacher
 from fedkd.datafree.vae import ConvDecoder, ConvVAE, memory_bytes
 from fedkd.errors import ConfigError
@@ -84,7 +81,7 @@ def frozen_decoder(decoder: ConvDecoder) -> ConvDecoder:
     return memory
 
 
-class PseudoReplaySynthesizer(Synthesizer):
+class PseudoReplaySynthesizer(SynthesizerWrapper):
     """A base synthesizer whose student batches mix in samples replayed by a VAE.
 
     Args:
@@ -118,8 +115,7 @@ class PseudoReplaySynthesizer(Synthesizer):
         kl_weight: float = 1e-5,
         **base_overrides: Any,
     ) -> None:
-        # Synthesizer.__init__ is not called: the sample count and the label prior are the base's.
-        self.spec, self.device = spec, torch.device(device)
+        super().__init__(spec, device, base, base_overrides)
         self._check_positive(refresh_every=refresh_every, vae_steps=vae_steps, vae_batch_size=vae_batch_size, vae_lr=vae_lr)
         for key, value in {"replay_share": replay_share, "vae_replay_share": vae_replay_share}.items():
             if not 0 <= value < 1:
@@ -127,7 +123,6 @@ class PseudoReplaySynthesizer(Synthesizer):
         for key, value in {"teacher_weight": teacher_weight, "kl_weight": kl_weight}.items():
             if value < 0:
                 raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>")
-        self.base = self._build_base(base, base_overrides)
         self.replay_share, self.refresh_every = float(replay_share), int(refresh_every)
         self.vae_steps, self.vae_batch_size, self.vae_replay_share = int(vae_steps), int(vae_batch_size), float(vae_replay_share)
         self.weights = {"teacher": float(teacher_weight), "kl": float(kl_weight)}
@@ -141,49 +136,11 @@ class PseudoReplaySynthesizer(Synthesizer):
         self.calls = 0  # synthesize() calls so far (the refresh schedule)
         self.replayed = 0  # samples the replay decoder produced so far
 
-    def _build_base(self, base: Any, overrides: dict[str, Any]) -> Synthesizer:
-        if base is None:
-            raise ConfigError("synthesizer.base is missing; compose a base method, e.g. defaults: [/synthesizer@base: dfad, _self_]")
-        if not isinstance(base, Synthesizer):
-            if not callable(base):
-                raise ConfigError(f"synthesizer.base must be a synthesizer config with _partial_: true (got {type(base).__name__}); fix synthesizer.base")
-            try:
-                base = base(spec=self.spec, device=self.device, **overrides)
-            except TypeError as exc:
-                raise ConfigError(f"synthesizer.base does not take these options ({exc}); fix synthesizer.base or the override") from None
-            if not isinstance(base, Synthesizer):
-                raise ConfigError(f"synthesizer.base built a {type(base).__name__}, not a Synthesizer; point synthesizer.base._target_ at one")
-        elif overrides:
-            raise ConfigError(f"synthesizer.{min(overrides)} is not a replay setting and the base is already built; set it on the base")
-        if base.device != self.device:
-            raise ConfigError(f"synthesizer.base is on {base.device}, the replay wrapper on {self.device}; build both for one device")
-        return base
-
     # ------------------------------------------------------------------ delegated to the base
-    @property
-    def generator(self) -> nn.Module | None:  # type: ignore[override]
-        return self.base.generator
-
-    @property
-    def label_prior(self) -> torch.Tensor | None:
-        return self.base.label_prior
-
-    @label_prior.setter
-    def label_prior(self, prior: torch.Tensor | None) -> None:
-        self.base.label_prior = prior
-
     @property
     def samples_generated(self) -> int:
         """The base's generated samples plus the replayed ones."""
         return self.base.samples_generated + self.replayed
-
-    def set_label_prior(self, prior: Sequence[float] | np.ndarray | torch.Tensor | None) -> None:
-        """The base's label prior (replayed samples have no labels)."""
-        self.base.set_label_prior(prior)
-
-    def student_terms(self) -> list[StudentTerm]:
-        """The base method's own student terms."""
-        return self.base.student_terms()
 
     # --------------------------------------------------------------------------- replay
     def _replay_count(self, n: int) -> int:
