@@ -49,6 +49,17 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # The student's gradient clipped at 2 (its norm: about 1, with spikes that killed one seed's student).
     "fast_vi_clip": ("Fast-2 + virt. interp., grad clip 2", [*board.FAST, "student_terms=[interpolation]", CLIP]),
     "fast_arvi_clip": ("Fast-2 + act. reg. + virt. interp., grad clip 2", [*board.FAST, TERMS, CLIP]),
+    # Fourth session: 256 x 50 won on count at equal synthesis cost, 512 x 25 lost on quality; what does
+    # more synthesis time buy (better samples, or more of them), and does ADI's competition add to 256 x 50?
+    "di_b256_s100": ("DeepInversion, 256 samples x 100 steps per round", [*DI, "synthesizer.batch_size=256",
+                                                                        "synthesizer.synthesis_steps=100", "synthesizer.pool_size=30000"]),
+    "di_b512_s50": ("DeepInversion, 512 samples x 50 steps per round", [*DI, "synthesizer.batch_size=512",
+                                                                      "synthesizer.synthesis_steps=50", "synthesizer.pool_size=60000"]),
+    "di_b256_adi": ("Adaptive DeepInversion, 256 samples x 50 steps per round",
+                    [*DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000",
+                     "synthesizer.adi=1.0"]),
+    "di_b256_fbn10": ("DeepInversion, 256 x 50, first BN layer weighted 10", [*DI, "synthesizer.batch_size=256",
+                      "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000", "synthesizer.first_bn_weight=10"]),
 }
 
 

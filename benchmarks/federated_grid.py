@@ -93,13 +93,16 @@ TUNE_ROWS: dict[str, list[str]] = {
     "ftg_logit": [*TUNE_BASE, "strategy.ensemble_weighting=logit"],
     "ftg_half_global": [*TUNE_BASE, "strategy.iterations_per_round=5", "strategy.global_teacher_weight=0.5"],
     "ftg_half_conf": [*TUNE_BASE, "strategy.iterations_per_round=5", "strategy.ensemble_weighting=confidence"],
+    # Fourth session: Co-Boosting's hard samples and ensemble re-weighting (authors' settings) on the label-weighted teacher
+    "ftg_half_coboost": [*TUNE_BASE, "strategy.iterations_per_round=5", "synthesizer@strategy.synthesizer=coboost"],
 }
 # Per-round keys the per-run JSON keeps the mean of (when the run logged them).
 MEANS = ("aggregate_seconds", "train_phase_seconds", "client_train_seconds_critical", "round_seconds", "eval_seconds",
          "server_seconds", "server_seconds_average", "server_seconds_ensemble", "server_seconds_diagnostics",
          "server_seconds_synthesis", "server_seconds_distillation", "server_seconds_images", "server_seconds_other",
          "teacher_mean_accuracy", "teacher_logit_weighted_accuracy", "teacher_label_weighted_accuracy_true_label",
-         "teacher_confidence_weighted_accuracy_true_label", "teacher_intended_label_agreement",
+         "teacher_confidence_weighted_accuracy_true_label", "teacher_intended_label_agreement", "teacher_boosted_accuracy",
+         "member_weight_min", "member_weight_max",
          "student_accuracy_before", "student_accuracy_after", "distillation_gain", "average_teacher_agreement",
          "student_teacher_agreement")
 

@@ -43,7 +43,7 @@ from torch import nn
 from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill, split_recipe
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.datafree.teacher import with_extra_members
-from fedkd.datafree.teacher_metrics import teacher_accuracies
+from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.models import build_from_config
@@ -244,6 +244,9 @@ class FedFTG(FedAvg):
                 server.update({f"{prefix}student_accuracy_before": before, f"{prefix}student_accuracy_after": after,
                                f"{prefix}distillation_gain": after - before})
 
+        if probe is not None and teacher.member_weights is not None:  # Co-Boosting re-weighted the members
+            with laps("diagnostics"):
+                server["teacher_boosted_accuracy"] = boosted_accuracy(teacher, probe, run.device)
         if self.image_every and (server_round == 1 or server_round % self.image_every == 0):
             with laps("images"):
                 run.logger.images("server/samples", self.synthesizer.preview(64), server_round, run.spec.mean, run.spec.std)

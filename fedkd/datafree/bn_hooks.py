@@ -32,16 +32,24 @@ class BNStatHooks:
     Args:
         teacher: a :class:`~fedkd.datafree.teacher.Teacher`/``EnsembleTeacher`` or a plain model.
         features: also keep each sample's spatially pooled BN inputs (for :meth:`features`).
+        first_layer_weight: weight of each member's first BN layer in :meth:`loss` (DeepInversion's
+            authors weight it 10 in their ImageNet code: it constrains the pixel statistics most directly).
 
     Set :attr:`stat_rows` to ``n`` to compute the statistics on the first ``n`` samples of the
     batch only (CMI passes two augmented views in one call and matches the statistics of the first).
     """
 
-    def __init__(self, teacher: nn.Module, features: bool = False) -> None:
+    def __init__(self, teacher: nn.Module, features: bool = False, first_layer_weight: float = 1.0) -> None:
         self.teacher = teacher
         layers = teacher.bn_layers() if hasattr(teacher, "bn_layers") else batchnorm_layers(teacher)
         # Only layers that track running statistics have something to match.
         self.layers = [layer for layer in layers if layer.running_mean is not None]
+        firsts = set()
+        for member in getattr(teacher, "members", [teacher]):
+            tracked = [layer for layer in batchnorm_layers(member) if layer.running_mean is not None]
+            if tracked:
+                firsts.add(id(tracked[0]))
+        self.layer_weights = [first_layer_weight if id(layer) in firsts else 1.0 for layer in self.layers]
         self.num_members = getattr(teacher, "num_members", 1)
         self.keep_features = features
         self.stat_rows: int | None = None
@@ -96,7 +104,8 @@ class BNStatHooks:
         variances = [self._stats[i][1] for i in idx]
         running_means = [self.layers[i].running_mean for i in idx]
         running_vars = [self.layers[i].running_var for i in idx]
-        return bn_statistics_loss(means, variances, running_means, running_vars) / self.num_members
+        weights = [self.layer_weights[i] for i in idx]
+        return bn_statistics_loss(means, variances, running_means, running_vars, weights) / self.num_members
 
     def features(self) -> torch.Tensor:
         """Per-sample pooled inputs of all BN layers of the last forward pass, (N, feature_dim)."""

@@ -56,15 +56,19 @@ def bn_statistics_loss(
     variances: Sequence[torch.Tensor],
     running_means: Sequence[torch.Tensor],
     running_vars: Sequence[torch.Tensor],
+    layer_weights: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """DeepInversion's feature-statistics loss, summed over BatchNorm layers.
 
     For each layer, ``||mu(x) - running_mean||_2 + ||var(x) - running_var||_2`` where ``mu`` and
-    ``var`` are the batch statistics of the layer's input (per channel).
+    ``var`` are the batch statistics of the layer's input (per channel), times the layer's weight
+    (``layer_weights``; default 1 each).
     """
     total = torch.zeros((), device=means[0].device) if means else torch.zeros(())
-    for mu, var, r_mu, r_var in zip(means, variances, running_means, running_vars, strict=True):
-        total = total + torch.linalg.vector_norm(mu.float() - r_mu.float()) + torch.linalg.vector_norm(var.float() - r_var.float())
+    weights = [1.0] * len(means) if layer_weights is None else layer_weights
+    for mu, var, r_mu, r_var, w in zip(means, variances, running_means, running_vars, weights, strict=True):
+        layer = torch.linalg.vector_norm(mu.float() - r_mu.float()) + torch.linalg.vector_norm(var.float() - r_var.float())
+        total = total + (layer if w == 1.0 else w * layer)
     return total
 
 

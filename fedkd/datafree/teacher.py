@@ -155,7 +155,7 @@ class EnsembleTeacher(Teacher):
             raise ConfigError("batched=True needs members of one architecture; use batched='auto' or False")
         else:
             self.batched = bool(batched)
-        self.member_weights: torch.Tensor | None = None
+        self.register_buffer("member_weights", None)  # a buffer: it follows the teacher's .to(device)
         self.member_weight_updates = 0  # set_member_weights calls so far (a boosting schedule decays with them)
         self._loop_only = 0
         self._stacked: tuple[dict, dict, torch.device] | None = None
@@ -172,8 +172,8 @@ class EnsembleTeacher(Teacher):
             raise ConfigError(
                 f"member weights must be {self.num_members} non-negative numbers, not all zero (got shape {tuple(w.shape)})"
             )
-        device = self.class_weights.device if self.class_weights is not None else next(self.ensemble[0].parameters()).device
-        self.member_weights = w.to(device)
+        tensors = [*self.ensemble.parameters(), *self.ensemble.buffers()]
+        self.member_weights = w.to(tensors[0].device if tensors else "cpu")
         self.member_weight_updates += 1
 
     def refresh(self) -> None:

@@ -14,7 +14,10 @@ needs that label. These functions name each figure after what it computes:
   weights, so this is an upper bound on that teacher's accuracy, not a classifier);
 - ``teacher_confidence_weighted_accuracy_true_label``: the same for the ``"confidence"`` weighting;
 - ``teacher_intended_label_agreement``: on generated samples, how often the teacher's prediction is
-  the label the generator was asked for.
+  the label the generator was asked for;
+- ``teacher_boosted_accuracy``: after Co-Boosting re-weighted the members
+  (:class:`~fedkd.datafree.EnsembleBoosting`), the teacher's own combination with those weights,
+  without labels -- the re-weighted teacher as it would classify real images.
 
 They report; nothing is chosen on them.
 """
@@ -53,3 +56,13 @@ def intended_label_agreement(teacher: torch.nn.Module, x: torch.Tensor, labels: 
     if labels is None or len(labels) == 0:
         return None
     return float((teacher(x, labels).argmax(1) == labels).float().mean())
+
+
+@torch.no_grad()
+def boosted_accuracy(teacher: EnsembleTeacher, split: Split, device: torch.device | str, batch_size: int = 1024) -> float:
+    """``teacher_boosted_accuracy``: the teacher with its member weights, its own weighting, no labels."""
+    correct = 0
+    for x, y in iterate_batches(split, batch_size):
+        x, y = x.to(device), y.to(device)
+        correct += int((teacher.combine(teacher.member_logits(x).float()).argmax(1) == y).sum())
+    return correct / max(len(split), 1)

@@ -217,6 +217,9 @@ def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(o
         assert strategy.synthesizer.sample(4)[1].shape == (4,)
     if option == COBOOST:  # the ensemble's members were re-weighted away from the plain mean
         assert 0 <= server["member_weight_min"] < server["member_weight_max"] <= 1 and server["boost_loss"] > 0
+        assert 0 <= server["teacher_boosted_accuracy"] <= 1
+    else:
+        assert "teacher_boosted_accuracy" not in server
 
 
 @pytest.mark.parametrize("bad, match", [("strategy.global_teacher_weight=1.5", "global_teacher_weight"),

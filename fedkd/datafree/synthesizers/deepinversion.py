@@ -94,6 +94,8 @@ class DeepInversionSynthesizer(Synthesizer):
         pool_size: samples kept in the pool (oldest dropped first).
         augment_pool: shift (and flip) pool samples when the student draws them.
         crop_pad: shift of the pool samples in pixels (default: image_size // 8).
+        first_bn_weight: weight of the teacher's first BN layer in the statistics loss (authors'
+            ImageNet code: 10; 1 weighs every layer alike).
         dirichlet_betas: Zero-Shot KD's Dirichlet scales (paper: ``[1.0, 0.1]``, half the batch
             each); empty (the default) asks for one-hot target labels as DeepInversion does.
     """
@@ -119,13 +121,15 @@ class DeepInversionSynthesizer(Synthesizer):
         augment_pool: bool = True,
         crop_pad: int | None = None,
         dirichlet_betas: tuple[float, ...] = (),
+        first_bn_weight: float = 1.0,
     ) -> None:
         super().__init__(spec, device)
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, adi_temperature=adi_temperature,
             pool_size=pool_size,
         )
-        check_non_negative(bn=bn, oh=oh, tv=tv, l2=l2, adi=adi, jitter=jitter)
+        check_non_negative(bn=bn, oh=oh, tv=tv, l2=l2, adi=adi, jitter=jitter, first_bn_weight=first_bn_weight)
+        self.first_bn_weight = float(first_bn_weight)
         if crop_pad is not None:
             check_non_negative(crop_pad=crop_pad)
         self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
@@ -164,7 +168,7 @@ class DeepInversionSynthesizer(Synthesizer):
         student_was_training = student.training
         student.eval()
         best_loss, best_x, last = float("inf"), x.detach().clone(), {}
-        with BNStatHooks(teacher) as hooks:
+        with BNStatHooks(teacher, first_layer_weight=self.first_bn_weight) as hooks:
             if not hooks.layers and w["bn"] > 0:
                 raise ConfigError(
                     "DeepInversion's BN-statistics loss needs a teacher with BatchNorm layers; "

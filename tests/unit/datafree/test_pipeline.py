@@ -178,6 +178,36 @@ def test_ensemble_exposes_every_members_bn_layers_and_averages_the_bn_loss():
     assert hook_count(a) == 0
 
 
+def test_the_first_bn_layer_of_each_member_can_weigh_more():
+    a, b = _random_bn_lenet(2), _random_bn_lenet(3)
+    x = torch.randn(32, *SPEC.shape)
+
+    def per_layer(model):  # each BN layer's own term, by hand from its recorded input
+        seen = []
+        handles = [layer.register_forward_hook(lambda m, i, o: seen.append((m, i[0]))) for layer in batchnorm_layers(model)]
+        with torch.no_grad():
+            model(x)
+        for handle in handles:
+            handle.remove()
+        terms = []
+        for layer, inp in seen:
+            dims = [0, *range(2, inp.dim())]
+            terms.append(torch.linalg.vector_norm(inp.mean(dims) - layer.running_mean)
+                         + torch.linalg.vector_norm(inp.var(dims, unbiased=False) - layer.running_var))
+        return torch.stack(terms)
+
+    terms_a, terms_b = per_layer(a), per_layer(b)
+    pair = EnsembleTeacher([a, b], batched=False)
+    with BNStatHooks(pair, first_layer_weight=10.0) as hooks:
+        pair(x)
+        weighted = hooks.loss()
+    expected = (10 * terms_a[0] + terms_a[1:].sum() + 10 * terms_b[0] + terms_b[1:].sum()) / 2
+    torch.testing.assert_close(weighted, expected)
+    with BNStatHooks(pair) as hooks:  # the default weighs every layer alike
+        pair(x)
+        torch.testing.assert_close(hooks.loss(), (terms_a.sum() + terms_b.sum()) / 2)
+
+
 # ------------------------------------------------------------------------ pieces of synthesis
 def test_ring_buffer_is_bounded_and_keeps_the_newest_rows():
     buf = RingBuffer(5)

@@ -9,7 +9,7 @@ from torch import nn
 from fedkd.data import Split
 from fedkd.datafree import EnsembleTeacher, class_weights_from_counts
 from fedkd.datafree.teacher import with_extra_members
-from fedkd.datafree.teacher_metrics import intended_label_agreement, teacher_accuracies
+from fedkd.datafree.teacher_metrics import boosted_accuracy, intended_label_agreement, teacher_accuracies
 from fedkd.errors import ConfigError
 
 
@@ -75,3 +75,14 @@ def test_extra_members_take_their_share_of_every_class():
     torch.testing.assert_close(weights[:2], 0.5 * class_weights_from_counts([[3, 0], [1, 4]]))
     with pytest.raises(ConfigError, match="share"):
         with_extra_members(None, 2, 1, 1.5, 2)
+
+
+def test_boosted_accuracy_is_the_reweighted_teacher_without_labels():
+    # Uniform class weights: with A weighted 0.9 and B 0.1, sample 1's logits are 0.9*(1, 0) + 0.1*(0, 3)
+    # = (0.9, 0.3): class 0, wrong; sample 0 stays right. Without boosting the plain mean is right on both.
+    teacher = EnsembleTeacher([Fixed([[2.0, 0.0], [1.0, 0.0]]), Fixed([[0.0, 1.0], [0.0, 3.0]])], batched=False)
+    assert boosted_accuracy(teacher, _split(), "cpu") == 1.0
+    teacher.set_member_weights([0.9, 0.1])
+    assert boosted_accuracy(teacher, _split(), "cpu", batch_size=1) == 0.5
+    teacher.set_member_weights([0.1, 0.9])  # (0.2, 0.9) on sample 0: class 1, wrong; sample 1 right
+    assert boosted_accuracy(teacher, _split(), "cpu") == 0.5
