@@ -68,6 +68,7 @@ def cell(runs: list[dict], baseline: list[dict] | None, target: float) -> dict:
         "teacher_mean": mean_of("teacher_mean_accuracy"),
         "teacher_logit": mean_of("teacher_logit_weighted_accuracy"),
         "teacher_label_true": mean_of("teacher_label_weighted_accuracy_true_label"),
+        "teacher_boosted": mean_of("teacher_boosted_accuracy"),
         "agreement": mean_of("teacher_intended_label_agreement"),
         "gain": mean_of("distillation_gain"),
         "helped_share": statistics.fmean(helped) if helped else float("nan"),
@@ -88,8 +89,10 @@ def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, d
         for row in order:
             c = cells.setdefault(setting, {})[row] = cell(rows[row], baseline, target)
             reach = "-" if not c["seeds_reaching"] else f"{c['rounds_to_target']:.1f} ({c['seeds_reaching']}/{len(c['seeds'])})"
-            teacher = "-" if math.isnan(c["teacher_mean"]) else (
-                f"{100 * c['teacher_mean']:.1f} / {100 * c['teacher_logit']:.1f} / {100 * c['teacher_label_true']:.1f}")
+            teacher = "-" if math.isnan(c["teacher_mean"]) else " / ".join(
+                "-" if math.isnan(c[k]) else f"{100 * c[k]:.1f}" for k in ("teacher_mean", "teacher_logit", "teacher_label_true"))
+            if not math.isnan(c["teacher_boosted"]):  # Co-Boosting's re-weighted teacher, after the round
+                teacher += f"; boosted {100 * c['teacher_boosted']:.1f}"
             agree = "-" if math.isnan(c["agreement"]) else f"{100 * c['agreement']:.1f}"
             helped = "-" if math.isnan(c["helped_share"]) else f"{c['helped_share']:.2f} (gain {100 * c['gain']:+.2f})"
             diff = "-" if row == "fedavg" else _fmt(*c["diff_to_fedavg"], signed=True)
