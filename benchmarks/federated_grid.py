@@ -71,6 +71,8 @@ ONE_SHOT_ROWS: dict[str, list[str]] = {
     "one_shot_fedftg": ["strategy=one_shot_fedftg"],
     # Co-Boosting (ICLR 2024): the paper's method with its authors' settings, nothing tuned here
     "one_shot_coboost": ["strategy=one_shot_coboost"],
+    # ablation: Co-Boosting started from one-shot FedFTG's per-class logit weights instead of the plain mean
+    "one_shot_coboost_logit": ["strategy=one_shot_coboost", "strategy.class_weighting=label_counts"],
 }
 # Choosing FedFTG's options: a setting of its own (Dirichlet 0.2, 20 clients, 12 rounds, seed 100),
 # evaluated on a holdout of training images no client holds; the grid's settings and seeds never decide.
