@@ -143,6 +143,11 @@ def collect(run_dir: Path, setting: str, row: str, seed: int, overrides: list[st
         values = [r[name] for r in rows if name in r]
         if values:
             means[name] = statistics.fmean(values)
+    # The server's seconds per round without the diagnostics, round by round (they run only every k rounds).
+    server = [r["aggregate_seconds"] + r.get("eval_seconds", 0.0) - r.get("server_seconds_diagnostics", 0.0)
+              for r in rows if "aggregate_seconds" in r]
+    if server:
+        means["server_seconds_without_diagnostics"] = statistics.fmean(server)
     gains = [r["distillation_gain"] for r in rows if "distillation_gain" in r and r.get("student_loss") is not None]
     return {
         "setting": setting, "row": row, "seed": seed, "overrides": overrides, "evaluated_on": key.removesuffix("_accuracy"),
@@ -161,12 +166,18 @@ def run_grid(args: argparse.Namespace) -> None:
                 continue
             for seed in args.seeds:
                 target = result_path(args.results, setting, row, seed)
+                run_dir = args.out / setting / "runs" / row / f"seed{seed}"
+                if args.recollect and target.exists() and (run_dir / "summary.json").exists():
+                    target.write_text(json.dumps(collect(run_dir, setting, row, seed, [*COMMON, *overrides, *row_overrides]),
+                                                 indent=1) + "\n")
+                    continue
                 if target.exists():
+                    continue
+                if args.recollect:
                     continue
                 started = time.perf_counter()
                 proc = subprocess.run([sys.executable, __file__, "--one", setting, row, str(seed), "--out", str(args.out)],
                                       cwd=REPO, check=False)
-                run_dir = args.out / setting / "runs" / row / f"seed{seed}"
                 if proc.returncode != 0 or not (run_dir / "summary.json").exists():
                     print(f"FAILED {setting} {row} seed {seed} (exit {proc.returncode})", flush=True)
                     continue
@@ -187,6 +198,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=("grid", "one_shot", "tune"), default="grid",
                         help="the round grid, its one-shot row set, or the tuning runs (holdout)")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--recollect", action="store_true",
+                        help="rewrite the per-run JSON of finished runs from their run folders (runs nothing new)")
     parser.add_argument("--target", type=float, default=0.80)
     parser.add_argument("--out", type=Path, default=None, help="run folders (default outputs/benchmarks/<name>)")
     parser.add_argument("--results", type=Path, default=None, help="per-run JSON folder (default by --evaluate-on)")
