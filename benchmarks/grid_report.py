@@ -10,7 +10,7 @@ import math
 import statistics
 from pathlib import Path
 
-STRATEGY_ORDER = ("fedavg", "fedprox", "fedgen", "fedftg")
+STRATEGY_ORDER = ("fedavg", "fedprox", "fedgen", "fedftg", "fedftg_coboost")
 LAST = 5  # rounds in the "mean of the last rounds" column
 
 
