@@ -24,27 +24,43 @@ They report; nothing is chosen on them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from fedkd.data import Split, iterate_batches
 from fedkd.datafree.teacher import EnsembleTeacher
 
 
-@torch.no_grad()
 def teacher_accuracies(teacher: EnsembleTeacher, split: Split, device: torch.device | str,
                        batch_size: int = 1024) -> dict[str, float]:
     """Accuracy of every combination of ``teacher``'s members on ``split``, from one pass."""
-    names = {"teacher_mean_accuracy": None}
+    names = {"teacher_mean_accuracy": lambda logits, y: logits.mean(0)}
+    weightings = {"teacher_confidence_weighted_accuracy_true_label": "confidence"}
     if teacher.class_weights is not None:
-        names |= {"teacher_logit_weighted_accuracy": "logit", "teacher_label_weighted_accuracy_true_label": "label"}
-    names["teacher_confidence_weighted_accuracy_true_label"] = "confidence"
-    correct = dict.fromkeys(names, 0)
+        weightings = {"teacher_logit_weighted_accuracy": "logit", "teacher_label_weighted_accuracy_true_label": "label",
+                      **weightings}
+    for name, weighting in weightings.items():
+        names[name] = lambda logits, y, weighting=weighting: teacher.combine(logits, y, weighting)
+    return _accuracies(teacher, split, device, batch_size, names)
+
+
+def boosted_accuracy(teacher: EnsembleTeacher, split: Split, device: torch.device | str, batch_size: int = 1024) -> float:
+    """``teacher_boosted_accuracy``: the teacher with its member weights, its own weighting, no labels."""
+    figures = _accuracies(teacher, split, device, batch_size, {"boosted": lambda logits, y: teacher.combine(logits)})
+    return figures["boosted"]
+
+
+@torch.no_grad()
+def _accuracies(teacher: EnsembleTeacher, split: Split, device: torch.device | str, batch_size: int,
+                combinations: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]) -> dict[str, float]:
+    """Accuracy on ``split`` of each ``combination(member_logits, labels) -> logits``, from one pass of the members."""
+    correct = dict.fromkeys(combinations, 0)
     for x, y in iterate_batches(split, batch_size):
         x, y = x.to(device), y.to(device)
         logits = teacher.member_logits(x).float()
-        for name, weighting in names.items():
-            combined = logits.mean(0) if weighting is None else teacher.combine(logits, y, weighting)
-            correct[name] += int((combined.argmax(1) == y).sum())
+        for name, combine in combinations.items():
+            correct[name] += int((combine(logits, y).argmax(1) == y).sum())
     n = max(len(split), 1)
     return {name: count / n for name, count in correct.items()}
 
@@ -56,13 +72,3 @@ def intended_label_agreement(teacher: torch.nn.Module, x: torch.Tensor, labels: 
     if labels is None or len(labels) == 0:
         return None
     return float((teacher(x, labels).argmax(1) == labels).float().mean())
-
-
-@torch.no_grad()
-def boosted_accuracy(teacher: EnsembleTeacher, split: Split, device: torch.device | str, batch_size: int = 1024) -> float:
-    """``teacher_boosted_accuracy``: the teacher with its member weights, its own weighting, no labels."""
-    correct = 0
-    for x, y in iterate_batches(split, batch_size):
-        x, y = x.to(device), y.to(device)
-        correct += int((teacher.combine(teacher.member_logits(x).float()).argmax(1) == y).sum())
-    return correct / max(len(split), 1)
