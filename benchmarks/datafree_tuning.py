@@ -60,6 +60,9 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                      "synthesizer.adi=1.0"]),
     "di_b256_fbn10": ("DeepInversion, 256 x 50, first BN layer weighted 10", [*DI, "synthesizer.batch_size=256",
                       "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000", "synthesizer.first_bn_weight=10"]),
+    # Fifth session: is clipping alone (no student terms) what Fast-2 needs to reach CMI in 1/5 of its time?
+    "fast": ("Fast-2 (the leaderboard row)", board.FAST),
+    "fast_clip": ("Fast-2, grad clip 2", [*board.FAST, CLIP]),
 }
 
 

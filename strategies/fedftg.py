@@ -6,8 +6,8 @@ DENSE (Zhang et al., NeurIPS 2022) does the same in one round (``conf/experiment
 
 Each round, after the clients reply (:meth:`FedFTG.aggregate`):
 
-1. every client's model is kept, with its label histogram;
-2. the teacher is the ensemble of all client models, each class weighted by the clients' shares
+1. every client's model is kept, with its label histogram (for ``teacher_memory_rounds`` rounds);
+2. the teacher is the ensemble of the kept client models, each class weighted by the clients' shares
    of that class (``class_weighting: label_counts``) or uniformly, optionally with the round's
    FedAvg average as one more member (``global_teacher_weight``, FedDF-style);
 3. the synthesizer (a persistent conditional generator by default; DFAD or CMI from
@@ -30,11 +30,12 @@ and each client takes back the model of its own architecture.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 from fedkd.strategies.server_checks import probe_split, synthetic_agreement
 from flwr.app import ArrayRecord, MetricRecord
@@ -88,6 +89,9 @@ class FedFTG(FedAvg):
             data, a trained one helps (see docs/design_notes.md#fedftg-warmup-rounds).
         global_teacher_weight: share of every class the round's FedAvg average (per group) takes in
             the teacher (FedDF-style); 0 leaves the teacher to the clients.
+        teacher_memory_rounds: the teacher holds each client's latest model from this many rounds
+            (:class:`~fedkd.strategies.client_memory.ClientMemory`): with partial participation,
+            more than the round's sample; 1 (FedFTG): only the round's clients.
         diagnostics_every: compute the teacher and student figures
             (:mod:`fedkd.datafree.teacher_metrics`) in round 1 and every this many rounds (0: never);
             they only report, on a fixed subsample of the evaluation split.
@@ -120,6 +124,7 @@ class FedFTG(FedAvg):
         diagnostics_every: int = 5,
         diagnostics_samples: int = 1000,
         safeguard: float | None = None,
+        teacher_memory_rounds: int = 1,
         student_terms: Mapping[str, StudentTerm] | None = None,
         **fedavg: Any,
     ) -> None:
@@ -155,6 +160,7 @@ class FedFTG(FedAvg):
         if safeguard is not None and not 0.0 <= safeguard <= 1.0:
             raise ConfigError(f"strategy.safeguard must be null or lie in [0, 1] (got {safeguard}); e.g. strategy.safeguard=0.9")
         self.safeguard = safeguard
+        self.memory = ClientMemory(teacher_memory_rounds)
         self.student_terms = check_student_terms(student_terms, "strategy.student_terms")
         self.synthesizer: Synthesizer | None = None
         self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
@@ -187,11 +193,12 @@ class FedFTG(FedAvg):
         with laps("average"):  # FedAvg within each group, with the robust options
             averages = {key: self.average(members) for key, members in groups.items()}
         with laps("ensemble"):
-            teacher = self.ensemble(updates, averages)
-            self.synthesizer.set_label_prior(np.stack([u.label_counts for u in updates]).sum(0))
+            members = self.memory.remember(server_round, updates)
+            teacher = self.ensemble(members, averages)
+            self.synthesizer.set_label_prior(np.stack([u.label_counts for u in members]).sum(0))
 
         probe = self.probe if self._diagnose(server_round) else None
-        server: dict[str, float] = {}
+        server: dict[str, float] = {"teacher_members": float(len(members))}
         if probe is not None:
             with laps("diagnostics"):
                 server.update(teacher_accuracies(teacher, probe, run.device))
@@ -274,6 +281,7 @@ class FedFTG(FedAvg):
             "synthesizer": self.synthesizer.state_dict(),
             "student_terms": {name: term.state_dict() for name, term in self.student_terms.items()},
             "students": {key: R.state_dict(arrays) for key, arrays in self.students.items()},
+            "client_memory": self.memory.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -284,6 +292,7 @@ class FedFTG(FedAvg):
         for name, term in self.student_terms.items():
             term.load_state_dict(state.get("student_terms", {}).get(name, {}))
         self.students = {key: ArrayRecord(sd) for key, sd in state.get("students", {}).items()}
+        self.memory.load_state_dict(state.get("client_memory", {}))
 
     # ------------------------------------------------------------------ pieces
     def train_generator(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
@@ -294,8 +303,10 @@ class FedFTG(FedAvg):
                 sums[name] = sums.get(name, 0.0) + value / self.iterations_per_round
         return sums
 
-    def ensemble(self, updates: list[ClientUpdate], averages: Mapping[str, ArrayRecord] | None = None) -> EnsembleTeacher:
-        """All clients' models as one teacher, weighted per class by their label counts (or
+    def ensemble(
+        self, updates: Sequence[ClientUpdate | RememberedUpdate], averages: Mapping[str, ArrayRecord] | None = None
+    ) -> EnsembleTeacher:
+        """The clients' models as one teacher, weighted per class by their label counts (or
         uniformly); with ``global_teacher_weight`` > 0 the round's group averages join it with that
         share of every class (FedDF's ensemble of clients and global model)."""
         run = self._require_run()

@@ -222,10 +222,33 @@ def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(o
         assert "teacher_boosted_accuracy" not in server
 
 
+def test_teacher_memory_holds_clients_from_earlier_rounds_and_the_student_still_learns(trained_longer, tmp_path):
+    """Partial participation: half the clients reply in each round; with a two-round memory the
+    teacher of round 2 holds all four, and the label prior counts all of them."""
+    from fedkd.models import build_from_config
+    from fedkd.training import evaluate
+
+    cfg = compose_sim_config(SMALL + BUDGET + ["strategy=fedftg", "strategy.teacher_memory_rounds=2"])
+    strategy, run = bound_strategy(cfg, tmp_path)
+    strategy.aggregate(1, trained_longer[:2])
+    assert strategy._round.server["teacher_members"] == 2
+    strategy._round.server.clear()
+    arrays, _ = strategy.aggregate(2, trained_longer[2:])
+    assert strategy._round.server["teacher_members"] == 4
+    prior = strategy.synthesizer.label_prior.cpu().numpy()
+    counts = np.stack([u.label_counts for u in trained_longer]).sum(0)
+    np.testing.assert_allclose(prior, counts / counts.sum(), rtol=1e-5)
+    model = build_from_config(run.client_model_configs[0], run.spec)
+    model.load_state_dict(R.state_dict(arrays))
+    assert evaluate(model, run.test, run.device)["accuracy"] > 3 * CHANCE
+    assert set(strategy.state_dict()["client_memory"]) == {"0", "1", "2", "3"}
+
+
 @pytest.mark.parametrize("bad, match", [("strategy.global_teacher_weight=1.5", "global_teacher_weight"),
                                         ("strategy.safeguard=2", "safeguard"),
                                         ("strategy.ensemble_weighting=votes", "ensemble weighting"),
-                                        ("strategy.diagnostics_every=-1", "diagnostics_every")])
+                                        ("strategy.diagnostics_every=-1", "diagnostics_every"),
+                                        ("strategy.teacher_memory_rounds=0", "teacher_memory_rounds")])
 def test_bad_fedftg_options_end_in_one_line(bad, match, tmp_path):
     from fedkd.cli.common import _user_error
 
