@@ -63,6 +63,9 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # Fifth session: is clipping alone (no student terms) what Fast-2 needs to reach CMI in 1/5 of its time?
     "fast": ("Fast-2 (the leaderboard row)", board.FAST),
     "fast_clip": ("Fast-2, grad clip 2", [*board.FAST, CLIP]),
+    # twice the samples per round (DeepInversion gained from more samples at equal synthesis cost)
+    "fast_b256": ("Fast-2, 256 samples per round", [*board.FAST, "synthesizer.batch_size=256"]),
+    "fast_b512": ("Fast-2, 512 samples per round", [*board.FAST, "synthesizer.batch_size=512"]),
 }
 
 
