@@ -24,7 +24,8 @@ the target accuracy, the server's and the clients' training-phase seconds per ro
 generator strategies the teacher figures and the share of rounds in which distillation helped.
 The test set only reports: nothing is chosen on it. FedFTG's options are chosen by ``--mode tune``
 (a setting of its own, seed 100, evaluated on 3,000 training images no client holds) before the
-grid runs; ``--mode one_shot`` runs the one-shot row set.
+grid runs; ``--mode one_shot`` runs the one-shot row set, and ``--mode tune_one_shot`` chooses among the
+one-shot servers the same way (two 20-client settings of their own, seed 100, holdout).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ ONE_SHOT = ["experiment=one_shot", "local_epochs=10", "rounds=1"]
 # options level within a point there, and half the server budget kept the accuracy, so the grid
 # runs FedFTG's own label-weighted ensemble at 5 iterations of 64 samples per round (the server's
 # seconds then stay near 2x the client-training phase on a 2-core CPU); diagnostics every 2 rounds.
-FEDFTG = ["strategy=fedftg", "strategy.iterations_per_round=5", "strategy.synthesizer.batch_size=64",
-          "strategy.student_batch_size=64", "strategy.diagnostics_every=2", "strategy.diagnostics_samples=1000"]
+FEDFTG_BUDGET = ["strategy=fedftg", "strategy.iterations_per_round=5", "strategy.synthesizer.batch_size=64",
+                 "strategy.student_batch_size=64", "strategy.diagnostics_every=2", "strategy.diagnostics_samples=1000"]
+FEDFTG = [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=1"]  # the paper's teacher: the round's clients only
 ROWS: dict[str, list[str]] = {
     "fedavg": ["strategy=fedavg"],
     "fedprox": ["strategy=fedprox"],
@@ -70,7 +72,7 @@ ROWS: dict[str, list[str]] = {
     "fedftg_coboost": [*FEDFTG, "synthesizer@strategy.synthesizer=coboost"],
     # Fifth session: the teacher keeps every client's latest model for 10 rounds (holdout: 78.20 % against
     # 66.43 % with the round's ten clients, FedAvg 62.90 %); with full participation it changes nothing
-    "fedftg_memory": [*FEDFTG, "strategy.teacher_memory_rounds=10"],
+    "fedftg_memory": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10"],
 }
 ONE_SHOT_ROWS: dict[str, list[str]] = {
     "fedavg": ["strategy=fedavg"],
@@ -89,8 +91,17 @@ TUNE_SETTING = {
     "tune_dir0.2_c50": ["partition=dirichlet", "partition.alpha=0.2", "num_clients=50", "strategy.fraction_train=0.2",
                         "rounds=12", "evaluate_on=holdout", "holdout_size=3000"],
 }
-TUNE_BASE = ["strategy=fedftg", "strategy.iterations_per_round=10", "strategy.synthesizer.batch_size=64",
-             "strategy.student_batch_size=64", "strategy.diagnostics_samples=1000"]
+# Choosing the one-shot server (fifth session): one round of 10 local epochs on two settings of their own,
+# 20 clients, evaluated on the same holdout; the grid's one-shot settings and seeds never decide.
+TUNE_ONE_SHOT_SETTING = {
+    "tune_one_shot_dir0.2_c20": ["partition=dirichlet", "partition.alpha=0.2", "num_clients=20",
+                                 "evaluate_on=holdout", "holdout_size=3000", *ONE_SHOT],
+    "tune_one_shot_shards3_c20": ["partition=shards", "partition.classes_per_client=3", "num_clients=20",
+                                  "evaluate_on=holdout", "holdout_size=3000", *ONE_SHOT],
+}
+TUNE_BUDGET = ["strategy=fedftg", "strategy.iterations_per_round=10", "strategy.synthesizer.batch_size=64",
+               "strategy.student_batch_size=64", "strategy.diagnostics_samples=1000"]
+TUNE_BASE = [*TUNE_BUDGET, "strategy.teacher_memory_rounds=1"]
 TUNE_ROWS: dict[str, list[str]] = {
     "fedavg": ["strategy=fedavg"],
     "ftg_base": TUNE_BASE,
@@ -105,8 +116,8 @@ TUNE_ROWS: dict[str, list[str]] = {
     "ftg_half_coboost": [*TUNE_BASE, "strategy.iterations_per_round=5", "synthesizer@strategy.synthesizer=coboost"],
     # Fifth session: with 20 % participation the teacher holds ten clients; keep every client's latest model
     # for 5 or 10 rounds (about 67 % or 89 % of the clients at 20 % a round)
-    "ftg_half_mem5": [*TUNE_BASE, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=5"],
-    "ftg_half_mem10": [*TUNE_BASE, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=10"],
+    "ftg_half_mem5": [*TUNE_BUDGET, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=5"],
+    "ftg_half_mem10": [*TUNE_BUDGET, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=10"],
 }
 # Per-round keys the per-run JSON keeps the mean of (when the run logged them).
 MEANS = ("aggregate_seconds", "train_phase_seconds", "client_train_seconds_critical", "round_seconds", "eval_seconds",
@@ -125,6 +136,8 @@ def cells(mode: str) -> dict[str, tuple[list[str], dict[str, list[str]]]]:
         return {f"one_shot_{name}": ([*o, *ONE_SHOT], ONE_SHOT_ROWS) for name, o in SETTINGS.items() if name.endswith("_c10")}
     if mode == "tune":
         return {name: (o, TUNE_ROWS) for name, o in TUNE_SETTING.items()}
+    if mode == "tune_one_shot":
+        return {name: (o, ONE_SHOT_ROWS) for name, o in TUNE_ONE_SHOT_SETTING.items()}
     return {name: (o, ROWS) for name, o in SETTINGS.items()}
 
 
@@ -205,8 +218,8 @@ def main() -> None:
     parser.add_argument("--settings", type=lambda s: s.split(","), default=None, help="comma-separated; default all")
     parser.add_argument("--rows", type=lambda s: s.split(","), default=None, help="comma-separated; default all")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    parser.add_argument("--mode", choices=("grid", "one_shot", "tune"), default="grid",
-                        help="the round grid, its one-shot row set, or the tuning runs (holdout)")
+    parser.add_argument("--mode", choices=("grid", "one_shot", "tune", "tune_one_shot"), default="grid",
+                        help="the round grid, its one-shot row set, or the tuning runs of either (holdout)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--recollect", action="store_true",
                         help="rewrite the per-run JSON of finished runs from their run folders (runs nothing new)")
@@ -215,12 +228,13 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None, help="per-run JSON folder (default by --evaluate-on)")
     parser.add_argument("--one", nargs=3, metavar=("SETTING", "ROW", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    name = {"grid": "federated_grid", "one_shot": "federated_grid_one_shot", "tune": "federated_grid_tuning"}[args.mode]
+    name = {"grid": "federated_grid", "one_shot": "federated_grid_one_shot", "tune": "federated_grid_tuning",
+            "tune_one_shot": "federated_grid_tuning_one_shot"}[args.mode]
     args.results = args.results or RESULTS / name
     args.out = args.out or REPO / "outputs" / "benchmarks" / name
     if args.one:
         setting, row, seed = args.one
-        overrides, rows = {**cells("grid"), **cells("one_shot"), **cells("tune")}[setting]
+        overrides, rows = {**cells("grid"), **cells("one_shot"), **cells("tune"), **cells("tune_one_shot")}[setting]
         run_one(args.out, setting, row, int(seed), overrides, rows[row])
         return
     if not args.report_only:

@@ -91,7 +91,8 @@ class FedFTG(FedAvg):
             the teacher (FedDF-style); 0 leaves the teacher to the clients.
         teacher_memory_rounds: the teacher holds each client's latest model from this many rounds
             (:class:`~fedkd.strategies.client_memory.ClientMemory`): with partial participation,
-            more than the round's sample; 1 (FedFTG): only the round's clients.
+            more than the round's sample; 1 (the paper's FedFTG): only the round's clients. With
+            every client in every round both are the same.
         diagnostics_every: compute the teacher and student figures
             (:mod:`fedkd.datafree.teacher_metrics`) in round 1 and every this many rounds (0: never);
             they only report, on a fixed subsample of the evaluation split.
@@ -124,7 +125,7 @@ class FedFTG(FedAvg):
         diagnostics_every: int = 5,
         diagnostics_samples: int = 1000,
         safeguard: float | None = None,
-        teacher_memory_rounds: int = 1,
+        teacher_memory_rounds: int = 10,
         student_terms: Mapping[str, StudentTerm] | None = None,
         **fedavg: Any,
     ) -> None:
