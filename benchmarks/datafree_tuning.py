@@ -23,12 +23,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import datafree_leaderboard as board  # noqa: E402  (the leaderboard's runner and budgets)
+import datafree_leaderboard as board  # (the leaderboard's runner, teacher and folders)
 
 RESULTS = board.RESULTS / "datafree_tuning"
 CHOICE = board.RESULTS / "datafree_tuning.json"
 TERMS = "student_terms=[activation,interpolation]"
 CLIP = "synthesizer.student.grad_clip=2.0"
+T4 = "synthesizer.student.temperature=4.0"
+DI_B256 = ["synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000"]
 DI = board.ROWS["deepinversion"][1]
 FAST_R20 = [o for o in board.FAST if not o.startswith(("iterations_per_epoch", "synthesizer.student.steps"))]
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
@@ -66,6 +68,26 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # twice the samples per round (DeepInversion gained from more samples at equal synthesis cost)
     "fast_b256": ("Fast-2, 256 samples per round", [*board.FAST, "synthesizer.batch_size=256"]),
     "fast_b512": ("Fast-2, 512 samples per round", [*board.FAST, "synthesizer.batch_size=512"]),
+    # Sixth session (docs/design_notes.md#where-the-data-free-ceiling-is-samples-not-the-students-recipe).
+    # The student's KD temperature: every pool row ran at the authors' CIFAR T=20, and a student fitted
+    # offline to Fast-2's finished pool did better at T=4 (benchmarks/pool_fit.py).
+    "fast_b512_t4": ("Fast-2, 512 samples per round, student T=4", [*board.FAST, "synthesizer.batch_size=512", T4]),
+    "di_b256_t4": ("DeepInversion, 256 x 50, student T=4", [*DI, *DI_B256, T4]),
+    # 512 x 100 rounds make 51,200 samples, but the default 20,000-sample pool keeps only the last 39
+    # rounds' (DeepInversion's 256 x 50 row keeps all it makes): the whole run's samples in the pool
+    "fast_b512_p60k": ("Fast-2, 512 samples per round, pool of 60,000", [*board.FAST, "synthesizer.batch_size=512",
+                                                                        "synthesizer.pool_size=60000"]),
+    # The image priors: at tv=1e-4 the total-variation term is a small part of the loss (it is a norm
+    # over the whole batch) and the samples are high-contrast textures; 10x and 30x make it count
+    "di_b256_tv1e3": ("DeepInversion, 256 x 50, total variation 1e-3", [*DI, *DI_B256, "synthesizer.tv=1e-3"]),
+    "di_b256_tv3e3": ("DeepInversion, 256 x 50, total variation 3e-3", [*DI, *DI_B256, "synthesizer.tv=3e-3"]),
+    # the same 51,200 samples as fast_b512 in twice the rounds (twice the meta-updates), at equal
+    # student steps: 200 rounds x 16 steps (fast_r20_arvi's schedule scored best of the Fast rows)
+    "fast_r20_b256": ("Fast-2, 200 rounds x 256 samples x 16 steps", [*FAST_R20, "iterations_per_epoch=20",
+                                                                      "synthesizer.student.steps=16",
+                                                                      "synthesizer.batch_size=256"]),
+    "fast_b512_adv05": ("Fast-2, 512 samples per round, adversarial weight 0.5",
+                        [*board.FAST, "synthesizer.batch_size=512", "synthesizer.adv=0.5"]),
 }
 
 

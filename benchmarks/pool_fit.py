@@ -1,0 +1,134 @@
+"""What the student can learn from a finished run's sample pool, with the synthesis taken out.
+
+A pool-based synthesizer (DeepInversion, Fast, CMI) leaves its pool in the run's ``train_state.pt``.
+This script fits a *fresh* LeNet-5-half to the leaderboard teacher's outputs on that fixed pool,
+with the leaderboard's student budget (3,200 SGD steps of 128 shifted and flipped samples, lr 0.1,
+cosine), under several student recipes, and reports:
+
+- ``holdout``: accuracy on the last 5,000 Fashion-MNIST training images (the tuning holdout; the
+  test set is not read), and
+- ``pool agreement``: how often the student's argmax matches the teacher's on the pool itself (how
+  well the student fits what it was trained on).
+
+The pool ``real`` is the first ``--real-size`` Fashion-MNIST training images (not data-free: the
+reference). Fitting it and a synthetic pool of the same size with the same recipe separates "the
+samples lack something" from "the student learns them badly". Recipes vary the KD temperature and
+whether the student's batches are shifted and flipped (``--augment on,off``). A recipe that scores
+higher here is a candidate for ``benchmarks/datafree_tuning.py``, never a result by itself.
+
+    .venv/bin/python benchmarks/pool_fit.py --jobs 2                     # the default pools x recipes
+    .venv/bin/python benchmarks/pool_fit.py --pools di=outputs/.../seed0 --temperatures 4,20
+
+Results: ``benchmarks/results/pool_fit.json`` (one entry per pool x recipe) and a printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datafree_leaderboard as board  # (the leaderboard's runner, teacher and folders)
+
+RESULTS = board.RESULTS / "pool_fit.json"
+DEFAULT_POOLS = {
+    "deepinversion_256x50": board.OUT / "tuning" / "di_b256",
+    "fast2_b512": board.OUT / "fast_b512" / "seed0",
+    "real": "real",
+}
+
+
+def fail(message: str) -> None:
+    """One line on stderr and exit status 2 (bad input)."""
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
+def load_pool(folder: str, real_size: int) -> torch.Tensor:
+    """The filled part of the synthesizer's pool in ``folder/train_state.pt``, or ``real`` images."""
+    if folder == "real":
+        from fedkd.data import load_dataset
+
+        return load_dataset("fashion_mnist").train.x[:real_size]
+    state = torch.load(Path(folder) / "train_state.pt", map_location="cpu", weights_only=True)
+    pool = state["parts"]["synthesizer"]["pool"]
+    return pool["data"][: int(pool["size"])]
+
+
+def fit(pool: str, temperature: float, augment: bool, steps: int, seed: int, real_size: int) -> dict:
+    from fedkd.data import load_dataset
+    from fedkd.data.augment import random_crop_flip
+    from fedkd.datafree.losses import kl_divergence
+    from fedkd.models.registry import build_model
+    from fedkd.utils.checkpoint import load_model
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    data = load_dataset("fashion_mnist")
+    teacher = build_model("lenet5", data.spec)
+    load_model(board.TEACHER / "model.pt", teacher)
+    teacher.eval()
+    x_pool = load_pool(pool, real_size)
+    holdout = data.train.subset(range(len(data.train) - 5000, len(data.train)))
+    student = build_model("lenet5_half", data.spec)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    start = time.perf_counter()
+    for _ in range(steps):
+        x = x_pool[torch.randint(len(x_pool), (128,))]
+        if augment:  # the pool synthesizers' augment_pool: shifts of image_size // 8 and flips
+            x = random_crop_flip(x, data.spec.image_size // 8, True)
+        with torch.no_grad():
+            t_logits = teacher(x)
+        student.train()
+        loss = kl_divergence(student(x), t_logits, temperature)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    student.eval()
+    with torch.no_grad():
+        acc = (student(holdout.x).argmax(1) == holdout.y).float().mean().item()
+        agree = (student(x_pool).argmax(1) == teacher(x_pool).argmax(1)).float().mean().item()
+    return {"pool": pool, "pool_size": len(x_pool), "temperature": temperature, "augment": augment,
+            "steps": steps, "seed": seed,
+            "holdout_accuracy": acc, "pool_agreement": agree, "seconds": time.perf_counter() - start}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pools", default=",".join(f"{k}={v}" for k, v in DEFAULT_POOLS.items()),
+                        help="name=run_folder,... (folders of finished pool-based runs)")
+    parser.add_argument("--temperatures", default="1,4,20")
+    parser.add_argument("--augment", default="on,off", help="on, off or both")
+    parser.add_argument("--real-size", type=int, default=25600, help="images in the 'real' pool (DeepInversion's pool size)")
+    parser.add_argument("--steps", type=int, default=3200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args()
+    pools = dict(item.split("=", 1) for item in args.pools.split(","))
+    missing = [f"{k} ({v})" for k, v in pools.items() if v != "real" and not (Path(v) / "train_state.pt").is_file()]
+    if missing:
+        fail(f"fedkd: error: no finished run with a pool at {', '.join(missing)}; run the leaderboard or "
+                 "tuning script first, or pass --pools name=FOLDER")
+    jobs = [(name, float(t), a == "on") for name in pools for t in args.temperatures.split(",")
+            for a in args.augment.split(",")]
+    # Processes, not threads: each fit seeds torch's global RNG, which threads would share.
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as executor:
+        fits = [executor.submit(fit, str(pools[name]), t, a, args.steps, args.seed, args.real_size) for name, t, a in jobs]
+        rows = [{"name": job[0], **f.result()} for job, f in zip(jobs, fits, strict=True)]
+    print(f"{'pool':24s} {'size':>6s} {'T':>4s} {'augment':>7s} {'holdout':>8s} {'pool agreement':>15s} {'s':>5s}")
+    for r in rows:
+        print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {'on' if r['augment'] else 'off':>7s} "
+              f"{100 * r['holdout_accuracy']:7.2f}% {100 * r['pool_agreement']:14.2f}% {r['seconds']:5.0f}")
+    RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
