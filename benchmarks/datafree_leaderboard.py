@@ -77,6 +77,9 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # Fifth session: the fast candidates' holdout winner (benchmarks/datafree_tuning.py: 512 samples per
     # round 82.90 %, 256 82.22 %, the paper's 128 80.04 %): more samples at 2 inner steps each
     "fast_b512": ("Fast-2, 512 samples per round", [*FAST, "synthesizer.batch_size=512"]),
+    # Sixth session: NAYER (the noisy-layer generator, conf/synthesizer/nayer.yaml: 5 steps per round)
+    "nayer": ("NAYER (noisy layer, 256 x 5)", ["synthesizer=nayer", "iterations_per_epoch=10",
+                                              "synthesizer.student.steps=32", "synthesizer.hflip=true"]),
 }
 # The combination row: the candidate benchmarks/datafree_tuning.py chose on held-out training images.
 _CHOICE = RESULTS / "datafree_tuning.json"

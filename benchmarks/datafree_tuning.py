@@ -32,6 +32,7 @@ CLIP = "synthesizer.student.grad_clip=2.0"
 T4 = "synthesizer.student.temperature=4.0"
 DI_B256 = ["synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000"]
 DI = board.ROWS["deepinversion"][1]
+NAYER = ["synthesizer=nayer", "iterations_per_epoch=10", "synthesizer.student.steps=32", "synthesizer.hflip=true"]
 FAST_R20 = [o for o in board.FAST if not o.startswith(("iterations_per_epoch", "synthesizer.student.steps"))]
 CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "fast_arvi": ("Fast-2 + act. reg. + virt. interp.", [*board.FAST, TERMS]),
@@ -86,6 +87,15 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "fast_r20_b256": ("Fast-2, 200 rounds x 256 samples x 16 steps", [*FAST_R20, "iterations_per_epoch=20",
                                                                       "synthesizer.student.steps=16",
                                                                       "synthesizer.batch_size=256"]),
+    # more samples per round kept paying (128 -> 256 -> 512); within 1/5 of CMI's time: one inner
+    # step for 1,024 samples (the synthesis cost of Fast-2 with 512), or 768 at two
+    "fast1_b1024": ("Fast-1, 1,024 samples per round", [*board.FAST, "synthesizer.batch_size=1024",
+                                                        "synthesizer.synthesis_steps=1", "synthesizer.pool_size=60000"]),
+    "fast_b768": ("Fast-2, 768 samples per round", [*board.FAST, "synthesizer.batch_size=768",
+                                                    "synthesizer.pool_size=60000"]),
+    # NAYER (noisy-layer generator), the leaderboard's budget: 100 rounds of 256 samples
+    "nayer": ("NAYER, 256 samples x 10 steps per round", [*NAYER, "synthesizer.synthesis_steps=10"]),
+    "nayer5": ("NAYER, 256 samples x 5 steps per round", [*NAYER, "synthesizer.synthesis_steps=5"]),
     "fast_b512_adv05": ("Fast-2, 512 samples per round, adversarial weight 0.5",
                         [*board.FAST, "synthesizer.batch_size=512", "synthesizer.adv=0.5"]),
 }

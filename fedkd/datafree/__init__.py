@@ -13,7 +13,7 @@ server (an ensemble of client models as the teacher)::
 from fedkd.datafree import generators  # noqa: F401  (registers the generators in the model registry)
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.distiller import distill
-from fedkd.datafree.generators import ConditionalGenerator, FeatureGenerator, ImageGenerator
+from fedkd.datafree.generators import ConditionalGenerator, FeatureGenerator, ImageGenerator, NoisyLayerGenerator
 from fedkd.datafree.recipe import StudentRecipe, split_recipe
 from fedkd.datafree.student_terms import ActivationRegularizer, AttentionTransfer, VirtualInterpolation
 from fedkd.datafree.synthesizers import (
@@ -24,6 +24,7 @@ from fedkd.datafree.synthesizers import (
     DFADSynthesizer,
     EnsembleBoosting,
     FastMetaSynthesizer,
+    NoisyLayerSynthesizer,
     PseudoReplaySynthesizer,
     RDSKDSynthesizer,
     RealDataSource,
@@ -54,6 +55,8 @@ __all__ = [
     "EnsembleTeacher",
     "FeatureGenerator",
     "ImageGenerator",
+    "NoisyLayerGenerator",
+    "NoisyLayerSynthesizer",
     "PseudoReplaySynthesizer",
     "RDSKDSynthesizer",
     "RealDataSource",

@@ -133,6 +133,69 @@ class ConditionalGenerator(ImageGenerator):
         return self.decode(h)
 
 
+class NoisyLayerGenerator(ImageGenerator):
+    """NAYER's generator (Tran et al., CVPR 2024): label -> fixed embedding -> noisy layer -> image.
+
+    The randomness is not an input noise vector but a *noisy layer*: ``forward(y)`` looks up each
+    label's fixed embedding, normalises it (BatchNorm1d), and maps it with one of several linear
+    layers that :meth:`reset_noise` re-draws from ``N(0, 1)`` (zero bias) before every synthesis
+    round; the rest (:meth:`ImageGenerator.decode`) persists and keeps what all rounds share.
+
+    Samples are laid out in chunks of ``num_classes`` consecutive samples, one noisy layer per chunk
+    (the authors' ``nl = num_classes``): with the balanced labels ``arange(n) % num_classes`` every
+    chunk holds each class once, so a layer serves every class and different chunks give different
+    samples of a class. Samples of one label within one chunk are identical.
+
+    The authors embed the class *names* with a text encoder (CLIP); no such encoder is available
+    offline, so the embeddings here are fixed Gaussian vectors, one per class, drawn at construction
+    and kept in the state dict (a buffer): replace ``label_embedding`` to bring your own.
+    """
+
+    conditional = True
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        batch_size: int = 256,
+        embed_dim: int = 64,
+        nz: int = 100,
+        ngf: int = 64,
+        output: str = "sigmoid",
+        channels_last: bool = True,
+    ) -> None:
+        if batch_size < 1 or embed_dim < 1:
+            raise ConfigError(
+                f"generator batch_size and embed_dim must be >= 1 (got {batch_size}, {embed_dim}); set e.g. embed_dim=64"
+            )
+        super().__init__(spec, nz=nz, ngf=ngf, output=output, channels_last=channels_last)
+        self.num_classes, self.batch_size = spec.num_classes, batch_size
+        self.register_buffer("label_embedding", torch.randn(spec.num_classes, embed_dim))
+        self.embed_norm = nn.BatchNorm1d(embed_dim)
+        layers = math.ceil(batch_size / spec.num_classes)
+        self.noise_weight = nn.Parameter(torch.empty(layers, embed_dim, nz))
+        self.noise_bias = nn.Parameter(torch.empty(layers, nz))
+        self.reset_noise()
+
+    @torch.no_grad()
+    def reset_noise(self) -> None:
+        """Re-draw the noisy layers (the authors' ``re_init_le``): ``N(0, 1)`` weights, zero bias."""
+        self.noise_weight.normal_(0.0, 1.0)
+        self.noise_bias.zero_()
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        n, c = len(y), self.num_classes
+        layers = math.ceil(n / c)
+        if layers > len(self.noise_weight):
+            raise ConfigError(
+                f"the noisy-layer generator was built for {self.batch_size} samples, not {n}; "
+                f"set synthesizer.batch_size and the generator's batch_size alike"
+            )
+        e = self.embed_norm(self.label_embedding[y])
+        e = torch.cat([e, e.new_zeros(layers * c - n, e.shape[1])]).view(layers, c, -1)  # one chunk per layer
+        h = torch.baddbmm(self.noise_bias[:layers, None, :], e, self.noise_weight[:layers])
+        return self.decode(h.reshape(layers * c, -1)[:n])
+
+
 class FeatureGenerator(nn.Module):
     """FedGen's generator: noise and label -> a feature vector of the classifier head's input size.
 
@@ -209,6 +272,20 @@ def cond_generator(
     """Conditional generator (noise + label -> sample), FedFTG/DENSE family."""
     return ConditionalGenerator(spec, nz=nz, ngf=ngf, output=output, embedding=embedding, channels_last=channels_last)
 
+
+@register_model("nayer_generator", kind="generator")
+def nayer_generator(
+    spec: DatasetSpec,
+    batch_size: int = 256,
+    embed_dim: int = 64,
+    nz: int = 100,
+    ngf: int = 64,
+    output: str = "sigmoid",
+    channels_last: bool = True,
+) -> NoisyLayerGenerator:
+    """NAYER's noisy-layer generator (label embedding -> re-drawn linear layer -> image)."""
+    return NoisyLayerGenerator(spec, batch_size=batch_size, embed_dim=embed_dim, nz=nz, ngf=ngf, output=output,
+                               channels_last=channels_last)
 
 
 @register_model("fedgen_generator", kind="generator")

@@ -184,10 +184,11 @@ def test_fedavg_refuses_mixed_architectures_with_one_line_error(tmp_path):
 # the student's gradient clipping ride along as options too.
 POOL = "synthesizer@strategy.synthesizer=fast_meta,strategy.synthesizer.batch_size=32,strategy.synthesizer.student.grad_clip=2.0"
 COBOOST = "synthesizer@strategy.synthesizer=coboost,strategy.synthesizer.batch_size=32"
+NAYER = "synthesizer@strategy.synthesizer=nayer,strategy.synthesizer.batch_size=30,strategy.synthesizer.synthesis_steps=2"
 
 
 @pytest.mark.parametrize("option", ["strategy.global_teacher_weight=0.5", "strategy.ensemble_weighting=confidence",
-                                    "strategy.safeguard=0.0", "strategy.safeguard=1.0", POOL, COBOOST])
+                                    "strategy.safeguard=0.0", "strategy.safeguard=1.0", POOL, COBOOST, NAYER])
 def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(option, trained_longer, tmp_path):
     from fedkd.models import build_from_config
     from fedkd.training import evaluate

@@ -8,9 +8,11 @@ from fedkd.datafree.synthesizers.dafl import DAFLSynthesizer
 from fedkd.datafree.synthesizers.deepinversion import DeepInversionSynthesizer
 from fedkd.datafree.synthesizers.dfad import DFADSynthesizer
 from fedkd.datafree.synthesizers.fast_meta import FastMetaSynthesizer
+from fedkd.datafree.synthesizers.nayer import NoisyLayerSynthesizer
+from fedkd.datafree.synthesizers.pool import PoolSynthesizer
 from fedkd.datafree.synthesizers.rdskd import RDSKDSynthesizer
 from fedkd.datafree.synthesizers.real import RealDataSource
 from fedkd.datafree.synthesizers.replay import PseudoReplaySynthesizer
 from fedkd.datafree.synthesizers.zskt import ZSKTSynthesizer
 
-__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer", "EnsembleBoosting", "FastMetaSynthesizer", "PseudoReplaySynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]
+__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer", "EnsembleBoosting", "FastMetaSynthesizer", "NoisyLayerSynthesizer", "PoolSynthesizer", "PseudoReplaySynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]

@@ -25,13 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedkd.data.augment import random_crop_flip, random_resized_crop
+from fedkd.data.augment import random_resized_crop
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.generators import reset_parameters
 from fedkd.datafree.losses import adversarial_kl, cross_entropy, info_nce
-from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.datafree.synthesizers.base import build_generator
+from fedkd.datafree.synthesizers.pool import PoolSynthesizer
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
@@ -48,7 +49,7 @@ class ProjectionHead(nn.Module):
         return self.net(x)
 
 
-class CMISynthesizer(Synthesizer):
+class CMISynthesizer(PoolSynthesizer):
     """Contrastive model inversion into an in-memory sample pool.
 
     Args:
@@ -70,6 +71,8 @@ class CMISynthesizer(Synthesizer):
         hflip: random horizontal flips in both views and in the pool batches.
         augment_pool: shift/flip pool samples when the student draws them.
     """
+
+    method = "CMI"
 
     def __init__(
         self,
@@ -96,11 +99,11 @@ class CMISynthesizer(Synthesizer):
         hflip: bool = False,
         augment_pool: bool = True,
     ) -> None:
-        super().__init__(spec, device)
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, cr_temperature=cr_temperature,
             bank_size=bank_size, pool_size=pool_size,
         )
+        super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device)
         self.batch_size, self.synthesis_steps = batch_size, synthesis_steps
         self.lr, self.betas = lr, tuple(betas)
@@ -108,17 +111,10 @@ class CMISynthesizer(Synthesizer):
         self.cr_temperature = cr_temperature
         self.negatives = negatives
         self.reset_generator = reset_generator
-        self.crop_pad = spec.image_size // 8 if crop_pad is None else crop_pad
         self.local_scale = tuple(local_scale)
-        self.hflip, self.augment_pool = hflip, augment_pool
         self.head = ProjectionHead(head_hidden, head_dim).to(self.device)
         self._head_optimizer: torch.optim.Optimizer | None = None
-        self.pool = RingBuffer(pool_size, self.device)
         self.bank = RingBuffer(bank_size, self.device)
-        self.rounds = 0
-
-    def _global_view(self, x: torch.Tensor) -> torch.Tensor:
-        return random_crop_flip(x, self.crop_pad, self.hflip)
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """One round: optimise a fresh generator and latent codes, keep the best batch."""
@@ -145,7 +141,7 @@ class CMISynthesizer(Synthesizer):
             for _ in range(self.synthesis_steps):
                 with autocast(self.device):
                     x = self.generator(z)
-                    g_view = self._global_view(x)
+                    g_view = self._view(x)
                     # One teacher pass over both views (eval-mode BN treats samples independently).
                     views = torch.cat([g_view, random_resized_crop(x, self.local_scale, hflip=self.hflip)]) if w["cr"] > 0 else g_view
                     t_logits = teacher(views, targets.repeat(views.shape[0] // b))[:b]
@@ -191,16 +187,14 @@ class CMISynthesizer(Synthesizer):
         return info_nce(projected[n_keys:], projected[:n_keys], self.cr_temperature)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base state plus the projection head and its optimiser, the sample pool, the memory
-        bank and the round count (the generator is kept too: ``reset_generator=false`` trains it on)."""
+        """The base state (the generator -- ``reset_generator=false`` trains it on --, the sample pool
+        and the round count) plus the projection head and its optimiser and the memory bank."""
         used = self._head_optimizer is not None  # the head's lazy first layer has no weights before its first call
         return {
             **super().state_dict(),
             "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()} if used else None,
             "head_optimizer": self._head_optimizer.state_dict() if used else None,
-            "pool": self.pool.state_dict(),
             "bank": self.bank.state_dict(),
-            "rounds": self.rounds,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -210,15 +204,4 @@ class CMISynthesizer(Synthesizer):
             self.head.load_state_dict(state["head"])  # materialises the lazy first layer
             self._head_optimizer = torch.optim.Adam(self.head.parameters(), lr=self.lr, betas=self.betas)
             self._head_optimizer.load_state_dict(state["head_optimizer"])
-        self.pool.load_state_dict(state["pool"])
         self.bank.load_state_dict(state["bank"])
-        self.rounds = int(state["rounds"])
-
-    @torch.no_grad()
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A random batch of pooled samples, shifted and flipped like training images, and the labels
-        they were synthesised for."""
-        if len(self.pool) == 0:
-            raise RuntimeError("the CMI pool is empty: call synthesize() first")
-        x, y = self.pool.sample_labelled(n)
-        return (self._global_view(x) if self.augment_pool else x), y

@@ -29,20 +29,15 @@ docs/design_notes.md#deepinversion-synthesis-steps-and-learning-rate.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
 
-from fedkd.data.augment import random_crop_flip
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
-from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.losses import cross_entropy, js_divergence, l2_prior, soft_target_kl, total_variation
 from fedkd.datafree.soft_targets import check_betas as check_dirichlet_betas
 from fedkd.datafree.soft_targets import dirichlet_targets, teacher_similarity
-from fedkd.datafree.synthesizers.base import Synthesizer
+from fedkd.datafree.synthesizers.pool import PoolSynthesizer
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
@@ -71,8 +66,11 @@ def pixel_bounds(spec: DatasetSpec, device: torch.device) -> tuple[torch.Tensor,
     return (0 - mean) / std, (1 - mean) / std
 
 
-class DeepInversionSynthesizer(Synthesizer):
+class DeepInversionSynthesizer(PoolSynthesizer):
     """DeepInversion (and Adaptive DeepInversion with ``adi > 0``) into an in-memory sample pool.
+
+    Each round starts from fresh noise and a fresh optimiser, so the state is the base's: the
+    pool and the round count.
 
     Args:
         spec, device: dataset spec and device.
@@ -100,6 +98,8 @@ class DeepInversionSynthesizer(Synthesizer):
             each); empty (the default) asks for one-hot target labels as DeepInversion does.
     """
 
+    method = "DeepInversion"
+
     def __init__(
         self,
         spec: DatasetSpec,
@@ -123,7 +123,6 @@ class DeepInversionSynthesizer(Synthesizer):
         dirichlet_betas: tuple[float, ...] = (),
         first_bn_weight: float = 1.0,
     ) -> None:
-        super().__init__(spec, device)
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, adi_temperature=adi_temperature,
             pool_size=pool_size,
@@ -132,17 +131,14 @@ class DeepInversionSynthesizer(Synthesizer):
         self.first_bn_weight = float(first_bn_weight)
         if crop_pad is not None:
             check_non_negative(crop_pad=crop_pad)
+        super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
         self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
         self.lr, self.betas = lr, check_betas(tuple(betas))
         self.weights = {"bn": bn, "oh": oh, "tv": tv, "l2": l2, "adi": adi}
         self.adi_temperature = adi_temperature
-        self.jitter, self.hflip, self.clip = int(jitter), hflip, clip
-        self.augment_pool = augment_pool
-        self.crop_pad = spec.image_size // 8 if crop_pad is None else int(crop_pad)
+        self.jitter, self.clip = int(jitter), clip
         self.dirichlet_betas = check_dirichlet_betas(dirichlet_betas)
         self.generator = None  # pixels are optimised directly
-        self.pool = RingBuffer(pool_size, self.device)
-        self.rounds = 0
         self._low, self._high = pixel_bounds(spec, self.device)
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,22 +199,3 @@ class DeepInversionSynthesizer(Synthesizer):
         self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
         self.rounds += 1
         return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
-
-    def state_dict(self) -> dict[str, Any]:
-        """The base state plus the sample pool and the round count (each round starts from fresh
-        noise and a fresh optimiser, so nothing else carries over)."""
-        return {**super().state_dict(), "pool": self.pool.state_dict(), "rounds": self.rounds}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.pool.load_state_dict(state["pool"])
-        self.rounds = int(state["rounds"])
-
-    @torch.no_grad()
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A random batch of pooled samples, shifted (and flipped) like training images, and the
-        labels they were synthesised for."""
-        if len(self.pool) == 0:
-            raise RuntimeError("the DeepInversion pool is empty: call synthesize() first")
-        x, y = self.pool.sample_labelled(n)
-        return (random_crop_flip(x, self.crop_pad, self.hflip) if self.augment_pool else x), y

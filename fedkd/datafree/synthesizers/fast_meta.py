@@ -42,16 +42,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedkd.data.augment import random_crop_flip
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
-from fedkd.datafree.buffers import RingBuffer
-from fedkd.datafree.losses import adversarial_kl, bn_statistics_loss, cross_entropy
-from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.datafree.losses import bn_statistics_loss
+from fedkd.datafree.synthesizers.base import build_generator
 from fedkd.datafree.synthesizers.deepinversion import check_betas, check_non_negative
+from fedkd.datafree.synthesizers.pool import PoolSynthesizer
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
-from fedkd.utils.device import autocast
 
 Stats = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -98,7 +96,7 @@ class MomentumBNStatHooks(BNStatHooks):
         ]
 
 
-class FastMetaSynthesizer(Synthesizer):
+class FastMetaSynthesizer(PoolSynthesizer):
     """FastDFKD: a meta-learned generator and latent codes, a few inner steps per round, a pool.
 
     Args:
@@ -124,6 +122,8 @@ class FastMetaSynthesizer(Synthesizer):
         augment_pool: shift/flip pool samples when the student draws them.
     """
 
+    method = "FastDFKD"
+
     def __init__(
         self,
         spec: DatasetSpec,
@@ -146,7 +146,6 @@ class FastMetaSynthesizer(Synthesizer):
         pool_size: int = 20000,
         augment_pool: bool = True,
     ) -> None:
-        super().__init__(spec, device)
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, lr_z=lr_z, meta_lr=meta_lr,
             pool_size=pool_size,
@@ -164,6 +163,7 @@ class FastMetaSynthesizer(Synthesizer):
         check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup)
         if crop_pad is not None:
             check_non_negative(crop_pad=crop_pad)
+        super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device).train()
         # The fast copy the inner loop trains; it holds the last round's inner solution.
         self.fast_generator = copy.deepcopy(self.generator)
@@ -172,16 +172,9 @@ class FastMetaSynthesizer(Synthesizer):
         self.meta_lr, self.meta_latent = meta_lr, meta_latent
         self.weights = {"bn": bn, "oh": oh, "adv": adv}
         self.bn_momentum, self.warmup = bn_momentum, int(warmup)
-        self.crop_pad = spec.image_size // 8 if crop_pad is None else int(crop_pad)
-        self.hflip, self.augment_pool = hflip, augment_pool
         self.z = self.generator.noise(self.batch_size, self.device)  # meta latent codes
         self.fast_z = self.z.clone()
         self.bn_memory: Stats | None = None
-        self.pool = RingBuffer(pool_size, self.device)
-        self.rounds = 0
-
-    def _view(self, x: torch.Tensor) -> torch.Tensor:
-        return random_crop_flip(x, self.crop_pad, self.hflip)
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """One round: adapt a copy of the meta-initialisation in a few steps, Reptile, pool."""
@@ -197,31 +190,15 @@ class FastMetaSynthesizer(Synthesizer):
         use_adv = w["adv"] > 0 and self.rounds >= self.warmup
         student_was_training = student.training
         student.eval()
-        best_loss, best_x, last = float("inf"), None, {}
         with MomentumBNStatHooks(teacher, self.bn_momentum, self.bn_memory if self.bn_momentum > 0 else None) as hooks:
             if not hooks.layers and w["bn"] > 0:
                 raise ConfigError(
                     "FastDFKD's BN-statistics loss needs a teacher with BatchNorm layers; "
                     "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
                 )
-            for it in range(self.synthesis_steps):
-                with autocast(self.device):
-                    x = self.fast_generator(z)
-                    view = self._view(x)
-                    t_logits = teacher(view, targets)
-                    terms = {"bn": hooks.loss(), "oh": cross_entropy(t_logits, targets)}
-                    if use_adv:
-                        terms["adv"] = adversarial_kl(student(view), t_logits)
-                    loss = sum(w[k] * v for k, v in terms.items())
-                value = loss.item()
-                if value < best_loss:  # the batch this loss belongs to (before the update)
-                    best_loss, best_x = value, x.detach().clone()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward(inputs=params + [z])  # the fast copy and the codes learn, not the student
-                optimizer.step()
-                if it == self.synthesis_steps - 1:
-                    last = {k: v.item() for k, v in terms.items()}
-                self.samples_generated += b
+            # the fast copy and the codes learn, not the student
+            best_loss, best_x, last = self.descend(self.synthesis_steps, lambda: self.fast_generator(z), params + [z],
+                                                   optimizer, teacher, student, hooks, targets, use_adv)
             if self.bn_momentum > 0:
                 self.bn_memory = hooks.updated_memory()
         student.train(student_was_training)
@@ -240,31 +217,14 @@ class FastMetaSynthesizer(Synthesizer):
             self.z.add_(self.fast_z - self.z, alpha=self.meta_lr)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base state (the generator is the meta-initialisation) plus the meta latent codes,
-        the BN-statistics memory, the pool and the round count. The inner Adam starts afresh each
+        """The base state (the generator is the meta-initialisation; the pool and the round count)
+        plus the meta latent codes and the BN-statistics memory. The inner Adam starts afresh each
         round and the Reptile step has no optimiser state, so nothing else carries over."""
         memory = None if self.bn_memory is None else [[m.detach().cpu(), v.detach().cpu()] for m, v in self.bn_memory]
-        return {
-            **super().state_dict(),
-            "z": self.z.detach().cpu(),
-            "bn_memory": memory,
-            "pool": self.pool.state_dict(),
-            "rounds": self.rounds,
-        }
+        return {**super().state_dict(), "z": self.z.detach().cpu(), "bn_memory": memory}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.z = state["z"].to(self.device)
         memory = state["bn_memory"]
         self.bn_memory = None if memory is None else [(m.to(self.device), v.to(self.device)) for m, v in memory]
-        self.pool.load_state_dict(state["pool"])
-        self.rounds = int(state["rounds"])
-
-    @torch.no_grad()
-    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A random batch of pooled samples, shifted (and flipped) like training images, and the
-        labels they were synthesised for."""
-        if len(self.pool) == 0:
-            raise RuntimeError("the FastDFKD pool is empty: call synthesize() first")
-        x, y = self.pool.sample_labelled(n)
-        return (self._view(x) if self.augment_pool else x), y

@@ -1,0 +1,136 @@
+"""NAYER: "Noisy Layer Data Generation for Efficient and Effective Data-free Knowledge
+Distillation" (Tran et al., CVPR 2024).
+
+Where DFAD/CMI/Fast feed a generator random *inputs*, NAYER moves the randomness into a *layer*:
+the generator (:class:`~fedkd.datafree.generators.NoisyLayerGenerator`) maps each target label's
+fixed embedding through a linear "noisy layer" that is re-drawn before every synthesis round, then
+through a persistent upsampling body. Each round (:meth:`NoisyLayerSynthesizer.synthesize`):
+
+1. re-draw the noisy layers; every ``generator_life`` rounds re-initialise the whole generator;
+2. take ``synthesis_steps`` Adam steps (a fresh optimiser, as in the authors' code) on all the
+   generator's parameters against DeepInversion/CMI's objective: the BN-statistics loss,
+   cross-entropy to the target labels and, after ``warmup`` rounds, the adversarial term (minus
+   the student-teacher KL where they agree), on a shifted (and flipped) view;
+3. the round's lowest-loss batch joins a bounded pool the student draws from.
+
+Because the label embedding carries the class and the body persists, a few steps per round give a
+batch of the asked-for classes; the re-drawn layer gives a new batch every round.
+
+Choices where the paper and code leave room: the label embeddings are fixed random vectors (no
+text encoder offline; see the generator); one batch per :meth:`synthesize` call (the authors'
+``g_loops`` batches per epoch are the distiller's iterations here, and their warm-up epochs with
+more batches and no student are ``warmup`` rounds without the adversarial term, the student
+training from the first round as in the other pool methods); target labels are ``arange(n) %
+num_classes`` so that every noisy layer serves each class once (with a label prior -- the federated
+server's -- they are drawn from it, and a chunk may repeat a class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.bn_hooks import BNStatHooks
+from fedkd.datafree.generators import NoisyLayerGenerator, reset_parameters
+from fedkd.datafree.synthesizers.base import build_generator
+from fedkd.datafree.synthesizers.deepinversion import check_betas, check_non_negative
+from fedkd.datafree.synthesizers.pool import PoolSynthesizer
+from fedkd.datafree.teacher import as_teacher
+from fedkd.errors import ConfigError
+
+
+class NoisyLayerSynthesizer(PoolSynthesizer):
+    """NAYER: a persistent label-embedding generator whose noisy layer is re-drawn every round.
+
+    Args:
+        spec, device: dataset spec and device.
+        generator: registry config of the generator (default ``nayer_generator``; its
+            ``batch_size`` is set to this synthesizer's).
+        batch_size: samples synthesised per round (the round's best batch joins the pool).
+        synthesis_steps: Adam steps per round (authors, CIFAR: 40 with 400 samples).
+        lr, betas: the per-round Adam of the generator (authors: 4e-3, (0.5, 0.999)).
+        bn, oh, adv: weights of the BN-statistics, cross-entropy and adversarial terms (authors,
+            CIFAR: 10, 0.5, 1.33).
+        warmup: rounds without the adversarial term (authors: 20 warm-up epochs).
+        generator_life: re-initialise the whole generator every this many rounds (authors'
+            ``g_life``: 10; 0: never).
+        crop_pad: shift of the teacher's view and of pool samples (default image_size // 8).
+        hflip: random horizontal flips in the view and in pool samples.
+        pool_size: samples kept in the pool (oldest dropped first).
+        augment_pool: shift/flip pool samples when the student draws them.
+    """
+
+    method = "NAYER"
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        device: torch.device | str = "cpu",
+        generator: Mapping[str, Any] | None = None,
+        batch_size: int = 256,
+        synthesis_steps: int = 5,
+        lr: float = 4e-3,
+        betas: tuple[float, float] = (0.5, 0.999),
+        bn: float = 10.0,
+        oh: float = 0.5,
+        adv: float = 1.33,
+        warmup: int = 0,
+        generator_life: int = 10,
+        crop_pad: int | None = None,
+        hflip: bool = False,
+        pool_size: int = 20000,
+        augment_pool: bool = True,
+    ) -> None:
+        self._check_positive(batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, pool_size=pool_size)
+        check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup, generator_life=generator_life)
+        if crop_pad is not None:
+            check_non_negative(crop_pad=crop_pad)
+        super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
+        config = {**dict(generator or {"name": "nayer_generator"}), "batch_size": int(batch_size)}
+        if config.get("name") != "nayer_generator":
+            raise ConfigError(
+                f"NAYER needs the noisy-layer generator, not '{config.get('name')}'; set synthesizer.generator.name=nayer_generator"
+            )
+        self.generator: NoisyLayerGenerator = build_generator(config, spec).to(self.device).train()
+        self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
+        self.lr, self.betas = lr, check_betas(tuple(betas))
+        self.weights = {"bn": bn, "oh": oh, "adv": adv}
+        self.warmup, self.generator_life = int(warmup), int(generator_life)
+
+    def round_labels(self) -> torch.Tensor:
+        """The round's target labels: each chunk of ``num_classes`` samples holds every class once,
+        or labels drawn from the label prior when one is set."""
+        if self.label_prior is not None:
+            return self.target_labels(self.batch_size)
+        return torch.arange(self.batch_size, device=self.device) % self.spec.num_classes
+
+    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
+        """One round: re-draw the noisy layer, a few generator steps, the best batch into the pool."""
+        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
+        w = self.weights
+        if self.generator_life and self.rounds % self.generator_life == 0 and self.rounds > 0:
+            reset_parameters(self.generator)  # the label embedding is a buffer: it stays
+        self.generator.reset_noise()
+        self.generator.train()
+        params = [p for p in self.generator.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.lr, betas=self.betas)
+        targets = self.round_labels()
+        use_adv = w["adv"] > 0 and self.rounds >= self.warmup
+        student_was_training = student.training
+        student.eval()
+        with BNStatHooks(teacher) as hooks:
+            if not hooks.layers and w["bn"] > 0:
+                raise ConfigError(
+                    "NAYER's BN-statistics loss needs a teacher with BatchNorm layers; "
+                    "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
+                )
+            best_loss, best_x, last = self.descend(self.synthesis_steps, lambda: self.generator(targets), params,
+                                                   optimizer, teacher, student, hooks, targets, use_adv)
+        student.train(student_was_training)
+        self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
+        self.rounds += 1
+        return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
