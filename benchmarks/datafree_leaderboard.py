@@ -77,6 +77,15 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # Fifth session: the fast candidates' holdout winner (benchmarks/datafree_tuning.py: 512 samples per
     # round 82.90 %, 256 82.22 %, the paper's 128 80.04 %): more samples at 2 inner steps each
     "fast_b512": ("Fast-2, 512 samples per round", [*FAST, "synthesizer.batch_size=512"]),
+    # Sixth session: pseudo replay over the best base, DeepInversion 256 x 50, the VAE standing in for
+    # the 30,000-sample pool (the base keeps one round's batch): PRE-DFKD's memory claim
+    "replay_deepinversion": ("pseudo replay over DeepInversion 256 x 50", [
+        "synthesizer=replay_deepinversion", "iterations_per_epoch=10", "synthesizer.base.batch_size=256",
+        "synthesizer.base.synthesis_steps=50", "synthesizer.base.pool_size=256", "synthesizer.base.hflip=true",
+        "synthesizer.base.student.steps=32"]),
+    # ... and its ablation: the same base with the same one-round pool, no replay
+    "deepinversion_pool1": ("DeepInversion 256 x 50, pool of one round", [
+        *DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=256"]),
     # Sixth session: NAYER (the noisy-layer generator, conf/synthesizer/nayer.yaml: 5 steps per round)
     "nayer": ("NAYER (noisy layer, 256 x 5)", ["synthesizer=nayer", "iterations_per_epoch=10",
                                               "synthesizer.student.steps=32", "synthesizer.hflip=true"]),
