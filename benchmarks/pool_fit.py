@@ -25,6 +25,7 @@ Results: ``benchmarks/results/pool_fit.json`` (one entry per pool x recipe) and 
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 import time
@@ -51,7 +52,10 @@ def fail(message: str) -> None:
 
 
 def load_pool(folder: str, real_size: int) -> torch.Tensor:
-    """The filled part of the synthesizer's pool in ``folder/train_state.pt``, or ``real`` images."""
+    """The filled part of the synthesizer's pool in ``folder/train_state.pt``, or ``real`` images;
+    ``a+b`` concatenates the pools of several runs."""
+    if "+" in folder:
+        return torch.cat([load_pool(part, real_size) for part in folder.split("+")])
     if folder == "real":
         from fedkd.data import load_dataset
 
@@ -61,7 +65,55 @@ def load_pool(folder: str, real_size: int) -> torch.Tensor:
     return pool["data"][: int(pool["size"])]
 
 
-def fit(pool: str, temperature: float, augment: bool, steps: int, seed: int, real_size: int) -> dict:
+def _view(x: torch.Tensor, view: str, pad: int) -> torch.Tensor:
+    """The student's batch under ``view``: ``shift`` (the pool synthesizers' shifts and flips), ``none``,
+    ``rrc`` (random resized crop of 50-100 % of the area + flip), ``affine`` (shift + rotation of up
+    to 15 degrees and 0.9-1.1 scale), or ``shift`` followed by ``mixup`` / ``cutmix`` / ``erase``
+    (pairs of samples mixed, a box pasted from another sample, a box blanked). The teacher labels
+    whatever the student sees, so every view is a new sample with an exact soft label."""
+    from fedkd.data.augment import random_crop_flip, random_resized_crop
+
+    if view == "none":
+        return x
+    if view == "rrc":
+        return random_resized_crop(x, scale=(0.5, 1.0))
+    if view == "affine":
+        n = x.shape[0]
+        angle = (torch.rand(n) * 2 - 1) * math.radians(15)
+        scale = torch.empty(n).uniform_(0.9, 1.1)
+        flip = torch.randint(0, 2, (n,)).float() * 2 - 1
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = torch.cos(angle) / scale * flip
+        theta[:, 0, 1] = -torch.sin(angle) / scale
+        theta[:, 1, 0] = torch.sin(angle) / scale * flip
+        theta[:, 1, 1] = torch.cos(angle) / scale
+        theta[:, :, 2] = (torch.randint(-pad, pad + 1, (n, 2)).float()) * 2 / x.shape[-1]
+        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        return torch.nn.functional.grid_sample(x, grid, align_corners=False)
+    x = random_crop_flip(x, pad, True)
+    base, _, extra = view.partition("+")
+    if base != "shift" or extra not in ("", "mixup", "cutmix", "erase"):
+        raise ValueError(f"unknown view {view!r}")
+    n, _, h, w = x.shape
+    if extra == "mixup":
+        lam = torch.rand(n, 1, 1, 1)
+        return lam * x + (1 - lam) * x[torch.randperm(n)]
+    if extra in ("cutmix", "erase"):
+        area = torch.rand(n) * 0.5
+        bh = (area.sqrt() * h).long().clamp(min=1)
+        bw = (area.sqrt() * w).long().clamp(min=1)
+        top = (torch.rand(n) * (h - bh + 1)).long()
+        left = (torch.rand(n) * (w - bw + 1)).long()
+        rows = torch.arange(h).view(1, h, 1)
+        cols = torch.arange(w).view(1, 1, w)
+        box = ((rows >= top.view(n, 1, 1)) & (rows < (top + bh).view(n, 1, 1))
+               & (cols >= left.view(n, 1, 1)) & (cols < (left + bw).view(n, 1, 1))).unsqueeze(1)
+        other = x[torch.randperm(n)] if extra == "cutmix" else torch.zeros_like(x)
+        return torch.where(box, other, x)
+    return x
+
+
+def fit(pool: str, temperature: float, augment: bool | str, steps: int, seed: int, real_size: int) -> dict:
     from fedkd.data import load_dataset
     from fedkd.data.augment import random_crop_flip
     from fedkd.datafree.losses import kl_divergence
@@ -82,7 +134,9 @@ def fit(pool: str, temperature: float, augment: bool, steps: int, seed: int, rea
     start = time.perf_counter()
     for _ in range(steps):
         x = x_pool[torch.randint(len(x_pool), (128,))]
-        if augment:  # the pool synthesizers' augment_pool: shifts of image_size // 8 and flips
+        if isinstance(augment, str):
+            x = _view(x, augment, data.spec.image_size // 8)
+        elif augment:  # the pool synthesizers' augment_pool: shifts of image_size // 8 and flips
             x = random_crop_flip(x, data.spec.image_size // 8, True)
         with torch.no_grad():
             t_logits = teacher(x)
@@ -106,28 +160,34 @@ def main() -> None:
     parser.add_argument("--pools", default=",".join(f"{k}={v}" for k, v in DEFAULT_POOLS.items()),
                         help="name=run_folder,... (folders of finished pool-based runs)")
     parser.add_argument("--temperatures", default="1,4,20")
-    parser.add_argument("--augment", default="on,off", help="on, off or both")
+    parser.add_argument("--augment", default="on,off",
+                        help="on, off, or views: shift, none, rrc, affine, shift+mixup, shift+cutmix, shift+erase")
     parser.add_argument("--real-size", type=int, default=25600, help="images in the 'real' pool (DeepInversion's pool size)")
     parser.add_argument("--steps", type=int, default=3200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", default=RESULTS.name, help="result file name under benchmarks/results/")
     args = parser.parse_args()
     pools = dict(item.split("=", 1) for item in args.pools.split(","))
-    missing = [f"{k} ({v})" for k, v in pools.items() if v != "real" and not (Path(v) / "train_state.pt").is_file()]
+    missing = [f"{k} ({part})" for k, v in pools.items() for part in v.split("+")
+               if part != "real" and not (Path(part) / "train_state.pt").is_file()]
     if missing:
         fail(f"fedkd: error: no finished run with a pool at {', '.join(missing)}; run the leaderboard or "
                  "tuning script first, or pass --pools name=FOLDER")
-    jobs = [(name, float(t), a == "on") for name in pools for t in args.temperatures.split(",")
+    def recipe(a: str) -> bool | str:
+        return {"on": True, "off": False}.get(a, a)
+
+    jobs = [(name, float(t), recipe(a)) for name in pools for t in args.temperatures.split(",")
             for a in args.augment.split(",")]
     # Processes, not threads: each fit seeds torch's global RNG, which threads would share.
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as executor:
         fits = [executor.submit(fit, str(pools[name]), t, a, args.steps, args.seed, args.real_size) for name, t, a in jobs]
         rows = [{"name": job[0], **f.result()} for job, f in zip(jobs, fits, strict=True)]
-    print(f"{'pool':24s} {'size':>6s} {'T':>4s} {'augment':>7s} {'holdout':>8s} {'pool agreement':>15s} {'s':>5s}")
+    print(f"{'pool':24s} {'size':>6s} {'T':>4s} {'augment':>12s} {'holdout':>8s} {'pool agreement':>15s} {'s':>5s}")
     for r in rows:
-        print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {'on' if r['augment'] else 'off':>7s} "
+        print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {str({True: 'on', False: 'off'}.get(r['augment'], r['augment'])):>12s} "
               f"{100 * r['holdout_accuracy']:7.2f}% {100 * r['pool_agreement']:14.2f}% {r['seconds']:5.0f}")
-    RESULTS.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+    RESULTS.parent.joinpath(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -38,23 +38,21 @@ import torch
 from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 from fedkd.strategies.server_checks import probe_split, synthetic_agreement
+from fedkd.strategies.server_teacher import CLASS_WEIGHTINGS, ensemble_teacher, load_model
 from flwr.app import ArrayRecord, MetricRecord
 from torch import nn
 
-from fedkd.datafree import EnsembleTeacher, Synthesizer, class_weights_from_counts, distill, split_recipe
+from fedkd.datafree import EnsembleTeacher, Synthesizer, distill, split_recipe
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
-from fedkd.datafree.teacher import with_extra_members
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
-from fedkd.models import build_from_config
 from fedkd.training import evaluate
 from fedkd.training.optimizers import optimizer_factory
 from fedkd.utils.timing import Laps
 
 log = logging.getLogger("fedkd.sim")
 
-CLASS_WEIGHTINGS = ("label_counts", "uniform")
 STUDENT_INITS = ("average", "previous", "scratch")
 
 
@@ -206,51 +204,10 @@ class FedFTG(FedAvg):
 
         global_models: dict[str, ArrayRecord] = {}
         for key in groups:
-            average = averages[key]
-            start = {
-                "average": average,
-                "previous": self.students.get(key, average),
-                "scratch": run.initial_group_arrays(key),
-            }[self.student_init]
-            student = self._load(run.model_configs[key], start)
             prefix = "" if len(groups) == 1 else f"{key}/"
-            if probe is not None:
-                with laps("diagnostics"):
-                    before = evaluate(student, probe, run.device)["accuracy"]
-            if server_round <= self.warmup_rounds:
-                with laps("synthesis"):
-                    server.update(self.train_generator(teacher, student))
-                global_models[key] = self.students[key] = average
-                if start is not average:  # the round's global model is the average
-                    student = self._load(run.model_configs[key], average)
-            else:
-                with laps("distillation"):
-                    result = distill(
-                        student, teacher, self.synthesizer, self.make_optimizer(student.parameters()),
-                        self.iterations_per_round, recipe=self.recipe, student_batch_size=self.student_batch_size,
-                        progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
-                        terms=list(self.student_terms.values()),
-                    )
-                laps.move("distillation", "synthesis", result["synthesis_s"])
-                skip = ("wall_time_s", "synthesis_s", "student_s")
-                server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k not in skip})
-                global_models[key] = self.students[key] = R.to_arrays(student.cpu())
-                student.to(run.device)
-                if self.safeguard is not None or probe is not None:
-                    average_model = self._load(run.model_configs[key], average)
-                    with laps("safeguard" if self.safeguard is not None else "diagnostics"):
-                        check = synthetic_agreement(self.synthesizer, teacher, average_model, student, self.student_batch_size)
-                    server.update({f"{prefix}{k}": v for k, v in check.items()})
-                    kept = self.safeguard is not None and check["average_teacher_agreement"] >= self.safeguard
-                    if kept:  # the average already predicts what the teacher does: nothing to learn, keep it
-                        global_models[key] = self.students[key] = average
-                        student = average_model
-                    server[f"{prefix}safeguard_kept_average"] = float(kept)
-            if probe is not None:
-                with laps("diagnostics"):  # the round's global model: the student, or the average it started from
-                    after = evaluate(student, probe, run.device)["accuracy"]
-                server.update({f"{prefix}student_accuracy_before": before, f"{prefix}student_accuracy_after": after,
-                               f"{prefix}distillation_gain": after - before})
+            global_models[key] = self.students[key] = self._distil_group(
+                server_round, key, averages[key], teacher, probe, laps, server, prefix
+            )
 
         if probe is not None and teacher.member_weights is not None:  # Co-Boosting re-weighted the members
             with laps("diagnostics"):
@@ -268,6 +225,57 @@ class FedFTG(FedAvg):
         for key in run.model_configs:
             global_models.setdefault(key, self.students.get(key) or run.initial_group_arrays(key))
         return R.pack_groups(global_models), client_metrics
+
+    def _distil_group(
+        self, server_round: int, key: str, average: ArrayRecord, teacher: EnsembleTeacher,
+        probe: Any, laps: Laps, server: dict[str, float], prefix: str,
+    ) -> ArrayRecord:
+        """One architecture group's global model for the round: its student distilled from the
+        ensemble (the average during warm-up, or when the safeguard keeps it); figures into ``server``."""
+        run = self._require_run()
+        start = {
+            "average": average,
+            "previous": self.students.get(key, average),
+            "scratch": run.initial_group_arrays(key),
+        }[self.student_init]
+        student = self._load(run.model_configs[key], start)
+        if probe is not None:
+            with laps("diagnostics"):
+                before = evaluate(student, probe, run.device)["accuracy"]
+        if server_round <= self.warmup_rounds:
+            with laps("synthesis"):
+                server.update(self.train_generator(teacher, student))
+            result_arrays = average
+            if start is not average:  # the round's global model is the average
+                student = self._load(run.model_configs[key], average)
+        else:
+            with laps("distillation"):
+                result = distill(
+                    student, teacher, self.synthesizer, self.make_optimizer(student.parameters()),
+                    self.iterations_per_round, recipe=self.recipe, student_batch_size=self.student_batch_size,
+                    progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
+                    terms=list(self.student_terms.values()),
+                )
+            laps.move("distillation", "synthesis", result["synthesis_s"])
+            skip = ("wall_time_s", "synthesis_s", "student_s")
+            server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k not in skip})
+            result_arrays = R.to_arrays(student.cpu())
+            student.to(run.device)
+            if self.safeguard is not None or probe is not None:
+                average_model = self._load(run.model_configs[key], average)
+                with laps("safeguard" if self.safeguard is not None else "diagnostics"):
+                    check = synthetic_agreement(self.synthesizer, teacher, average_model, student, self.student_batch_size)
+                server.update({f"{prefix}{k}": v for k, v in check.items()})
+                kept = self.safeguard is not None and check["average_teacher_agreement"] >= self.safeguard
+                if kept:  # the average already predicts what the teacher does: nothing to learn, keep it
+                    result_arrays, student = average, average_model
+                server[f"{prefix}safeguard_kept_average"] = float(kept)
+        if probe is not None:
+            with laps("diagnostics"):  # the round's global model: the student, or the average it started from
+                after = evaluate(student, probe, run.device)["accuracy"]
+            server.update({f"{prefix}student_accuracy_before": before, f"{prefix}student_accuracy_after": after,
+                           f"{prefix}distillation_gain": after - before})
+        return result_arrays
 
     def _diagnose(self, server_round: int) -> bool:
         return bool(self.diagnostics_every) and (server_round == 1 or server_round % self.diagnostics_every == 0)
@@ -307,25 +315,16 @@ class FedFTG(FedAvg):
     def ensemble(
         self, updates: Sequence[ClientUpdate | RememberedUpdate], averages: Mapping[str, ArrayRecord] | None = None
     ) -> EnsembleTeacher:
-        """The clients' models as one teacher, weighted per class by their label counts (or
-        uniformly); with ``global_teacher_weight`` > 0 the round's group averages join it with that
-        share of every class (FedDF's ensemble of clients and global model)."""
-        run = self._require_run()
-        models = [self._load(run.model_configs[run.group_of(u.partition_id)], u.arrays) for u in updates]
-        weights = None
-        if self.class_weighting == "label_counts":
-            weights = class_weights_from_counts(np.stack([u.label_counts for u in updates]))
-        if self.global_teacher_weight > 0 and averages:
-            extra = [self._load(run.model_configs[key], arrays) for key, arrays in averages.items()]
-            weights = with_extra_members(weights, len(models), len(extra), self.global_teacher_weight, run.spec.num_classes)
-            models += extra
-        return EnsembleTeacher(models, weights, batched=self.batched_ensemble, weighting=self.ensemble_weighting).to(run.device)
+        """The round's teacher (:func:`fedkd.strategies.server_teacher.ensemble_teacher`) under this
+        strategy's weighting options."""
+        return ensemble_teacher(
+            self._require_run(), updates, averages, class_weighting=self.class_weighting,
+            global_teacher_weight=self.global_teacher_weight, batched=self.batched_ensemble,
+            weighting=self.ensemble_weighting,
+        )
 
     def _load(self, model_cfg: dict[str, Any], arrays: ArrayRecord) -> nn.Module:
-        run = self._require_run()
-        model = build_from_config(model_cfg, run.spec)
-        model.load_state_dict(R.state_dict(arrays))
-        return model.to(run.device)
+        return load_model(self._require_run(), model_cfg, arrays)
 
     def _require_run(self) -> ServerRun:
         if self.run is None or self.synthesizer is None:

@@ -11,7 +11,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedkd.datafree import Teacher
+from fedkd.datafree import EnsembleTeacher, Teacher, class_weights_from_counts
 from fedkd.federated import records as R
 
 
@@ -58,6 +58,25 @@ def _reply(instruction: Message, content: RecordDict) -> Message:
 def hook_count(*models) -> int:
     """Forward hooks attached anywhere in ``models``."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for model in models for m in model.modules())
+
+
+class LabelSpyEnsemble(EnsembleTeacher):
+    """Two copies of ``model`` weighted per class by :data:`SPY_COUNTS` (the FedFTG server's label
+    weighting); records, at every call, whether the caller passed one target label per sample."""
+
+    def __init__(self, model) -> None:
+        import copy
+
+        super().__init__([model, copy.deepcopy(model)], class_weights_from_counts(SPY_COUNTS), weighting="label")
+        self.calls: list[bool] = []
+
+    def forward(self, x, labels=None):
+        self.calls.append(labels is not None and len(labels) == len(x))
+        return super().forward(x, labels)
+
+
+#: Two clients' label counts: the first holds classes 0 and 1, the second 1 and 2.
+SPY_COUNTS = [[30, 30, 0, 0, 0, 0, 0, 0, 0, 0], [0, 10, 40, 0, 0, 0, 0, 0, 0, 0]]
 
 
 class SpyTeacher(Teacher):

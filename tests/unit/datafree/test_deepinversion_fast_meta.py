@@ -113,19 +113,10 @@ def test_meta_update_moves_the_initialisation_meta_lr_of_the_way_to_the_inner_so
 
 def test_both_work_on_the_federated_servers_ensemble_teacher(digits_teacher):
     """The FedFTG server passes an ensemble of client models and their label counts."""
-    import copy
+    from fakes import SPY_COUNTS, LabelSpyEnsemble
 
-    from fedkd.datafree import EnsembleTeacher, class_weights_from_counts
-
-    class LabelSpy(EnsembleTeacher):
-        calls: list = []
-
-        def forward(self, x, labels=None):
-            self.calls.append(labels is not None and len(labels) == len(x))
-            return super().forward(x, labels)
-
-    counts = [[30, 30, 0, 0, 0, 0, 0, 0, 0, 0], [0, 10, 40, 0, 0, 0, 0, 0, 0, 0]]
-    teacher = LabelSpy([digits_teacher, copy.deepcopy(digits_teacher)], class_weights_from_counts(counts), weighting="label")
+    counts = SPY_COUNTS
+    teacher = LabelSpyEnsemble(digits_teacher)
     seed_everything(0)
     fast = FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, synthesis_steps=2)
     inversion = DeepInversionSynthesizer(SPEC, "cpu", batch_size=16, synthesis_steps=2)

@@ -3,22 +3,19 @@ teacher with a label prior, exact resume, errors."""
 
 from __future__ import annotations
 
-import copy
 import io
 import math
-from typing import ClassVar
 
 import pytest
 import torch
+from fakes import SPY_COUNTS, LabelSpyEnsemble
 
 from fedkd.data import get_spec
 from fedkd.datafree import (
-    EnsembleTeacher,
     NoisyLayerGenerator,
     NoisyLayerSynthesizer,
     StudentRecipe,
     Teacher,
-    class_weights_from_counts,
     distill,
 )
 from fedkd.errors import ConfigError
@@ -75,15 +72,8 @@ def test_nayer_student_beats_chance_with_a_bounded_pool(digits, digits_teacher):
 
 
 def test_nayer_asks_the_ensemble_teacher_with_the_label_priors_classes(digits_teacher):
-    class LabelSpy(EnsembleTeacher):
-        calls: ClassVar[list] = []
-
-        def forward(self, x, labels=None):
-            self.calls.append(labels is not None and len(labels) == len(x))
-            return super().forward(x, labels)
-
-    counts = [[30, 30, 0, 0, 0, 0, 0, 0, 0, 0], [0, 10, 40, 0, 0, 0, 0, 0, 0, 0]]
-    teacher = LabelSpy([digits_teacher, copy.deepcopy(digits_teacher)], class_weights_from_counts(counts), weighting="label")
+    counts = SPY_COUNTS
+    teacher = LabelSpyEnsemble(digits_teacher)
     seed_everything(0)
     synth = NoisyLayerSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, synthesis_steps=2, pool_size=64)
     synth.set_label_prior(counts)
