@@ -96,6 +96,19 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # NAYER (noisy-layer generator), the leaderboard's budget: 100 rounds of 256 samples
     "nayer": ("NAYER, 256 samples x 10 steps per round", [*NAYER, "synthesizer.synthesis_steps=10"]),
     "nayer5": ("NAYER, 256 samples x 5 steps per round", [*NAYER, "synthesizer.synthesis_steps=5"]),
+    # Seventh session: the two DeepInversion loss weights never tuned here (a stronger BN prior for
+    # realism; a weaker cross-entropy for less prototypical, more boundary-like samples), and Fast's
+    # generator width (its samples fit worse than DeepInversion's: a capacity limit?).
+    "di_b256_bn30": ("DeepInversion 256 x 50, BN weight 30", [*DI, *DI_B256, "synthesizer.bn=30.0"]),
+    "di_b256_oh03": ("DeepInversion 256 x 50, cross-entropy weight 0.3", [*DI, *DI_B256, "synthesizer.oh=0.3"]),
+    "fast_b512_ngf32": ("Fast-2 512, generator width 32", [*board.FAST, "synthesizer.batch_size=512",
+                                                          "synthesizer.generator.ngf=32"]),
+    "fast_b256_ngf32": ("Fast-2 256, generator width 32", [*board.FAST, "synthesizer.batch_size=256",
+                                                          "synthesizer.generator.ngf=32"]),
+    # DeepInversion's best with the activation regulariser and virtual interpolation (tried on DFAD
+    # and Fast, not on DeepInversion); Fast-2 512 given 12 epochs (about CMI's time / 5 alone).
+    "di_b256_arvi": ("DeepInversion 256 x 50 + act. reg. + virt. interp.", [*DI, *DI_B256, TERMS]),
+    "fast_b512_e12": ("Fast-2 512, 12 epochs (3,840 student steps)", [*board.FAST, "synthesizer.batch_size=512", "epochs=12"]),
     "fast_b512_adv05": ("Fast-2, 512 samples per round, adversarial weight 0.5",
                         [*board.FAST, "synthesizer.batch_size=512", "synthesizer.adv=0.5"]),
 }
