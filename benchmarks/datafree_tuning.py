@@ -108,6 +108,11 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # DeepInversion's best with the activation regulariser and virtual interpolation (tried on DFAD
     # and Fast, not on DeepInversion); Fast-2 512 given 12 epochs (about CMI's time / 5 alone).
     "di_b256_arvi": ("DeepInversion 256 x 50 + act. reg. + virt. interp.", [*DI, *DI_B256, TERMS]),
+    # The authors' Fast-5 (their inner learning rates for 5 steps), at 128 and 256 samples per round.
+    "fast5": ("Fast-5, 128 samples per round", [*board.FAST, "synthesizer.synthesis_steps=5", "synthesizer.lr=3e-3",
+                                                "synthesizer.lr_z=0.01"]),
+    "fast5_b256": ("Fast-5, 256 samples per round", [*board.FAST, "synthesizer.synthesis_steps=5", "synthesizer.lr=3e-3",
+                                                     "synthesizer.lr_z=0.01", "synthesizer.batch_size=256"]),
     "fast_b512_e12": ("Fast-2 512, 12 epochs (3,840 student steps)", [*board.FAST, "synthesizer.batch_size=512", "epochs=12"]),
     "fast_b512_adv05": ("Fast-2, 512 samples per round, adversarial weight 0.5",
                         [*board.FAST, "synthesizer.batch_size=512", "synthesizer.adv=0.5"]),
