@@ -113,7 +113,8 @@ def _view(x: torch.Tensor, view: str, pad: int) -> torch.Tensor:
     return x
 
 
-def fit(pool: str, temperature: float, augment: bool | str, steps: int, seed: int, real_size: int) -> dict:
+def fit(pool: str, temperature: float, augment: bool | str, steps: int, seed: int, real_size: int,
+        lr: float = 0.1, weight_decay: float = 5e-4) -> dict:
     from fedkd.data import load_dataset
     from fedkd.data.augment import random_crop_flip
     from fedkd.datafree.losses import kl_divergence
@@ -129,7 +130,7 @@ def fit(pool: str, temperature: float, augment: bool | str, steps: int, seed: in
     x_pool = load_pool(pool, real_size)
     holdout = data.train.subset(range(len(data.train) - 5000, len(data.train)))
     student = build_model("lenet5_half", data.spec)
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     start = time.perf_counter()
     for _ in range(steps):
@@ -151,7 +152,7 @@ def fit(pool: str, temperature: float, augment: bool | str, steps: int, seed: in
         acc = (student(holdout.x).argmax(1) == holdout.y).float().mean().item()
         agree = (student(x_pool).argmax(1) == teacher(x_pool).argmax(1)).float().mean().item()
     return {"pool": pool, "pool_size": len(x_pool), "temperature": temperature, "augment": augment,
-            "steps": steps, "seed": seed,
+            "steps": steps, "seed": seed, "lr": lr, "weight_decay": weight_decay,
             "holdout_accuracy": acc, "pool_agreement": agree, "seconds": time.perf_counter() - start}
 
 
@@ -164,6 +165,8 @@ def main() -> None:
                         help="on, off, or views: shift, none, rrc, affine, shift+mixup, shift+cutmix, shift+erase")
     parser.add_argument("--real-size", type=int, default=25600, help="images in the 'real' pool (DeepInversion's pool size)")
     parser.add_argument("--steps", type=int, default=3200)
+    parser.add_argument("--lrs", default="0.1", help="student SGD learning rates (cosine to 0), comma-separated")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=RESULTS.name, help="result file name under benchmarks/results/")
@@ -177,15 +180,16 @@ def main() -> None:
     def recipe(a: str) -> bool | str:
         return {"on": True, "off": False}.get(a, a)
 
-    jobs = [(name, float(t), recipe(a)) for name in pools for t in args.temperatures.split(",")
-            for a in args.augment.split(",")]
+    jobs = [(name, float(t), recipe(a), float(lr)) for name in pools for t in args.temperatures.split(",")
+            for a in args.augment.split(",") for lr in args.lrs.split(",")]
     # Processes, not threads: each fit seeds torch's global RNG, which threads would share.
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as executor:
-        fits = [executor.submit(fit, str(pools[name]), t, a, args.steps, args.seed, args.real_size) for name, t, a in jobs]
+        fits = [executor.submit(fit, str(pools[name]), t, a, args.steps, args.seed, args.real_size, lr,
+                                args.weight_decay) for name, t, a, lr in jobs]
         rows = [{"name": job[0], **f.result()} for job, f in zip(jobs, fits, strict=True)]
-    print(f"{'pool':24s} {'size':>6s} {'T':>4s} {'augment':>12s} {'holdout':>8s} {'pool agreement':>15s} {'s':>5s}")
+    print(f"{'pool':24s} {'size':>6s} {'T':>4s} {'augment':>12s} {'lr':>6s} {'holdout':>8s} {'pool agreement':>15s} {'s':>5s}")
     for r in rows:
-        print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {str({True: 'on', False: 'off'}.get(r['augment'], r['augment'])):>12s} "
+        print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {str({True: 'on', False: 'off'}.get(r['augment'], r['augment'])):>12s} {r['lr']:6g} "
               f"{100 * r['holdout_accuracy']:7.2f}% {100 * r['pool_agreement']:14.2f}% {r['seconds']:5.0f}")
     RESULTS.parent.joinpath(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
 
