@@ -18,8 +18,10 @@ higher here is a candidate for ``benchmarks/datafree_tuning.py``, never a result
 
     .venv/bin/python benchmarks/pool_fit.py --jobs 2                     # the default pools x recipes
     .venv/bin/python benchmarks/pool_fit.py --pools di=outputs/.../seed0 --temperatures 4,20
+    .venv/bin/python benchmarks/pool_fit.py --pools both=RUN_A+RUN_B --augment shift,rrc,shift+cutmix \
+        --lrs 0.05,0.1 --steps 9600 --out pool_fit_mine.json             # merged pools, views, rates, budget
 
-Results: ``benchmarks/results/pool_fit.json`` (one entry per pool x recipe) and a printed table.
+Results: ``benchmarks/results/pool_fit.json`` (or ``--out``; one entry per pool x recipe) and a printed table.
 """
 
 from __future__ import annotations
@@ -177,6 +179,11 @@ def main() -> None:
     if missing:
         fail(f"fedkd: error: no finished run with a pool at {', '.join(missing)}; run the leaderboard or "
                  "tuning script first, or pass --pools name=FOLDER")
+    views = ("on", "off", "shift", "none", "rrc", "affine", "shift+mixup", "shift+cutmix", "shift+erase")
+    unknown = [a for a in args.augment.split(",") if a not in views]
+    if unknown:
+        fail(f"fedkd: error: unknown --augment {', '.join(unknown)}; choose from {', '.join(views)}")
+
     def recipe(a: str) -> bool | str:
         return {"on": True, "off": False}.get(a, a)
 
