@@ -27,10 +27,10 @@ Results: ``benchmarks/results/pool_fit.json`` (or ``--out``; one entry per pool 
 from __future__ import annotations
 
 import argparse
-import math
 import json
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -38,6 +38,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datafree_leaderboard as board  # (the leaderboard's runner, teacher and folders)
+
+from fedkd.data import load_dataset
+from fedkd.data.augment import random_affine, random_crop_flip, random_resized_crop
+from fedkd.datafree.losses import convex_mix, kl_divergence
+from fedkd.models.registry import build_model
+from fedkd.utils.checkpoint import load_model
 
 RESULTS = board.RESULTS / "pool_fit.json"
 DEFAULT_POOLS = {
@@ -59,70 +65,63 @@ def load_pool(folder: str, real_size: int) -> torch.Tensor:
     if "+" in folder:
         return torch.cat([load_pool(part, real_size) for part in folder.split("+")])
     if folder == "real":
-        from fedkd.data import load_dataset
-
         return load_dataset("fashion_mnist").train.x[:real_size]
     state = torch.load(Path(folder) / "train_state.pt", map_location="cpu", weights_only=True)
     pool = state["parts"]["synthesizer"]["pool"]
     return pool["data"][: int(pool["size"])]
 
 
-def _view(x: torch.Tensor, view: str, pad: int) -> torch.Tensor:
-    """The student's batch under ``view``: ``shift`` (the pool synthesizers' shifts and flips), ``none``,
-    ``rrc`` (random resized crop of 50-100 % of the area + flip), ``affine`` (shift + rotation of up
-    to 15 degrees and 0.9-1.1 scale), or ``shift`` followed by ``mixup`` / ``cutmix`` / ``erase``
-    (pairs of samples mixed, a box pasted from another sample, a box blanked). The teacher labels
-    whatever the student sees, so every view is a new sample with an exact soft label."""
-    from fedkd.data.augment import random_crop_flip, random_resized_crop
+def _shift(x: torch.Tensor, pad: int) -> torch.Tensor:
+    return random_crop_flip(x, pad, True)
 
-    if view == "none":
-        return x
-    if view == "rrc":
-        return random_resized_crop(x, scale=(0.5, 1.0))
-    if view == "affine":
-        n = x.shape[0]
-        angle = (torch.rand(n) * 2 - 1) * math.radians(15)
-        scale = torch.empty(n).uniform_(0.9, 1.1)
-        flip = torch.randint(0, 2, (n,)).float() * 2 - 1
-        theta = torch.zeros(n, 2, 3)
-        theta[:, 0, 0] = torch.cos(angle) / scale * flip
-        theta[:, 0, 1] = -torch.sin(angle) / scale
-        theta[:, 1, 0] = torch.sin(angle) / scale * flip
-        theta[:, 1, 1] = torch.cos(angle) / scale
-        theta[:, :, 2] = (torch.randint(-pad, pad + 1, (n, 2)).float()) * 2 / x.shape[-1]
-        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-        return torch.nn.functional.grid_sample(x, grid, align_corners=False)
-    x = random_crop_flip(x, pad, True)
-    base, _, extra = view.partition("+")
-    if base != "shift" or extra not in ("", "mixup", "cutmix", "erase"):
-        raise ValueError(f"unknown view {view!r}")
+
+def _mixup(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Shifted samples, each mixed with another of the batch at a uniform weight."""
+    x = _shift(x, pad)
+    return convex_mix(x, x[torch.randperm(len(x))], torch.rand(len(x)))
+
+
+def _cutmix(x: torch.Tensor, pad: int) -> torch.Tensor:
+    x = _shift(x, pad)
+    return _boxes(x, x[torch.randperm(len(x))])
+
+
+def _erase(x: torch.Tensor, pad: int) -> torch.Tensor:
+    x = _shift(x, pad)
+    return _boxes(x, torch.zeros_like(x))
+
+
+def _boxes(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """Each sample with a random box (up to half its area) taken from ``source``."""
     n, _, h, w = x.shape
-    if extra == "mixup":
-        lam = torch.rand(n, 1, 1, 1)
-        return lam * x + (1 - lam) * x[torch.randperm(n)]
-    if extra in ("cutmix", "erase"):
-        area = torch.rand(n) * 0.5
-        bh = (area.sqrt() * h).long().clamp(min=1)
-        bw = (area.sqrt() * w).long().clamp(min=1)
-        top = (torch.rand(n) * (h - bh + 1)).long()
-        left = (torch.rand(n) * (w - bw + 1)).long()
-        rows = torch.arange(h).view(1, h, 1)
-        cols = torch.arange(w).view(1, 1, w)
-        box = ((rows >= top.view(n, 1, 1)) & (rows < (top + bh).view(n, 1, 1))
-               & (cols >= left.view(n, 1, 1)) & (cols < (left + bw).view(n, 1, 1))).unsqueeze(1)
-        other = x[torch.randperm(n)] if extra == "cutmix" else torch.zeros_like(x)
-        return torch.where(box, other, x)
-    return x
+    side = (torch.rand(n) * 0.5).sqrt()
+    bh, bw = (side * h).long().clamp(min=1), (side * w).long().clamp(min=1)
+    top, left = (torch.rand(n) * (h - bh + 1)).long(), (torch.rand(n) * (w - bw + 1)).long()
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + bh).view(n, 1, 1))
+              & (cols >= left.view(n, 1, 1)) & (cols < (left + bw).view(n, 1, 1)))
+    return torch.where(inside.unsqueeze(1), source, x)
 
 
-def fit(pool: str, temperature: float, augment: bool | str, steps: int, seed: int, real_size: int,
+#: The student's batch views ``(x, pad) -> x``. ``shift`` is the pool synthesizers' own (shifts of
+#: ``pad`` pixels and flips); the teacher labels whatever the student sees, so every view is a new
+#: sample with an exact soft label.
+VIEWS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    "none": lambda x, pad: x,
+    "shift": _shift,
+    "rrc": lambda x, pad: random_resized_crop(x, scale=(0.5, 1.0)),  # 50-100 % of the area + flip
+    "affine": lambda x, pad: random_affine(x, degrees=15, scale=(0.9, 1.1), pad=pad),
+    "shift+mixup": _mixup,
+    "shift+cutmix": _cutmix,  # a box pasted from another sample
+    "shift+erase": _erase,  # a box blanked
+}
+ON_OFF = {"on": "shift", "off": "none"}  # the first recipes' names
+
+
+def fit(pool: str, temperature: float, augment: str, steps: int, seed: int, real_size: int,
         lr: float = 0.1, weight_decay: float = 5e-4) -> dict:
-    from fedkd.data import load_dataset
-    from fedkd.data.augment import random_crop_flip
-    from fedkd.datafree.losses import kl_divergence
-    from fedkd.models.registry import build_model
-    from fedkd.utils.checkpoint import load_model
-
+    """One fresh student fitted on ``pool`` under the view ``augment`` (a :data:`VIEWS` name, or on/off)."""
+    view = VIEWS[ON_OFF.get(augment, augment)]
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     data = load_dataset("fashion_mnist")
@@ -137,10 +136,7 @@ def fit(pool: str, temperature: float, augment: bool | str, steps: int, seed: in
     start = time.perf_counter()
     for _ in range(steps):
         x = x_pool[torch.randint(len(x_pool), (128,))]
-        if isinstance(augment, str):
-            x = _view(x, augment, data.spec.image_size // 8)
-        elif augment:  # the pool synthesizers' augment_pool: shifts of image_size // 8 and flips
-            x = random_crop_flip(x, data.spec.image_size // 8, True)
+        x = view(x, data.spec.image_size // 8)  # the pool synthesizers shift by image_size // 8
         with torch.no_grad():
             t_logits = teacher(x)
         student.train()
@@ -153,7 +149,8 @@ def fit(pool: str, temperature: float, augment: bool | str, steps: int, seed: in
     with torch.no_grad():
         acc = (student(holdout.x).argmax(1) == holdout.y).float().mean().item()
         agree = (student(x_pool).argmax(1) == teacher(x_pool).argmax(1)).float().mean().item()
-    return {"pool": pool, "pool_size": len(x_pool), "temperature": temperature, "augment": augment,
+    recorded = {"on": True, "off": False}.get(augment, augment)  # on/off rows as the first results file has them
+    return {"pool": pool, "pool_size": len(x_pool), "temperature": temperature, "augment": recorded,
             "steps": steps, "seed": seed, "lr": lr, "weight_decay": weight_decay,
             "holdout_accuracy": acc, "pool_agreement": agree, "seconds": time.perf_counter() - start}
 
@@ -179,15 +176,10 @@ def main() -> None:
     if missing:
         fail(f"fedkd: error: no finished run with a pool at {', '.join(missing)}; run the leaderboard or "
                  "tuning script first, or pass --pools name=FOLDER")
-    views = ("on", "off", "shift", "none", "rrc", "affine", "shift+mixup", "shift+cutmix", "shift+erase")
-    unknown = [a for a in args.augment.split(",") if a not in views]
+    unknown = [a for a in args.augment.split(",") if a not in VIEWS and a not in ON_OFF]
     if unknown:
-        fail(f"fedkd: error: unknown --augment {', '.join(unknown)}; choose from {', '.join(views)}")
-
-    def recipe(a: str) -> bool | str:
-        return {"on": True, "off": False}.get(a, a)
-
-    jobs = [(name, float(t), recipe(a), float(lr)) for name in pools for t in args.temperatures.split(",")
+        fail(f"fedkd: error: unknown --augment {', '.join(unknown)}; choose from {', '.join([*ON_OFF, *VIEWS])}")
+    jobs = [(name, float(t), a, float(lr)) for name in pools for t in args.temperatures.split(",")
             for a in args.augment.split(",") for lr in args.lrs.split(",")]
     # Processes, not threads: each fit seeds torch's global RNG, which threads would share.
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as executor:
@@ -195,8 +187,8 @@ def main() -> None:
                                 args.weight_decay) for name, t, a, lr in jobs]
         rows = [{"name": job[0], **f.result()} for job, f in zip(jobs, fits, strict=True)]
     print(f"{'pool':24s} {'size':>6s} {'T':>4s} {'augment':>12s} {'lr':>6s} {'holdout':>8s} {'pool agreement':>15s} {'s':>5s}")
-    for r in rows:
-        print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {str({True: 'on', False: 'off'}.get(r['augment'], r['augment'])):>12s} {r['lr']:6g} "
+    for (_, _, view, _), r in zip(jobs, rows, strict=True):
+        print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {view:>12s} {r['lr']:6g} "
               f"{100 * r['holdout_accuracy']:7.2f}% {100 * r['pool_agreement']:14.2f}% {r['seconds']:5.0f}")
     RESULTS.parent.joinpath(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
 

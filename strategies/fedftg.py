@@ -233,12 +233,13 @@ class FedFTG(FedAvg):
         """One architecture group's global model for the round: its student distilled from the
         ensemble (the average during warm-up, or when the safeguard keeps it); figures into ``server``."""
         run = self._require_run()
+        model_cfg = run.model_configs[key]
         start = {
             "average": average,
             "previous": self.students.get(key, average),
             "scratch": run.initial_group_arrays(key),
         }[self.student_init]
-        student = self._load(run.model_configs[key], start)
+        student = load_model(run, model_cfg, start)
         if probe is not None:
             with laps("diagnostics"):
                 before = evaluate(student, probe, run.device)["accuracy"]
@@ -247,7 +248,7 @@ class FedFTG(FedAvg):
                 server.update(self.train_generator(teacher, student))
             result_arrays = average
             if start is not average:  # the round's global model is the average
-                student = self._load(run.model_configs[key], average)
+                student = load_model(run, model_cfg, average)
         else:
             with laps("distillation"):
                 result = distill(
@@ -262,7 +263,7 @@ class FedFTG(FedAvg):
             result_arrays = R.to_arrays(student.cpu())
             student.to(run.device)
             if self.safeguard is not None or probe is not None:
-                average_model = self._load(run.model_configs[key], average)
+                average_model = load_model(run, model_cfg, average)
                 with laps("safeguard" if self.safeguard is not None else "diagnostics"):
                     check = synthetic_agreement(self.synthesizer, teacher, average_model, student, self.student_batch_size)
                 server.update({f"{prefix}{k}": v for k, v in check.items()})
@@ -322,9 +323,6 @@ class FedFTG(FedAvg):
             global_teacher_weight=self.global_teacher_weight, batched=self.batched_ensemble,
             weighting=self.ensemble_weighting,
         )
-
-    def _load(self, model_cfg: dict[str, Any], arrays: ArrayRecord) -> nn.Module:
-        return load_model(self._require_run(), model_cfg, arrays)
 
     def _require_run(self) -> ServerRun:
         if self.run is None or self.synthesizer is None:

@@ -64,6 +64,28 @@ def random_resized_crop(
     return _sample_affine(x, theta)
 
 
+def random_affine(
+    x: torch.Tensor, degrees: float = 15.0, scale: tuple[float, float] = (0.9, 1.1), pad: int = 0, hflip: bool = True
+) -> torch.Tensor:
+    """Rotate each sample by up to ``degrees`` either way, zoom it by a factor in ``scale``, shift it
+    by a whole number of pixels in ``[-pad, pad]`` (zero fill) and flip it horizontally with
+    probability 1/2 -- ``RandomAffine`` + ``RandomHorizontalFlip`` in one resampling."""
+    n, _, h, w = x.shape
+    dev = x.device
+    angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(degrees)
+    zoom = torch.empty(n, device=dev).uniform_(*scale)
+    flip = _flips(n, hflip, dev)
+    shifts = torch.randint(-pad, pad + 1, (n, 2), device=dev).float()
+    theta = torch.zeros(n, 2, 3, device=dev)
+    theta[:, 0, 0] = torch.cos(angle) / zoom * flip
+    theta[:, 0, 1] = -torch.sin(angle) / zoom
+    theta[:, 1, 0] = torch.sin(angle) / zoom * flip
+    theta[:, 1, 1] = torch.cos(angle) / zoom
+    theta[:, 0, 2] = shifts[:, 0] * 2 / w
+    theta[:, 1, 2] = shifts[:, 1] * 2 / h
+    return _sample_affine(x, theta)
+
+
 def batch_augmenter(shift: int = 0, hflip: bool = False) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """``x -> random_crop_flip(x, shift, hflip)`` for training batches; ``None`` when both are off.
     (``fedkd.config.check_train`` refuses a negative shift with a one-line error.)"""

@@ -9,7 +9,7 @@ from fakes import SpyTeacher, hook_count
 from torch import nn
 
 from fedkd.data import get_spec
-from fedkd.data.augment import random_crop_flip, random_resized_crop
+from fedkd.data.augment import random_affine, random_crop_flip, random_resized_crop
 from fedkd.datafree import (
     BNStatHooks,
     CMISynthesizer,
@@ -248,6 +248,16 @@ def test_augmentations_keep_shape_and_pass_gradients():
         assert grad.abs().sum() > 0
     # Zero shift, no flip: the identity.
     torch.testing.assert_close(random_crop_flip(x, 0, hflip=False), x, atol=1e-4, rtol=0)  # resampling rounds at ~1e-5
+
+
+def test_random_affine_keeps_shape_passes_gradients_and_is_the_identity_without_range():
+    torch.manual_seed(0)
+    x = torch.randn(8, *SPEC.shape, requires_grad=True)
+    out = random_affine(x, degrees=15, scale=(0.9, 1.1), pad=2)
+    assert out.shape == x.shape and not torch.allclose(out, x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert grad.abs().sum() > 0
+    torch.testing.assert_close(random_affine(x, degrees=0, scale=(1.0, 1.0), pad=0, hflip=False), x, atol=1e-4, rtol=0)
 
 
 def test_generators_are_registered_and_follow_the_dataset_spec():
