@@ -31,17 +31,19 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datafree_leaderboard as board  # (the leaderboard's runner, teacher and folders)
 
 from fedkd.data import load_dataset
 from fedkd.data.augment import random_affine, random_crop_flip, random_resized_crop
-from fedkd.datafree.losses import convex_mix, kl_divergence
+from fedkd.datafree.losses import convex_mix, kl_divergence, kl_per_sample
 from fedkd.models.registry import build_model
 from fedkd.utils.checkpoint import load_model
 
@@ -71,23 +73,33 @@ def load_pool(folder: str, real_size: int) -> torch.Tensor:
     return pool["data"][: int(pool["size"])]
 
 
-def _shift(x: torch.Tensor, pad: int) -> torch.Tensor:
-    return random_crop_flip(x, pad, True)
+@dataclass
+class ViewContext:
+    """What a view may use: the pool synthesizers' shift (``image_size // 8`` pixels) and, for the
+    model-guided views, the (frozen) teacher and the student being fitted."""
+
+    pad: int
+    teacher: nn.Module
+    student: nn.Module
 
 
-def _mixup(x: torch.Tensor, pad: int) -> torch.Tensor:
+def _shift(x: torch.Tensor, ctx: ViewContext) -> torch.Tensor:
+    return random_crop_flip(x, ctx.pad, True)
+
+
+def _mixup(x: torch.Tensor, ctx: ViewContext) -> torch.Tensor:
     """Shifted samples, each mixed with another of the batch at a uniform weight."""
-    x = _shift(x, pad)
+    x = _shift(x, ctx)
     return convex_mix(x, x[torch.randperm(len(x))], torch.rand(len(x)))
 
 
-def _cutmix(x: torch.Tensor, pad: int) -> torch.Tensor:
-    x = _shift(x, pad)
+def _cutmix(x: torch.Tensor, ctx: ViewContext) -> torch.Tensor:
+    x = _shift(x, ctx)
     return _boxes(x, x[torch.randperm(len(x))])
 
 
-def _erase(x: torch.Tensor, pad: int) -> torch.Tensor:
-    x = _shift(x, pad)
+def _erase(x: torch.Tensor, ctx: ViewContext) -> torch.Tensor:
+    x = _shift(x, ctx)
     return _boxes(x, torch.zeros_like(x))
 
 
@@ -103,17 +115,57 @@ def _boxes(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return torch.where(inside.unsqueeze(1), source, x)
 
 
-#: The student's batch views ``(x, pad) -> x``. ``shift`` is the pool synthesizers' own (shifts of
+def _walk(x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], length: float, steps: int) -> torch.Tensor:
+    """The first half of the batch moved ``steps`` times by ``length`` (L2, in normalised pixels; a
+    Fashion-MNIST image has norm ~27) along the normalised gradient of ``objective`` (summed over
+    the samples); the second half unchanged, so the student still sees the pool's own samples."""
+    moved = x[: len(x) // 2]
+    for _ in range(steps):
+        moved = moved.detach().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(objective(moved).sum(), moved)
+        moved = moved + length * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return torch.cat([moved.detach(), x[len(x) // 2 :]])
+
+
+def _boundary(length: float) -> Callable[[torch.Tensor, ViewContext], torch.Tensor]:
+    """Boundary-supporting samples (Heo et al., AAAI 2019, for KD from few samples): three steps that
+    close the teacher's margin between its top two classes, so half the batch lies near the
+    teacher's decision boundaries -- where the student errs on real garments."""
+
+    def view(x: torch.Tensor, ctx: ViewContext) -> torch.Tensor:
+        def negative_margin(batch: torch.Tensor) -> torch.Tensor:
+            top2 = ctx.teacher(batch).topk(2, dim=1).values
+            return top2[:, 1] - top2[:, 0]
+
+        return _walk(_shift(x, ctx), negative_margin, length, steps=3)
+
+    return view
+
+
+def _adversarial(x: torch.Tensor, ctx: ViewContext) -> torch.Tensor:
+    """One step up the student-teacher KL (DFAD's adversary applied to pool samples), length 3."""
+    was_training = ctx.student.training
+    ctx.student.eval()  # the step must not move the student's BN running statistics
+    x = _walk(_shift(x, ctx), lambda b: kl_per_sample(ctx.student(b), ctx.teacher(b)), 3.0, steps=1)
+    ctx.student.train(was_training)
+    return x
+
+
+#: The student's batch views ``(x, ctx) -> x``. ``shift`` is the pool synthesizers' own (shifts of
 #: ``pad`` pixels and flips); the teacher labels whatever the student sees, so every view is a new
 #: sample with an exact soft label.
-VIEWS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
-    "none": lambda x, pad: x,
+VIEWS: dict[str, Callable[[torch.Tensor, ViewContext], torch.Tensor]] = {
+    "none": lambda x, ctx: x,
     "shift": _shift,
-    "rrc": lambda x, pad: random_resized_crop(x, scale=(0.5, 1.0)),  # 50-100 % of the area + flip
-    "affine": lambda x, pad: random_affine(x, degrees=15, scale=(0.9, 1.1), pad=pad),
+    "rrc": lambda x, ctx: random_resized_crop(x, scale=(0.5, 1.0)),  # 50-100 % of the area + flip
+    "affine": lambda x, ctx: random_affine(x, degrees=15, scale=(0.9, 1.1), pad=ctx.pad),
     "shift+mixup": _mixup,
     "shift+cutmix": _cutmix,  # a box pasted from another sample
     "shift+erase": _erase,  # a box blanked
+    "shift+boundary3": _boundary(3.0),
+    "shift+boundary6": _boundary(6.0),
+    "shift+adversarial": _adversarial,
 }
 ON_OFF = {"on": "shift", "off": "none"}  # the first recipes' names
 
@@ -127,16 +179,16 @@ def fit(pool: str, temperature: float, augment: str, steps: int, seed: int, real
     data = load_dataset("fashion_mnist")
     teacher = build_model("lenet5", data.spec)
     load_model(board.TEACHER / "model.pt", teacher)
-    teacher.eval()
+    teacher.eval().requires_grad_(False)
     x_pool = load_pool(pool, real_size)
     holdout = data.train.subset(range(len(data.train) - 5000, len(data.train)))
     student = build_model("lenet5_half", data.spec)
     optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    context = ViewContext(data.spec.image_size // 8, teacher, student)
     start = time.perf_counter()
     for _ in range(steps):
-        x = x_pool[torch.randint(len(x_pool), (128,))]
-        x = view(x, data.spec.image_size // 8)  # the pool synthesizers shift by image_size // 8
+        x = view(x_pool[torch.randint(len(x_pool), (128,))], context)
         with torch.no_grad():
             t_logits = teacher(x)
         student.train()
@@ -161,7 +213,7 @@ def main() -> None:
                         help="name=run_folder,... (folders of finished pool-based runs)")
     parser.add_argument("--temperatures", default="1,4,20")
     parser.add_argument("--augment", default="on,off",
-                        help="on, off, or views: shift, none, rrc, affine, shift+mixup, shift+cutmix, shift+erase")
+                        help="on, off, or views: " + ", ".join(VIEWS))
     parser.add_argument("--real-size", type=int, default=25600, help="images in the 'real' pool (DeepInversion's pool size)")
     parser.add_argument("--steps", type=int, default=3200)
     parser.add_argument("--lrs", default="0.1", help="student SGD learning rates (cosine to 0), comma-separated")

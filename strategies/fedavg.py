@@ -33,6 +33,7 @@ from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.robust import all_finite, check_options, clip_update_norms, combine
 from fedkd.federated.server_run import ServerRun
 from fedkd.strategies.partition_directory import PartitionDirectory
+from fedkd.strategies.round_loop import EvaluateFn, run_rounds
 from fedkd.strategies.round_stats import RoundStats, client_stats, metrics_row
 from fedkd.strategies.sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_partitions
 from fedkd.strategies.screening import screen_replies
@@ -41,8 +42,6 @@ from fedkd.strategies.updates import ClientUpdate, weighted_client_metrics
 __all__ = ["ClientUpdate", "EvaluateFn", "FedAvg", "weighted_client_metrics"]
 
 log = logging.getLogger("fedkd.sim")
-
-EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
 
 class FedAvg(FlowerFedAvg):
@@ -129,39 +128,15 @@ class FedAvg(FlowerFedAvg):
         evaluate_fn: EvaluateFn | None = None,
         first_round: int = 1,
     ) -> Result:
-        """Flower's round loop (train, optional federated evaluation, central evaluation) from
-        ``first_round`` to ``num_rounds``, with :meth:`end_of_round` as its ``evaluate_fn``.
-
-        The same steps as ``flwr.serverapp.strategy.Strategy.start``; written out here because a
-        resumed run (``resume=<run folder>``) starts after round 1 with ``initial_arrays`` = the
-        checkpointed global model. A round whose aggregation returns no arrays keeps the previous
-        global model.
-        """
-        evaluate_fn = evaluate_fn or self.end_of_round
-        train_config = ConfigRecord() if train_config is None else train_config
-        evaluate_config = ConfigRecord() if evaluate_config is None else evaluate_config
+        """Flower's round loop from ``first_round`` to ``num_rounds`` (:func:`run_rounds`: a resumed
+        run starts after round 1 from its checkpointed global model), with :meth:`end_of_round` as
+        its ``evaluate_fn``."""
         self.summary()
-        result = Result()
-        result.arrays = arrays = initial_arrays
-        if first_round == 1:
-            initial = evaluate_fn(0, initial_arrays)
-            if initial is not None:
-                result.evaluate_metrics_serverapp[0] = initial
-        for server_round in range(first_round, num_rounds + 1):
-            replies = grid.send_and_receive(self.configure_train(server_round, arrays, train_config, grid), timeout=timeout)
-            new_arrays, train_metrics = self.aggregate_train(server_round, replies)
-            if new_arrays is not None:
-                result.arrays = arrays = new_arrays
-            if train_metrics is not None:
-                result.train_metrics_clientapp[server_round] = train_metrics
-            replies = grid.send_and_receive(self.configure_evaluate(server_round, arrays, evaluate_config, grid), timeout=timeout)
-            evaluate_metrics = self.aggregate_evaluate(server_round, replies)
-            if evaluate_metrics is not None:
-                result.evaluate_metrics_clientapp[server_round] = evaluate_metrics
-            central = evaluate_fn(server_round, arrays)
-            if central is not None:
-                result.evaluate_metrics_serverapp[server_round] = central
-        return result
+        return run_rounds(
+            self, grid, initial_arrays, evaluate_fn or self.end_of_round, num_rounds, timeout,
+            ConfigRecord() if train_config is None else train_config,
+            ConfigRecord() if evaluate_config is None else evaluate_config, first_round,
+        )
 
     # ------------------------------------------------------------------ checkpoint and resume
     def state_dict(self) -> dict[str, Any]:

@@ -40,12 +40,11 @@ from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 from fedkd.strategies.server_checks import probe_split, synthetic_agreement
 from fedkd.strategies.server_teacher import CLASS_WEIGHTINGS, ensemble_teacher, load_model
 from flwr.app import ArrayRecord, MetricRecord
-from torch import nn
 
 from fedkd.datafree import EnsembleTeacher, Synthesizer, distill, split_recipe
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
-from fedkd.errors import ConfigError
+from fedkd.errors import ConfigError, check_choice
 from fedkd.federated import records as R
 from fedkd.training import evaluate
 from fedkd.training.optimizers import optimizer_factory
@@ -82,8 +81,8 @@ class FedFTG(FedAvg):
         image_every: log a grid of generated samples every this many rounds (0: never).
         freeze_bn_stats: keep the student's BatchNorm statistics (from the clients' real data)
             while it is fine-tuned on synthetic samples.
-        warmup_rounds: rounds in which only the generator learns (the global model is the plain
-            average): a freshly initialised generator's samples pull a student away from the
+        warmup_rounds: rounds in which only the generator learns (``distill(train_student=False)``;
+            the global model is the plain average): a freshly initialised generator's samples pull a student away from the
             data, a trained one helps (see docs/design_notes.md#fedftg-warmup-rounds).
         global_teacher_weight: share of every class the round's FedAvg average (per group) takes in
             the teacher (FedDF-style); 0 leaves the teacher to the clients.
@@ -128,10 +127,8 @@ class FedFTG(FedAvg):
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
-        if class_weighting not in CLASS_WEIGHTINGS:
-            raise ConfigError(f"strategy.class_weighting '{class_weighting}' is unknown; choose one of: {', '.join(CLASS_WEIGHTINGS)}")
-        if student_init not in STUDENT_INITS:
-            raise ConfigError(f"strategy.student_init '{student_init}' is unknown; choose one of: {', '.join(STUDENT_INITS)}")
+        check_choice("strategy.class_weighting", class_weighting, CLASS_WEIGHTINGS)
+        check_choice("strategy.student_init", student_init, STUDENT_INITS)
         if iterations_per_round < 1 or student_batch_size < 1:
             raise ConfigError(
                 f"strategy.iterations_per_round and strategy.student_batch_size must be >= 1 "
@@ -243,23 +240,21 @@ class FedFTG(FedAvg):
         if probe is not None:
             with laps("diagnostics"):
                 before = evaluate(student, probe, run.device)["accuracy"]
-        if server_round <= self.warmup_rounds:
-            with laps("synthesis"):
-                server.update(self.train_generator(teacher, student))
-            result_arrays = average
-            if start is not average:  # the round's global model is the average
-                student = load_model(run, model_cfg, average)
-        else:
-            with laps("distillation"):
-                result = distill(
-                    student, teacher, self.synthesizer, self.make_optimizer(student.parameters()),
-                    self.iterations_per_round, recipe=self.recipe, student_batch_size=self.student_batch_size,
-                    progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
-                    terms=list(self.student_terms.values()),
-                )
+        warmup = server_round <= self.warmup_rounds  # the generator learns, the student waits
+        with laps("synthesis" if warmup else "distillation"):
+            result = distill(
+                student, teacher, self.synthesizer, self.make_optimizer(student.parameters()),
+                self.iterations_per_round, recipe=self.recipe, student_batch_size=self.student_batch_size,
+                progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
+                terms=list(self.student_terms.values()), train_student=not warmup,
+            )
+        if not warmup:
             laps.move("distillation", "synthesis", result["synthesis_s"])
-            skip = ("wall_time_s", "synthesis_s", "student_s")
-            server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k not in skip})
+        skip = ("wall_time_s", "synthesis_s", "student_s", *(("student_samples",) if warmup else ()))
+        server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k not in skip})
+        if warmup:  # the round's global model is the average (reloaded: the generator's passes moved BN statistics)
+            result_arrays, student = average, load_model(run, model_cfg, average)
+        else:
             result_arrays = R.to_arrays(student.cpu())
             student.to(run.device)
             if self.safeguard is not None or probe is not None:
@@ -305,14 +300,6 @@ class FedFTG(FedAvg):
         self.memory.load_state_dict(state.get("client_memory", {}))
 
     # ------------------------------------------------------------------ pieces
-    def train_generator(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
-        """Warm-up: ``iterations_per_round`` synthesizer steps, the student untouched; mean losses."""
-        sums: dict[str, float] = {}
-        for _ in range(self.iterations_per_round):
-            for name, value in self.synthesizer.synthesize(teacher, student).items():
-                sums[name] = sums.get(name, 0.0) + value / self.iterations_per_round
-        return sums
-
     def ensemble(
         self, updates: Sequence[ClientUpdate | RememberedUpdate], averages: Mapping[str, ArrayRecord] | None = None
     ) -> EnsembleTeacher:

@@ -38,7 +38,7 @@ from torch import nn
 
 from fedkd.datafree import class_weights_from_counts, uniform_class_weights
 from fedkd.datafree.losses import diversity_loss, weighted_member_cross_entropy
-from fedkd.errors import ConfigError
+from fedkd.errors import ConfigError, check_choice
 from fedkd.federated import records as R
 from fedkd.models import build_from_config, count_parameters
 from fedkd.models.custom import linear_head
@@ -83,8 +83,7 @@ class FedGen(FedAvg):
         **fedavg: Any,
     ) -> None:
         super().__init__(**fedavg)
-        if class_weighting not in CLASS_WEIGHTINGS:
-            raise ConfigError(f"strategy.class_weighting '{class_weighting}' is unknown; choose one of: {', '.join(CLASS_WEIGHTINGS)}")
+        check_choice("strategy.class_weighting", class_weighting, CLASS_WEIGHTINGS)
         if generator_steps < 1 or generator_batch_size < 2 or generator_lr <= 0:
             raise ConfigError(
                 "strategy.generator_steps >= 1, generator_batch_size >= 2 and generator_lr > 0 are required "

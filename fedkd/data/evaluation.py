@@ -9,15 +9,14 @@ no client (:func:`fedkd.federated.data.partitions`), so the holdout is unseen by
 from __future__ import annotations
 
 from fedkd.data.datasets import DataBundle, Split
-from fedkd.errors import ConfigError
+from fedkd.errors import ConfigError, check_choice
 
 EVALUATE_ON = ("test", "holdout")
 
 
 def holdout_count(evaluate_on: str, holdout_size: int, train_size: int) -> int:
     """Training images set aside for evaluation: ``holdout_size`` with ``evaluate_on=holdout``, else 0."""
-    if evaluate_on not in EVALUATE_ON:
-        raise ConfigError(f"evaluate_on '{evaluate_on}' is unknown; choose test or holdout")
+    check_choice("evaluate_on", evaluate_on, EVALUATE_ON)
     if evaluate_on == "test":
         return 0
     if not 0 < holdout_size < train_size:

@@ -56,6 +56,7 @@ def distill(
     start_epoch: int = 1,
     previous: dict[str, float] | None = None,
     terms: Sequence[StudentTerm] = (),
+    train_student: bool = True,
 ) -> dict[str, float]:
     """Distill ``teacher`` into ``student`` on ``synthesizer``'s samples; return the final metrics.
 
@@ -82,6 +83,8 @@ def distill(
             returned as it is when no epoch is left to run.
         terms: student-side terms added to every student step, after the synthesizer's own
             (:meth:`Synthesizer.student_terms`); their mean losses are reported as ``term/<name>``.
+        train_student: ``False`` runs only the synthesizer's steps (a fresh generator's warm-up
+            against a student that does not move yet); the student's figures are then left out.
 
     Returns:
         The last epoch's mean losses (``student_loss`` and the synthesizer's), the mean norm of
@@ -101,7 +104,7 @@ def distill(
             f"(got {iterations_per_epoch}, {epochs}, {student_batch_size})"
         )
     loss_fn = STUDENT_LOSSES[recipe.loss]
-    temp, steps = recipe.temperature, recipe.steps
+    temp, steps = recipe.temperature, recipe.steps if train_student else 0
     clip = float("inf") if recipe.grad_clip is None else float(recipe.grad_clip)
     teacher = as_teacher(teacher)
     device = synthesizer.device
@@ -154,10 +157,11 @@ def distill(
                     total += step_loss.detach()
                 if scheduler is not None:
                     scheduler.step()
-                row["student_loss"] = total.item() / max(steps, 1)  # one sync per iteration
-                row["student_grad_norm"] = grad_norms.item() / max(steps, 1)
-                for term, value in zip(all_terms, term_totals.tolist(), strict=True):
-                    row[f"term/{term.name}"] = value / max(steps, 1)
+                if steps:
+                    row["student_loss"] = total.item() / steps  # one sync per iteration
+                    row["student_grad_norm"] = grad_norms.item() / steps
+                    for term, value in zip(all_terms, term_totals.tolist(), strict=True):
+                        row[f"term/{term.name}"] = value / steps
                 for key, value in row.items():
                     sums[key] = sums.get(key, 0.0) + value
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})

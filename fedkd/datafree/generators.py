@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from fedkd.data.specs import DatasetSpec
-from fedkd.errors import ConfigError
+from fedkd.errors import ConfigError, check_choice
 from fedkd.models.registry import register_model
 
 OUTPUTS = ("bn", "sigmoid")
@@ -49,8 +49,7 @@ class ImageGenerator(nn.Module):
         in_dim: int | None = None,
     ) -> None:
         super().__init__()
-        if output not in OUTPUTS:
-            raise ConfigError(f"generator output '{output}' is unknown; choose one of: {', '.join(OUTPUTS)}")
+        check_choice("generator output", output, OUTPUTS)
         if nz < 1 or ngf < 1:
             raise ConfigError(f"generator nz and ngf must be >= 1 (got nz={nz}, ngf={ngf}); set e.g. nz=100 ngf=16")
         self.nz, self.ngf, self.output = nz, ngf, output
@@ -119,8 +118,7 @@ class ConditionalGenerator(ImageGenerator):
         embedding: str = "multiply",
         channels_last: bool = True,
     ) -> None:
-        if embedding not in ("multiply", "concat"):
-            raise ConfigError(f"generator embedding '{embedding}' is unknown; choose multiply or concat")
+        check_choice("generator embedding", embedding, ("multiply", "concat"))
         in_dim = 2 * nz if embedding == "concat" else nz
         super().__init__(spec, nz=nz, ngf=ngf, output=output, channels_last=channels_last, in_dim=in_dim)
         self.num_classes = spec.num_classes

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from fedkd.errors import ConfigError
+from fedkd.errors import ConfigError, check_choice
 from fedkd.models.base import batchnorm_layers
 
 
@@ -128,8 +128,7 @@ class EnsembleTeacher(Teacher):
         weighting: str = "logit",
     ) -> None:
         nn.Module.__init__(self)
-        if weighting not in WEIGHTINGS:
-            raise ConfigError(f"ensemble weighting '{weighting}' is unknown; choose one of: {', '.join(WEIGHTINGS)}")
+        check_choice("ensemble weighting", weighting, WEIGHTINGS)
         self.weighting = weighting
         if len(models) == 0:
             raise ConfigError("an ensemble teacher needs at least one model; pass a non-empty list of models")

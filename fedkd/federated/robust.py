@@ -24,7 +24,7 @@ from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 from flwr.serverapp.strategy.multikrum import select_multikrum
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-from fedkd.errors import ConfigError
+from fedkd.errors import ConfigError, check_choice
 from fedkd.federated import records as R
 
 AGGREGATIONS = ("mean", "median", "trimmed_mean", "krum", "multikrum")
@@ -33,8 +33,7 @@ MALFORMED, NONFINITE = "malformed", "nonfinite"
 
 def check_options(aggregation: str, trim_fraction: float, num_malicious: int, clip_norm: float | None) -> None:
     """One-line errors for robust-aggregation settings (``strategy.*`` keys)."""
-    if aggregation not in AGGREGATIONS:
-        raise ConfigError(f"strategy.aggregation '{aggregation}' is unknown; choose one of: {', '.join(AGGREGATIONS)}")
+    check_choice("strategy.aggregation", aggregation, AGGREGATIONS)
     if not 0.0 <= trim_fraction < 0.5:
         raise ConfigError(f"strategy.trim_fraction must be in [0, 0.5) (got {trim_fraction}); use e.g. 0.2")
     if num_malicious < 0:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from fedkd.datafree.losses import convex_mix, soft_target_kl
 from fedkd.datafree.student_terms.base import StudentBatch, StudentTerm
-from fedkd.errors import ConfigError
+from fedkd.errors import ConfigError, check_choice
 from fedkd.utils.device import autocast
 
 KEY = "student_terms.interpolation"
@@ -65,8 +65,7 @@ class VirtualInterpolation(StudentTerm):
         super().__init__(weight)
         if alpha is None or not alpha > 0:
             raise ConfigError(f"{KEY}.alpha must be > 0 (got {alpha}); set alpha=<positive number> (1.0: lam uniform)")
-        if label_space not in LABEL_SPACES:
-            raise ConfigError(f"{KEY}.label_space '{label_space}' is unknown; choose one of: {', '.join(LABEL_SPACES)}")
+        check_choice(f"{KEY}.label_space", label_space, LABEL_SPACES)
         self.alpha = float(alpha)
         self.label_space = label_space
 

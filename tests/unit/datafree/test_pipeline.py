@@ -328,6 +328,22 @@ def test_dfad_student_beats_chance_and_teacher_is_unhooked_without_grad_in_stude
     assert all(hooks == 0 for _, hooks in teacher.calls)
 
 
+
+def test_generator_only_warmup_moves_the_generator_not_the_student(digits_teacher):
+    """distill(train_student=False): the synthesizer's steps alone (FedFTG's warm-up rounds)."""
+    seed_everything(0)
+    student = build_model("lenet5_half", SPEC)
+    synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=32)
+    student_before = [p.detach().clone() for p in student.parameters()]
+    generator_before = [p.detach().clone() for p in synth.generator.parameters()]
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=3, recipe=StudentRecipe(steps=5),
+                  student_batch_size=32, progress=False, train_student=False)
+    assert all(torch.equal(a, b) for a, b in zip(student_before, student.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(generator_before, synth.generator.parameters(), strict=True))
+    assert out["student_samples"] == 0 and out["samples_generated"] == 3 * 32
+    assert "student_loss" not in out and out["discrepancy"] > 0
+
 # ------------------------------------------------------------------------------------ CMI
 def test_cmi_student_beats_chance_with_hooks_only_during_synthesis(digits, digits_teacher):
     seed_everything(0)
