@@ -275,9 +275,10 @@ def activation_boundary_loss(student_pre: torch.Tensor, teacher_pre: torch.Tenso
     ``relu(margin - s)**2`` or ``relu(margin + s)**2``. Zero exactly when the student's
     pre-activations have the teacher's signs with the margin. Only the teacher's *signs* matter.
     """
-    s = student_pre.float()
-    active = teacher_pre.float() > 0
-    return torch.where(active, F.relu(margin - s), F.relu(margin + s)).pow(2).mean()
+    # relu(margin - sign * s) with sign +1 where the teacher's neuron is active, -1 elsewhere: both
+    # hinges in one pass (the term runs on every student step).
+    sign = (teacher_pre > 0).to(torch.float32) * 2 - 1
+    return F.relu(margin - student_pre.float() * sign).square().mean()
 
 
 def decision_boundary_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, margin: float = 1.0) -> torch.Tensor:

@@ -78,10 +78,26 @@ def _layers(model: nn.Module, names: Sequence[str] | None, side: str) -> list[tu
     return [(n, modules[n]) for n in names]
 
 
+class PointwiseConv(nn.Conv2d):
+    """A bias-free 1x1 convolution computed as a channel matmul (``einsum``).
+
+    The same parameters and state-dict keys as ``nn.Conv2d(c_in, c_out, 1, bias=False)``, and the
+    same function; on the CPU the convolution kernels are several times slower than a matmul for
+    the few channels a connector has (docs/design_notes.md#activation-regulariser-cost), and the
+    connector runs at every student step.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("oc,nchw->nohw", self.weight.flatten(1), x)
+
+
 def _connector(student_width: int, teacher_width: int, ndim: int) -> nn.Module:
     """Heo's connector: a 1x1 conv (feature maps) or linear map (vectors), then BatchNorm."""
     if ndim == 4:
-        return nn.Sequential(nn.Conv2d(student_width, teacher_width, 1, bias=False), nn.BatchNorm2d(teacher_width))
+        return nn.Sequential(PointwiseConv(student_width, teacher_width), nn.BatchNorm2d(teacher_width))
     return nn.Sequential(nn.Linear(student_width, teacher_width, bias=False), nn.BatchNorm1d(teacher_width))
 
 

@@ -12,6 +12,7 @@ from fedkd.data import get_spec
 from fedkd.datafree import DFADSynthesizer, EnsembleTeacher, StudentRecipe, Teacher, distill
 from fedkd.datafree import losses as L
 from fedkd.datafree.student_terms import ActivationRegularizer, StudentBatch, VirtualInterpolation
+from fedkd.datafree.student_terms.activation import PointwiseConv
 from fedkd.errors import ConfigError
 from fedkd.models import build_model
 from fedkd.training import evaluate
@@ -91,6 +92,25 @@ def test_activation_boundary_loss_is_zero_only_with_the_teachers_signs_and_margi
     # Capped at the teacher's own gap: the teacher itself scores 0 whatever the margin.
     assert L.decision_boundary_loss(t_logits, t_logits, margin=5.0) == 0
     assert L.decision_boundary_loss(-s, t_logits, margin=5.0) > L.decision_boundary_loss(s, t_logits, margin=5.0) > 0
+
+
+def test_activation_boundary_loss_prices_each_side_with_its_own_hinge():
+    torch.manual_seed(0)
+    s, t = torch.randn(8, 6, 4, 4), torch.randn(8, 6, 4, 4)
+    expected = torch.where(t > 0, (1.0 - s).clamp(min=0), (1.0 + s).clamp(min=0)).pow(2).mean()
+    assert L.activation_boundary_loss(s, t, margin=1.0) == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_connector_pointwise_conv_is_a_1x1_convolution_in_value_gradient_and_state():
+    torch.manual_seed(0)
+    conv = PointwiseConv(3, 6)
+    reference = nn.Conv2d(3, 6, 1, bias=False)
+    reference.load_state_dict(conv.state_dict())  # the same keys and shapes
+    x = torch.randn(4, 3, 7, 7, requires_grad=True)
+    assert torch.allclose(conv(x), reference(x), atol=1e-6)
+    (mine,) = torch.autograd.grad(conv(x).square().sum(), x)
+    (theirs,) = torch.autograd.grad(reference(x).square().sum(), x)
+    assert torch.allclose(mine, theirs, atol=1e-5)
 
 
 def test_activation_term_pairs_relu_inputs_before_the_inplace_relu_and_unhooks(digits_teacher):
