@@ -11,8 +11,10 @@ import torch
 from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedkd.data import get_spec
 from fedkd.datafree import EnsembleTeacher, Teacher, class_weights_from_counts
 from fedkd.federated import records as R
+from fedkd.models import batchnorm_layers, build_model
 
 
 @pytest.fixture(autouse=True)
@@ -89,3 +91,13 @@ class SpyTeacher(Teacher):
     def forward(self, x, labels=None):
         self.calls.append((torch.is_grad_enabled(), hook_count(self.model)))
         return super().forward(x, labels)
+
+
+def random_bn_lenet(seed: int) -> torch.nn.Module:
+    """A digits LeNet-5 with non-trivial BN running statistics (so eval-mode BN is not the identity)."""
+    torch.manual_seed(seed)
+    model = build_model("lenet5", get_spec("digits"))
+    for bn in batchnorm_layers(model):
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
