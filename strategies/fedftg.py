@@ -82,8 +82,9 @@ class FedFTG(FedAvg):
         freeze_bn_stats: keep the student's BatchNorm statistics (from the clients' real data)
             while it is fine-tuned on synthetic samples.
         warmup_rounds: rounds in which only the generator learns (``distill(train_student=False)``;
-            the global model is the plain average): a freshly initialised generator's samples pull a student away from the
-            data, a trained one helps (see docs/design_notes.md#fedftg-warmup-rounds).
+            the global model is the plain average): a freshly initialised generator's samples pull
+            a student away from the data, a trained one helps
+            (see docs/design_notes.md#fedftg-warmup-rounds).
         global_teacher_weight: share of every class the round's FedAvg average (per group) takes in
             the teacher (FedDF-style); 0 leaves the teacher to the clients.
         teacher_memory_rounds: the teacher holds each client's latest model from this many rounds
