@@ -143,6 +143,7 @@ def combine(
     num_malicious: int = 1,
 ) -> ArrayRecord:
     """Aggregate the (screened) replies' weights with ``aggregation``; dtypes as the first reply's."""
+    check_choice("strategy.aggregation", aggregation, AGGREGATIONS)
     contents = list(contents)
     reference = next(iter(contents[0].array_records.values()))
     if aggregation == "mean" or len(contents) == 1:
@@ -151,10 +152,7 @@ def combine(
         arrays = _per_key(contents, lambda x: np.median(x, axis=0))
     elif aggregation == "trimmed_mean":
         arrays = _per_key(contents, lambda x: trim_mean(x, trim_fraction))
-    elif aggregation in ("krum", "multikrum"):
-        # MultiKrum keeps the n - f most central replies; Krum the single most central one.
+    else:  # krum or multikrum: MultiKrum keeps the n - f most central replies, Krum the single most central one
         keep = 1 if aggregation == "krum" else max(1, len(contents) - num_malicious)
         arrays = aggregate_arrayrecords(select_multikrum(contents, num_malicious, keep), weighted_by_key)
-    else:
-        raise ConfigError(f"strategy.aggregation '{aggregation}' is unknown; choose one of: {', '.join(AGGREGATIONS)}")
     return R.cast_like(arrays, reference)
