@@ -244,7 +244,7 @@ class FedFTG(FedAvg):
         warmup = server_round <= self.warmup_rounds  # the generator learns, the student waits
         with laps("synthesis" if warmup else "distillation"):
             result = distill(
-                student, teacher, self.synthesizer, self.make_optimizer(student.parameters()),
+                student, teacher, self.synthesizer, None if warmup else self.make_optimizer(student.parameters()),
                 self.iterations_per_round, recipe=self.recipe, student_batch_size=self.student_batch_size,
                 progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
                 terms=list(self.student_terms.values()), train_student=not warmup,

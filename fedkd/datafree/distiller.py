@@ -41,7 +41,7 @@ def distill(
     student: nn.Module,
     teacher: nn.Module,
     synthesizer: Synthesizer,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     iterations_per_epoch: int,
     *,
     recipe: StudentRecipe,
@@ -64,7 +64,7 @@ def distill(
         student: the model that learns (on the synthesizer's device).
         teacher: a model, :class:`~fedkd.datafree.teacher.Teacher` or ``EnsembleTeacher``.
         synthesizer: produces the inputs (and trains its generator).
-        optimizer: the student's optimizer.
+        optimizer: the student's optimizer (``None`` only with ``train_student=False``).
         iterations_per_epoch: one synthesize call and ``recipe.steps`` updates each.
         recipe: how the student learns: updates per iteration, loss, temperature (the method's
             ``student`` node, :func:`fedkd.datafree.split_recipe`).
@@ -103,6 +103,8 @@ def distill(
             f"iterations_per_epoch, epochs and student_batch_size must be >= 1 "
             f"(got {iterations_per_epoch}, {epochs}, {student_batch_size})"
         )
+    if optimizer is None and train_student:
+        raise TypeError("distill() needs the student's optimizer unless train_student=False")
     loss_fn = STUDENT_LOSSES[recipe.loss]
     temp, steps = recipe.temperature, recipe.steps if train_student else 0
     clip = float("inf") if recipe.grad_clip is None else float(recipe.grad_clip)
@@ -123,11 +125,13 @@ def distill(
             bar = tqdm(range(iterations_per_epoch), desc=f"{desc} {epoch}/{epochs}", disable=not progress,
                        dynamic_ncols=True, leave=False)
             for _ in bar:
-                student.train()
+                # Before synthesis too: an adversarial generator's step runs the student (DFAD, ZSKT),
+                # and with frozen statistics those passes must not move them either.
+                set_student_mode(student, freeze_bn_stats)
                 tick = time.perf_counter()
                 row = synthesizer.synthesize(teacher, student)
                 synthesis_s += time.perf_counter() - tick
-                set_student_mode(student, freeze_bn_stats)
+                set_student_mode(student, freeze_bn_stats)  # a synthesizer may have switched it to eval
                 total = torch.zeros((), device=device)
                 grad_norms = torch.zeros((), device=device)
                 term_totals = torch.zeros(len(all_terms), device=device)

@@ -236,9 +236,10 @@ def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: f
     """Jensen-Shannon divergence of ``softmax(p/T)`` and ``softmax(q/T)``, averaged over the batch.
 
     ``JS = (KL(P || M) + KL(Q || M)) / 2`` with ``M = (P + Q) / 2``: symmetric, in ``[0, log 2]``.
-    Adaptive DeepInversion's competition term is ``1 - JS(teacher, student)`` (Yin et al., 2020).
-    Computed in log space (no clamping of the probabilities, which the authors' code does and
-    which zeroes the gradient of confident samples).
+    Adaptive DeepInversion's competition term is ``1 - JS(teacher, student)`` (Yin et al., 2020),
+    the paper's form. The authors' code differs: its ``KLDivLoss`` calls compute ``KL(M || P) +
+    KL(M || Q)`` (the reverse direction), and it clamps ``1 - JS`` to ``[0, 1]``, which zeroes the
+    gradient past 1. Computed here in log space, without clamping.
     """
     log_p = F.log_softmax(p_logits.float() / temperature, dim=1)
     log_q = F.log_softmax(q_logits.float() / temperature, dim=1)

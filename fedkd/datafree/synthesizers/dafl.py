@@ -11,8 +11,9 @@ penultimate features ``f`` of a generated batch:
   covers the classes evenly (:func:`~fedkd.datafree.losses.information_entropy`).
 
 Paper weights on MNIST: one-hot 1, activation 0.1, entropy 5. The authors' code computes the
-entropy with ``log10``; ours uses the natural log, so the paper's ``ie = 5`` is 2.17x stronger here
-than in their code (their strength is ``ie = 5 / ln 10 = 2.17``). We keep the paper's number.
+entropy with ``log10``; ours uses the natural log, so the paper's ``ie = 5`` is ln 10 = 2.30x stronger
+here than in their code (their strength, in natural-log units, is ``ie = 5 / ln 10 = 2.17``). We keep
+the paper's number.
 
 The student learns by KD on the generated batches: the paper's ``H_cross(y_S, y_T)``, in the
 code ``KL(softmax(t) || softmax(s))`` at temperature 1 (``student: {loss: kl, temperature: 1}`` in

@@ -153,11 +153,15 @@ class RDSKDSynthesizer(Synthesizer):
 
         The student is not used: RDSKD's generator learns from the teacher alone.
         """
-        steps = self.generator_steps + (0 if self.warmed_up else self.generator_warmup)
+        from tqdm.auto import tqdm
+
+        warmup = 0 if self.warmed_up else self.generator_warmup
         self.warmed_up = True
         self.generator.train()
         values = None
-        for _ in range(steps):
+        # The warm-up is thousands of steps in one call (minutes on a CPU): it gets a bar of its own.
+        for _ in tqdm(range(self.generator_steps + warmup), desc="RDSKD generator warm-up", disable=warmup == 0,
+                      dynamic_ncols=True, leave=False):
             values = self.generator_step(teacher)
         if values is not None:  # one host sync per call
             loss, *terms = values.tolist()

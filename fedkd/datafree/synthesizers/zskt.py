@@ -12,8 +12,8 @@ An adversarial game on generated samples, as in DFAD but with divergences:
 Per round (authors' code): draw ``z``, take ``ng = 1`` generator step on ``G(z)``, then
 ``ns = 10`` student steps all on ``G(z)`` of the updated generator (the same ``z``). Other paper
 settings: batch 128, ``z`` of size 100, generator Adam lr 1e-3 with its gradient norm clipped at 5,
-student Adam lr 2e-3 (the run's ``optim`` config; the authors also clip the student's gradient
-norm at 5, which the shared loop does not), KL temperature 1, cosine schedules.
+student Adam lr 2e-3 (the run's ``optim`` config) with its gradient norm clipped at 5 too (the
+recipe's ``grad_clip`` in ``conf/synthesizer/zskt.yaml``), KL temperature 1, cosine schedules.
 
 Weight of the attention term: the authors' code takes ``F.kl_div``'s old default reduction, the
 mean over samples *and classes*, so its KL is ``1/num_classes`` of the true (batch-mean) KL used

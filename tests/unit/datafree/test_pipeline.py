@@ -215,13 +215,34 @@ def test_generator_only_warmup_moves_the_generator_not_the_student(digits_teache
     synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=32)
     student_before = [p.detach().clone() for p in student.parameters()]
     generator_before = [p.detach().clone() for p in synth.generator.parameters()]
-    opt = torch.optim.SGD(student.parameters(), lr=0.1)
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=3, recipe=StudentRecipe(steps=5),
+    # No optimizer needed when the student does not learn; one needed when it does.
+    with pytest.raises(TypeError, match="optimizer"):
+        distill(student, Teacher(digits_teacher), synth, None, iterations_per_epoch=1, recipe=StudentRecipe(steps=5),
+                progress=False)
+    out = distill(student, Teacher(digits_teacher), synth, None, iterations_per_epoch=3, recipe=StudentRecipe(steps=5),
                   student_batch_size=32, progress=False, train_student=False)
     assert all(torch.equal(a, b) for a, b in zip(student_before, student.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(generator_before, synth.generator.parameters(), strict=True))
     assert out["student_samples"] == 0 and out["samples_generated"] == 3 * 32
     assert "student_loss" not in out and out["discrepancy"] > 0
+
+def test_frozen_bn_statistics_stay_put_through_adversarial_synthesis(digits_teacher):
+    """freeze_bn_stats (the FedFTG server's setting): neither the student's steps nor the passes of
+    DFAD's generator step through the student move its BatchNorm running statistics."""
+    seed_everything(0)
+    student = build_model("lenet5_half", SPEC)
+    bn = [m for m in student.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert bn
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in bn]
+    weights = [p.detach().clone() for p in student.parameters()]
+    synth = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=32)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=2, recipe=StudentRecipe(steps=2),
+            student_batch_size=32, progress=False, freeze_bn_stats=True)
+    for m, (mean, var) in zip(bn, before, strict=True):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var)
+    assert any(not torch.equal(a, b) for a, b in zip(weights, student.parameters(), strict=True))  # it did learn
+
 
 # ------------------------------------------------------------------------------------ CMI
 def test_cmi_student_beats_chance_with_hooks_only_during_synthesis(digits, digits_teacher):
