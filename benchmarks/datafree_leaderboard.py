@@ -228,6 +228,7 @@ def render(table: dict) -> str:
     # sums in another order on another CPU give a slightly different model. Rows say which seeds used it.
     teachers = Counter(run["teacher_accuracy"] for e in table.values() for run in e["runs"].values())
     teacher = teachers.most_common(1)[0][0] if teachers else None
+    others = {row: [s for s in e["seeds"] if e["runs"][s]["teacher_accuracy"] != teacher] for row, e in table.items()}
     kd = table.get("kd", {}).get("final_accuracy")
     lines = [
         "Data-free leaderboard, Fashion-MNIST, LeNet-5 (BN) -> LeNet-5-half, 3,200 student steps of 128 samples,",
@@ -247,9 +248,8 @@ def render(table: dict) -> str:
 
         state = e["synthesizer_state_mb"]
         rate = e["student_samples_per_s"] if row == "kd" and e["student_samples_per_s"] else e["synthetic_samples_per_s"]
-        other = [seed for seed in e["seeds"] if e["runs"][seed]["teacher_accuracy"] != teacher]
         lines.append(
-            f"{e['label']:36s} {len(e['seeds']):4d}{'*' if other else ' '} {100 * acc:7.2f} ± {100 * sd:4.2f} {ratio:>5s} "
+            f"{e['label']:36s} {len(e['seeds']):4d}{'*' if others[row] else ' '} {100 * acc:7.2f} ± {100 * sd:4.2f} {ratio:>5s} "
             f"{100 * mean:7.2f} ± {100 * msd:4.2f} {100 * e['largest_epoch_drop'][0]:8.2f} {e['wall_time_s'][0]:7.0f} "
             f"{reach('time_to_75'):>10s} {reach('time_to_80'):>10s} {rate[0]:9.0f} "
             f"{e['peak_rss_mb'][0]:8.0f} {'' if state is None else f'{state[0]:8.1f}'}"
@@ -265,7 +265,6 @@ def render(table: dict) -> str:
         "state MB: tensors the synthesizer carries between steps (generator, optimiser, pool, memory bank, VAE).",
         "Each run: one process, one torch thread; runs may share the 2 cores with another run.",
     ]
-    others = {row: [s for s in e["seeds"] if e["runs"][s]["teacher_accuracy"] != teacher] for row, e in table.items()}
     if any(others.values()):
         accuracies = ", ".join(f"{a:.4f}" for a in sorted(teachers) if a != teacher)
         lines.append(f"*: seeds run on a teacher re-trained by the same command on another machine (test accuracy "
