@@ -23,11 +23,14 @@ demo: install
 
 # The suite CI runs: everything but the tests marked slow (real SuperLink/SuperNode processes,
 # about 50 s each; fedkd-sim on a Ray cluster of its own, 1-2 min); `make test-all` runs those too.
+# Two pytest-xdist workers, a test file per worker at a time (a file's tests share module fixtures).
+XDIST  := -n 2 --dist loadfile
+
 test: install
-	$(PY) -m pytest -q -m "not slow" --durations=15
+	$(PY) -m pytest -q -m "not slow" $(XDIST) --durations=15
 
 test-all: install
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q $(XDIST) --durations=15
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-# Two cores on CI: keep torch from oversubscribing them when pytest and a subprocess both run.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores on CI: keep torch from oversubscribing them when pytest and a subprocess both run. Under
+# pytest-xdist (`make test` runs two workers) each worker gets one thread: the workers are the parallelism.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+torch.set_num_threads(1 if XDIST_WORKER else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
@@ -56,14 +59,22 @@ def _hydra_list(items: list[str]) -> str:
 def compare_dir(tmp_path_factory):
     """``fedkd-compare`` of FedAvg, FedFTG and FedGen on digits (4 clients, 2 rounds, one seed),
     run as a user runs it."""
-    out = tmp_path_factory.mktemp("compare")
+    # Under pytest-xdist the workers share one run: the first makes it, the others wait for it.
+    shared = tmp_path_factory.getbasetemp().parent if XDIST_WORKER else tmp_path_factory.getbasetemp()
+    out = shared / "compare"
+    with FileLock(f"{out}.lock"):
+        if not (out / "report.json").exists():
+            _run_compare(out)
+    return out
+
+
+def _run_compare(out: Path) -> None:
     done = run_cli(
         "fedkd-compare", "strategies=[fedavg,fedftg,fedgen]", "seeds=[0]", f"overrides={_hydra_list(SMALL_SIM)}",
         f"+strategy_overrides.fedftg={_hydra_list(FEDFTG_BUDGET)}", f"+strategy_overrides.fedgen={_hydra_list(FEDGEN_BUDGET)}",
         "target_accuracy=0.5", f"hydra.run.dir={out}", timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out
 
 
 def client_updates(cfg, run, seed: int = 0, epochs: int = 1, same_start: bool = False) -> list:
@@ -153,3 +164,4 @@ def digits_teacher(digits):
     acc = evaluate(model, digits.test, torch.device("cpu"))["accuracy"]
     assert acc > 0.9
     return model.eval()
+
