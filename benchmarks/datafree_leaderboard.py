@@ -90,6 +90,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # ... and its ablation: the same base with the same one-round pool, no replay
     "deepinversion_pool1": ("DeepInversion 256 x 50, pool of one round", [
         *DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=256"]),
+    # Tenth session: PRE-DFKD's own setting, a generator with no memory of past samples. Fast-2 keeping one
+    # round's batch (the student sees only the latest generator's samples), and the same with replay.
+    "fast_pool1": ("Fast-2, pool of one round", [*FAST, "synthesizer.pool_size=128"]),
+    "replay_fast": ("pseudo replay over Fast-2 (pool of one round)", [
+        "synthesizer=replay_fast_meta", "iterations_per_epoch=10", "synthesizer.base.batch_size=128",
+        "synthesizer.base.hflip=true", "synthesizer.base.student.steps=32"]),
     # Sixth session: NAYER (the noisy-layer generator, conf/synthesizer/nayer.yaml: 5 steps per round)
     "nayer": ("NAYER (noisy layer, 256 x 5)", ["synthesizer=nayer", "iterations_per_epoch=10",
                                               "synthesizer.student.steps=32", "synthesizer.hflip=true"]),

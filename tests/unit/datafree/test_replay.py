@@ -12,7 +12,9 @@ import torch
 from fedkd.data import get_spec
 from fedkd.datafree import (
     ConditionalSynthesizer,
+    DeepInversionSynthesizer,
     DFADSynthesizer,
+    FastMetaSynthesizer,
     PseudoReplaySynthesizer,
     RDSKDSynthesizer,
     StudentRecipe,
@@ -249,6 +251,17 @@ def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
     assert recipe == StudentRecipe(**cfg.synthesizer.base.student)  # the wrapper's recipe is its base's
     assert synth.replay_share == pytest.approx(1 / 9, abs=1e-3) and synth.vae_steps == 4
     assert synth.base.generator.ngf == 8 and synth.vae_batch_size == 16
+
+
+@pytest.mark.parametrize(("name", "base_cls"), [("replay_deepinversion", DeepInversionSynthesizer),
+                                                ("replay_fast_meta", FastMetaSynthesizer)])
+def test_over_a_pool_method_the_base_keeps_one_round_and_the_vae_is_the_memory(name, base_cls):
+    from hydra.utils import instantiate
+
+    cfg = _compose("centralized", f"synthesizer={name}", "synthesizer.base.batch_size=48", "synthesizer.vae_batch_size=16")
+    synth = split_recipe(instantiate(cfg.synthesizer, _convert_="all"))[0](spec=SPEC, device=CPU)
+    assert isinstance(synth, PseudoReplaySynthesizer) and type(synth.base) is base_cls
+    assert synth.base.pool.capacity == 48  # follows the base's batch size
 
 
 def test_replay_composes_under_fedftg_over_its_server_synthesizer():
