@@ -120,13 +120,11 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                                                      "synthesizer.lr_z=0.01", "synthesizer.batch_size=256"]),
     "fast_b512_e12": ("Fast-2 512, 12 epochs (3,840 student steps)", [*board.FAST, "synthesizer.batch_size=512", "epochs=12"]),
     # Tenth session: the base re-run on this machine's re-trained teacher (its old figure came from the
-    # first teacher), and two inversion-side changes no earlier candidate made: random resized crops
-    # of the batch during inversion (views of 50-100 % of the area; the student side was tried), and
-    # target labels drawn towards the classes where student and teacher disagree on fresh samples.
+    # first teacher). Two inversion-side candidates of that session needed code that was reverted
+    # after they lost (cropped inversion views, targets towards disagreeing classes): their results
+    # stay in benchmarks/results/datafree_tuning/; to run them, check out the commit that added them
+    # (docs/design_notes.md#where-the-data-free-ceiling-is-samples-not-the-students-recipe).
     "di_b256_t2": ("DeepInversion 256 x 50 (re-run, re-trained teacher)", [*DI, *DI_B256]),
-    "di_b256_crop": ("DeepInversion 256 x 50, inversion views cropped to 50-100 % (re-trained teacher)", [*DI, *DI_B256, "+synthesizer.view_crop=0.5"]),
-    "di_b256_focus": ("DeepInversion 256 x 50, targets half towards disagreeing classes (re-trained teacher)",
-                      [*DI, *DI_B256, "+synthesizer.class_focus=0.5"]),
     "fast_b512_adv05": ("Fast-2, 512 samples per round, adversarial weight 0.5",
                         [*board.FAST, "synthesizer.batch_size=512", "synthesizer.adv=0.5"]),
 }

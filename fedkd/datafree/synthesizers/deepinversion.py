@@ -122,8 +122,6 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         crop_pad: int | None = None,
         dirichlet_betas: tuple[float, ...] = (),
         first_bn_weight: float = 1.0,
-        view_crop: float = 1.0,
-        class_focus: float = 0.0,
     ) -> None:
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, adi_temperature=adi_temperature,
@@ -141,10 +139,6 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         self.jitter, self.clip = int(jitter), clip
         self.dirichlet_betas = check_dirichlet_betas(dirichlet_betas)
         self.generator = None  # pixels are optimised directly
-        if not 0 < view_crop <= 1 or not 0 <= class_focus <= 1:
-            raise ConfigError(f"synthesizer.view_crop must be in (0, 1] and class_focus in [0, 1] (got {view_crop}, {class_focus})")
-        self.view_crop, self.class_focus = float(view_crop), float(class_focus)
-        self.disagreement = torch.ones(spec.num_classes, device=self.device)
         self._low, self._high = pixel_bounds(spec, self.device)
 
     def _jitter(self, x: torch.Tensor) -> torch.Tensor:
@@ -154,29 +148,7 @@ class DeepInversionSynthesizer(PoolSynthesizer):
             x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
         if self.hflip and torch.rand(()).item() < 0.5:
             x = torch.flip(x, dims=(3,))
-        if self.view_crop < 1:
-            h, w = x.shape[-2:]
-            area = self.view_crop + (1 - self.view_crop) * torch.rand(()).item()
-            ch, cw = max(4, round(h * area**0.5)), max(4, round(w * area**0.5))
-            top, left = torch.randint(0, h - ch + 1, ()).item(), torch.randint(0, w - cw + 1, ()).item()
-            x = nn.functional.interpolate(x[..., top:top + ch, left:left + cw], size=(h, w), mode="bilinear",
-                                          align_corners=False)
         return x
-
-    def _focused_labels(self, n: int) -> torch.Tensor:
-        c = self.spec.num_classes
-        base = torch.full((c,), 1.0 / c, device=self.device)
-        hard = self.disagreement / self.disagreement.sum().clamp_min(1e-12)
-        return torch.multinomial((1 - self.class_focus) * base + self.class_focus * hard, n, replacement=True)
-
-    @torch.no_grad()
-    def _update_disagreement(self, teacher: nn.Module, student: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> None:
-        t_pred, s_pred = teacher(x, targets).argmax(1), student(x).argmax(1)
-        for k in range(self.spec.num_classes):
-            mask = t_pred == k
-            if mask.any():
-                rate = (s_pred[mask] != k).float().mean()
-                self.disagreement[k] = 0.8 * self.disagreement[k] + 0.2 * rate
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """One round: invert a fresh noise batch for ``synthesis_steps`` steps, keep its best state."""
@@ -186,7 +158,7 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         if self.clip:
             x = torch.maximum(torch.minimum(x, self._high), self._low)
         x.requires_grad_()
-        targets = self.target_labels(b) if self.class_focus == 0 else self._focused_labels(b)
+        targets = self.target_labels(b)
         soft = dirichlet_targets(targets, teacher_similarity(teacher), self.dirichlet_betas) if self.dirichlet_betas else None
         optimizer = torch.optim.Adam([x], lr=self.lr, betas=self.betas)
         student_was_training = student.training
@@ -223,8 +195,6 @@ class DeepInversionSynthesizer(PoolSynthesizer):
                 if it == self.synthesis_steps - 1:
                     last = {k: v.item() for k, v in terms.items()}
                 self.samples_generated += b
-        if self.class_focus > 0:
-            self._update_disagreement(teacher, student, best_x, targets)
         student.train(student_was_training)
         self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
         self.rounds += 1
