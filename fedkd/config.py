@@ -139,7 +139,7 @@ class SimConfig(RunConfig):
     local_batch_size: int = ranged(32, low=1)  # a client's local training batch
     eval_batch_size: int = ranged(1024, low=1)
     keep_local_model: bool = False  # clients keep their trained weights in Context.state
-    node_timeout: float = ranged(120.0, low=0, low_open=True)  # seconds the server waits for all clients to connect
+    node_timeout: float = ranged(300.0, low=0, low_open=True)  # seconds the server waits for all clients to connect (Ray workers on a busy machine start slowly)
     round_timeout: float = ranged(3600.0, low=0, low_open=True)  # seconds the server waits for one round's replies
     client_resources: ClientResourcesConfig = field(default_factory=ClientResourcesConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
