@@ -164,4 +164,3 @@ def digits_teacher(digits):
     acc = evaluate(model, digits.test, torch.device("cpu"))["accuracy"]
     assert acc > 0.9
     return model.eval()
-
