@@ -125,6 +125,13 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # stay in benchmarks/results/datafree_tuning/; to run them, check out the commit that added them
     # (docs/design_notes.md#where-the-data-free-ceiling-is-samples-not-the-students-recipe).
     "di_b256_t2": ("DeepInversion 256 x 50 (re-run, re-trained teacher)", [*DI, *DI_B256]),
+    # Eleventh session: the authors' own inversion schedule (their ImageNet "setting 0"), which the
+    # earlier candidates never used: a warm-up + cosine pixel rate per round, and multi-resolution
+    # (2/3 of the steps on the half-resolution batch, then full resolution). Three seeds each: one
+    # holdout seed separates about 1.5 points.
+    "di_b256_cos": ("DeepInversion 256 x 50, cosine pixel rate", [*DI, *DI_B256, "synthesizer.lr_schedule=cosine"]),
+    "di_b256_ms": ("DeepInversion 256 x 50, cosine rate, 2/3 of the steps at half resolution",
+                   [*DI, *DI_B256, "synthesizer.lr_schedule=cosine", "synthesizer.coarse_fraction=0.667"]),
     "fast_b512_adv05": ("Fast-2, 512 samples per round, adversarial weight 0.5",
                         [*board.FAST, "synthesizer.batch_size=512", "synthesizer.adv=0.5"]),
 }

@@ -20,6 +20,7 @@ higher here is a candidate for ``benchmarks/datafree_tuning.py``, never a result
     .venv/bin/python benchmarks/pool_fit.py --pools di=outputs/.../seed0 --temperatures 4,20
     .venv/bin/python benchmarks/pool_fit.py --pools both=RUN_A+RUN_B --augment shift,rrc,shift+cutmix \
         --lrs 0.05,0.1 --steps 9600 --out pool_fit_mine.json             # merged pools, views, rates, budget
+    .venv/bin/python benchmarks/pool_fit.py --pools di=RUN --weight-decays 5e-4,5e-3 --emas 0,0.999 --seeds 0,1
 
 Results: ``benchmarks/results/pool_fit.json`` (or ``--out``; one entry per pool x recipe) and a printed table.
 """
@@ -171,8 +172,11 @@ ON_OFF = {"on": "shift", "off": "none"}  # the first recipes' names
 
 
 def fit(pool: str, temperature: float, augment: str, steps: int, seed: int, real_size: int,
-        lr: float = 0.1, weight_decay: float = 5e-4) -> dict:
-    """One fresh student fitted on ``pool`` under the view ``augment`` (a :data:`VIEWS` name, or on/off)."""
+        lr: float = 0.1, weight_decay: float = 5e-4, ema: float = 0.0) -> dict:
+    """One fresh student fitted on ``pool`` under the view ``augment`` (a :data:`VIEWS` name, or on/off).
+
+    ``ema > 0`` evaluates an exponential moving average of the student's weights (decay ``ema`` per
+    step, BN buffers copied) instead of the last weights."""
     view = VIEWS[ON_OFF.get(augment, augment)]
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -186,6 +190,8 @@ def fit(pool: str, temperature: float, augment: str, steps: int, seed: int, real
     optimizer = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     context = ViewContext(data.spec.image_size // 8, teacher, student)
+    average = torch.optim.swa_utils.AveragedModel(
+        student, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema), use_buffers=True) if ema > 0 else None
     start = time.perf_counter()
     for _ in range(steps):
         x = view(x_pool[torch.randint(len(x_pool), (128,))], context)
@@ -197,13 +203,17 @@ def fit(pool: str, temperature: float, augment: str, steps: int, seed: int, real
         loss.backward()
         optimizer.step()
         schedule.step()
+        if average is not None:
+            average.update_parameters(student)
+    if average is not None:
+        student = average.module
     student.eval()
     with torch.no_grad():
         acc = (student(holdout.x).argmax(1) == holdout.y).float().mean().item()
         agree = (student(x_pool).argmax(1) == teacher(x_pool).argmax(1)).float().mean().item()
     recorded = {"on": True, "off": False}.get(augment, augment)  # on/off rows as the first results file has them
     return {"pool": pool, "pool_size": len(x_pool), "temperature": temperature, "augment": recorded,
-            "steps": steps, "seed": seed, "lr": lr, "weight_decay": weight_decay,
+            "steps": steps, "seed": seed, "lr": lr, "weight_decay": weight_decay, "ema": ema,
             "holdout_accuracy": acc, "pool_agreement": agree, "seconds": time.perf_counter() - start}
 
 
@@ -217,8 +227,9 @@ def main() -> None:
     parser.add_argument("--real-size", type=int, default=25600, help="images in the 'real' pool (DeepInversion's pool size)")
     parser.add_argument("--steps", type=int, default=3200)
     parser.add_argument("--lrs", default="0.1", help="student SGD learning rates (cosine to 0), comma-separated")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weight-decays", default="5e-4", help="student SGD weight decays, comma-separated")
+    parser.add_argument("--emas", default="0", help="decays of an average of the student's weights (0: the last weights)")
+    parser.add_argument("--seeds", default="0", help="fit seeds, comma-separated (each recipe once per seed)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=RESULTS.name, help="result file name under benchmarks/results/")
     args = parser.parse_args()
@@ -231,16 +242,20 @@ def main() -> None:
     unknown = [a for a in args.augment.split(",") if a not in VIEWS and a not in ON_OFF]
     if unknown:
         fail(f"fedkd: error: unknown --augment {', '.join(unknown)}; choose from {', '.join([*ON_OFF, *VIEWS])}")
-    jobs = [(name, float(t), a, float(lr)) for name in pools for t in args.temperatures.split(",")
-            for a in args.augment.split(",") for lr in args.lrs.split(",")]
+    floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
+    jobs = [(name, t, a, lr, wd, ema, int(seed)) for name in pools for t in floats(args.temperatures)
+            for a in args.augment.split(",") for lr in floats(args.lrs) for wd in floats(args.weight_decays)
+            for ema in floats(args.emas) for seed in args.seeds.split(",")]
     # Processes, not threads: each fit seeds torch's global RNG, which threads would share.
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as executor:
-        fits = [executor.submit(fit, str(pools[name]), t, a, args.steps, args.seed, args.real_size, lr,
-                                args.weight_decay) for name, t, a, lr in jobs]
+        fits = [executor.submit(fit, str(pools[name]), t, a, args.steps, seed, args.real_size, lr, wd, ema)
+                for name, t, a, lr, wd, ema, seed in jobs]
         rows = [{"name": job[0], **f.result()} for job, f in zip(jobs, fits, strict=True)]
-    print(f"{'pool':24s} {'size':>6s} {'T':>4s} {'augment':>12s} {'lr':>6s} {'holdout':>8s} {'pool agreement':>15s} {'s':>5s}")
-    for (_, _, view, _), r in zip(jobs, rows, strict=True):
+    print(f"{'pool':24s} {'size':>6s} {'T':>4s} {'augment':>12s} {'lr':>6s} {'wd':>7s} {'ema':>6s} {'seed':>4s} "
+          f"{'holdout':>8s} {'pool agreement':>15s} {'s':>5s}")
+    for (_, _, view, *_), r in zip(jobs, rows, strict=True):
         print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {view:>12s} {r['lr']:6g} "
+              f"{r['weight_decay']:7g} {r['ema']:6g} {r['seed']:4d} "
               f"{100 * r['holdout_accuracy']:7.2f}% {100 * r['pool_agreement']:14.2f}% {r['seconds']:5.0f}")
     RESULTS.parent.joinpath(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
 

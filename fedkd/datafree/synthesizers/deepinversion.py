@@ -15,8 +15,14 @@ of *pixels* directly, starting from Gaussian noise, for ``synthesis_steps`` Adam
 Each step sees a randomly *jittered* batch: the whole batch is rolled by one random offset of up to
 ``jitter`` pixels (``torch.roll``, the authors' form: no pixel is lost, unlike a zero-filled shift)
 and, with ``hflip``, mirrored with probability 1/2. After each step the pixels are clipped to the
-valid range ``[0, 1]`` in pixel space, as the authors' code does. The lowest-loss batch of the
-round joins a bounded pool (:class:`~fedkd.datafree.buffers.RingBuffer`); the student learns from
+valid range ``[0, 1]`` in pixel space, as the authors' code does. Two options follow the authors'
+ImageNet code (their "setting 0"): ``lr_schedule="cosine"`` (the pixels' rate warms up over the
+first 5 % of a phase's steps, then decays to 0 along a cosine) and ``coarse_fraction > 0``
+(multi-resolution: that fraction of the steps sees the batch at half resolution -- the authors
+optimise 2,000 of 3,000 steps so -- then a fresh optimiser refines it at full resolution; their
+ResNet takes the half-size image, a fixed-size teacher here sees it 2x2-average-pooled and scaled
+back up, so only coarse structure gets gradient). The lowest-loss batch of the round (of its last
+phase) joins a bounded pool (:class:`~fedkd.datafree.buffers.RingBuffer`); the student learns from
 random pool batches.
 
 Defaults for 28x28 grey images (``conf/synthesizer/deepinversion.yaml``): the paper optimises CIFAR
@@ -29,8 +35,12 @@ docs/design_notes.md#deepinversion-synthesis-steps-and-learning-rate.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
@@ -96,6 +106,10 @@ class DeepInversionSynthesizer(PoolSynthesizer):
             ImageNet code: 10; 1 weighs every layer alike).
         dirichlet_betas: Zero-Shot KD's Dirichlet scales (paper: ``[1.0, 0.1]``, half the batch
             each); empty (the default) asks for one-hot target labels as DeepInversion does.
+        lr_schedule: ``constant`` or ``cosine`` (5 % warm-up, then cosine to 0, per phase; the
+            authors' code).
+        coarse_fraction: fraction of the steps at half resolution before the full-resolution
+            phase (authors' setting 0: 2/3; 0 = one full-resolution phase).
     """
 
     method = "DeepInversion"
@@ -122,6 +136,8 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         crop_pad: int | None = None,
         dirichlet_betas: tuple[float, ...] = (),
         first_bn_weight: float = 1.0,
+        lr_schedule: str = "constant",
+        coarse_fraction: float = 0.0,
     ) -> None:
         self._check_positive(
             batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, adi_temperature=adi_temperature,
@@ -129,6 +145,13 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         )
         check_non_negative(bn=bn, oh=oh, tv=tv, l2=l2, adi=adi, jitter=jitter, first_bn_weight=first_bn_weight)
         self.first_bn_weight = float(first_bn_weight)
+        if lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"synthesizer.lr_schedule must be constant or cosine (got {lr_schedule!r})")
+        if not 0 <= coarse_fraction < 1:
+            raise ConfigError(
+                f"synthesizer.coarse_fraction must be in [0, 1) (got {coarse_fraction}); 0 inverts at full resolution only"
+            )
+        self.lr_schedule, self.coarse_fraction = lr_schedule, float(coarse_fraction)
         if crop_pad is not None:
             check_non_negative(crop_pad=crop_pad)
         super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
@@ -150,52 +173,78 @@ class DeepInversionSynthesizer(PoolSynthesizer):
             x = torch.flip(x, dims=(3,))
         return x
 
+    def _phases(self) -> list[tuple[int, bool]]:
+        """``(steps, coarse)`` per phase: the half-resolution phase (if any), then full resolution."""
+        coarse = int(round(self.coarse_fraction * self.synthesis_steps))
+        return [(n, c) for n, c in ((coarse, True), (self.synthesis_steps - coarse, False)) if n > 0]
+
+    def _optimizer(self, x: torch.Tensor, steps: int) -> tuple[torch.optim.Optimizer, LambdaLR | None]:
+        """A fresh Adam for one phase, with the authors' warm-up + cosine rate when asked for."""
+        optimizer = torch.optim.Adam([x], lr=self.lr, betas=self.betas)
+        if self.lr_schedule == "constant":
+            return optimizer, None
+        warmup = max(1, round(0.05 * steps))
+        factor = lambda i: (i + 1) / warmup if i < warmup else 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))  # noqa: E731
+        return optimizer, LambdaLR(optimizer, factor)
+
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """One round: invert a fresh noise batch for ``synthesis_steps`` steps, keep its best state."""
         teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
-        b, w = self.batch_size, self.weights
-        x = torch.randn(b, *self.spec.shape, device=self.device)
+        x = torch.randn(self.batch_size, *self.spec.shape, device=self.device)
         if self.clip:
             x = torch.maximum(torch.minimum(x, self._high), self._low)
         x.requires_grad_()
-        targets = self.target_labels(b)
+        targets = self.target_labels(self.batch_size)
         soft = dirichlet_targets(targets, teacher_similarity(teacher), self.dirichlet_betas) if self.dirichlet_betas else None
-        optimizer = torch.optim.Adam([x], lr=self.lr, betas=self.betas)
         student_was_training = student.training
         student.eval()
-        best_loss, best_x, last = float("inf"), x.detach().clone(), {}
         with BNStatHooks(teacher, first_layer_weight=self.first_bn_weight) as hooks:
-            if not hooks.layers and w["bn"] > 0:
+            if not hooks.layers and self.weights["bn"] > 0:
                 raise ConfigError(
                     "DeepInversion's BN-statistics loss needs a teacher with BatchNorm layers; "
                     "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
                 )
-            for it in range(self.synthesis_steps):
-                with autocast(self.device):
-                    view = self._jitter(x)
-                    t_logits = teacher(view, targets)
-                    terms = {
-                        "bn": hooks.loss(),
-                        "oh": cross_entropy(t_logits, targets) if soft is None else soft_target_kl(t_logits, soft),
-                        "tv": total_variation(view),
-                        "l2": l2_prior(view),
-                    }
-                    if w["adi"] > 0:
-                        terms["adi"] = 1.0 - js_divergence(t_logits, student(view), self.adi_temperature)
-                    loss = sum(w[k] * v for k, v in terms.items())
-                value = loss.item()
-                if value < best_loss:  # the pixels this loss belongs to (before the update)
-                    best_loss, best_x = value, x.detach().clone()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward(inputs=[x])  # only the pixels learn (not the student)
-                optimizer.step()
-                if self.clip:
-                    with torch.no_grad():
-                        x.copy_(torch.maximum(torch.minimum(x, self._high), self._low))
-                if it == self.synthesis_steps - 1:
-                    last = {k: v.item() for k, v in terms.items()}
-                self.samples_generated += b
+            for steps, coarse in self._phases():  # the last phase's best batch is the round's
+                best_loss, best_x, last = self._invert(x, targets, soft, teacher, student, hooks, steps, coarse)
         student.train(student_was_training)
         self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
         self.rounds += 1
         return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
+
+    def _invert(self, x: torch.Tensor, targets: torch.Tensor, soft: torch.Tensor | None, teacher: nn.Module,
+                student: nn.Module, hooks: BNStatHooks, steps: int, coarse: bool) -> tuple[float, torch.Tensor, dict]:
+        """One phase: ``steps`` updates of the pixels ``x`` (in place); its lowest loss, the pixels
+        that had it, and the last step's loss terms."""
+        w = self.weights
+        optimizer, schedule = self._optimizer(x, steps)
+        best_loss, best_x, last = float("inf"), x.detach().clone(), {}
+        for it in range(steps):
+            with autocast(self.device):
+                view = self._jitter(x)
+                if coarse:
+                    view = F.interpolate(F.avg_pool2d(view, 2), size=view.shape[-2:], mode="bilinear")
+                t_logits = teacher(view, targets)
+                terms = {
+                    "bn": hooks.loss(),
+                    "oh": cross_entropy(t_logits, targets) if soft is None else soft_target_kl(t_logits, soft),
+                    "tv": total_variation(view),
+                    "l2": l2_prior(view),
+                }
+                if w["adi"] > 0:
+                    terms["adi"] = 1.0 - js_divergence(t_logits, student(view), self.adi_temperature)
+                loss = sum(w[k] * v for k, v in terms.items())
+            value = loss.item()
+            if value < best_loss:  # the pixels this loss belongs to (before the update)
+                best_loss, best_x = value, x.detach().clone()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=[x])  # only the pixels learn (not the student)
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            if self.clip:
+                with torch.no_grad():
+                    x.copy_(torch.maximum(torch.minimum(x, self._high), self._low))
+            if it == steps - 1:
+                last = {k: v.item() for k, v in terms.items()}
+            self.samples_generated += len(x)
+        return best_loss, best_x, last

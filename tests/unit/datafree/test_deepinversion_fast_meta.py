@@ -181,6 +181,33 @@ def test_deepinversion_follows_the_label_prior_and_adi_leaves_the_student_alone(
     assert y is not None and (y < 3).all()  # the pool hands out the labels it was asked for (an ensemble weights by them)
 
 
+def test_the_coarse_phase_moves_pixels_only_in_2x2_blocks_and_the_cosine_rate_ends_at_zero(digits_teacher):
+    seed_everything(0)
+    synth = DeepInversionSynthesizer(SPEC, "cpu", batch_size=8, synthesis_steps=20, jitter=0, clip=False,
+                                     lr_schedule="cosine", coarse_fraction=0.5)
+    assert synth._phases() == [(10, True), (10, False)]
+    x = torch.randn(8, *SPEC.shape, requires_grad=True)
+    before = x.detach().clone()
+    targets = synth.target_labels(8)
+    with BNStatHooks(Teacher(digits_teacher)) as hooks:
+        synth._invert(x, targets, None, Teacher(digits_teacher), _student(), hooks, steps=10, coarse=True)
+        step = (x.detach() - before).unfold(2, 2, 2).unfold(3, 2, 2)  # (8, 1, 4, 4, 2, 2): the 2x2 blocks
+        assert step.abs().max() > 1e-2  # the pixels moved ...
+        assert torch.allclose(step, step[..., :1, :1].expand_as(step), atol=1e-5)  # ... a whole block alike
+        before = x.detach().clone()
+        synth._invert(x, targets, None, Teacher(digits_teacher), _student(), hooks, steps=10, coarse=False)
+        step = (x.detach() - before).unfold(2, 2, 2).unfold(3, 2, 2)
+        assert not torch.allclose(step, step[..., :1, :1].expand_as(step), atol=1e-3)  # full resolution: finer
+    optimizer, schedule = synth._optimizer(torch.zeros(1, requires_grad=True), steps=40)
+    rates = []
+    for _ in range(40):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(synth.lr / 2) and max(rates) == pytest.approx(synth.lr)  # 2 warm-up steps
+    assert rates[-1] < 0.01 * synth.lr and rates == rates[:2] + sorted(rates[2:], reverse=True)
+
+
 # ------------------------------------------------------------------------------ exact resume
 def _roundtrip(state: dict) -> dict:
     buffer = io.BytesIO()
@@ -241,6 +268,8 @@ def test_a_teacher_without_batchnorm_is_a_one_line_config_error(make):
     (DeepInversionSynthesizer, {"jitter": -2}, "jitter"),
     (DeepInversionSynthesizer, {"pool_size": 0}, "pool_size"),
     (DeepInversionSynthesizer, {"betas": [0.5, 1.5]}, "betas"),
+    (DeepInversionSynthesizer, {"lr_schedule": "linear"}, "lr_schedule"),
+    (DeepInversionSynthesizer, {"coarse_fraction": 1.0}, "coarse_fraction"),
     (FastMetaSynthesizer, {"meta_lr": 1.5}, "meta_lr"),
     (FastMetaSynthesizer, {"meta_lr": 0.0}, "meta_lr"),
     (FastMetaSynthesizer, {"bn_momentum": 1.0}, "bn_momentum"),
