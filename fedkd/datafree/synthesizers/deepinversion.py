@@ -184,7 +184,12 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         if self.lr_schedule == "constant":
             return optimizer, None
         warmup = max(1, round(0.05 * steps))
-        factor = lambda i: (i + 1) / warmup if i < warmup else 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))  # noqa: E731
+
+        def factor(i: int) -> float:
+            if i < warmup:
+                return (i + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (i - warmup) / max(1, steps - warmup)))
+
         return optimizer, LambdaLR(optimizer, factor)
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
