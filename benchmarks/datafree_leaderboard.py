@@ -96,6 +96,13 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "replay_fast": ("pseudo replay over Fast-2 (pool of one round)", [
         "synthesizer=replay_fast_meta", "iterations_per_epoch=10", "synthesizer.base.batch_size=128",
         "synthesizer.base.hflip=true", "synthesizer.base.student.steps=32"]),
+    # Eleventh session: both with the student's gradient clipped at 2 (the fix for students that die at
+    # lr 0.1, T = 20): are the epoch-to-epoch drops forgetting, or the student's optimiser?
+    "fast_pool1_clip": ("Fast-2, pool of one round, clip 2", [*FAST, "synthesizer.pool_size=128",
+                                                             "synthesizer.student.grad_clip=2.0"]),
+    "replay_fast_clip": ("pseudo replay over Fast-2 (pool of one round), clip 2", [
+        "synthesizer=replay_fast_meta", "iterations_per_epoch=10", "synthesizer.base.batch_size=128",
+        "synthesizer.base.hflip=true", "synthesizer.base.student.steps=32", "synthesizer.base.student.grad_clip=2.0"]),
     # Sixth session: NAYER (the noisy-layer generator, conf/synthesizer/nayer.yaml: 5 steps per round)
     "nayer": ("NAYER (noisy layer, 256 x 5)", ["synthesizer=nayer", "iterations_per_epoch=10",
                                               "synthesizer.student.steps=32", "synthesizer.hflip=true"]),
