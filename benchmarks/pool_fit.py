@@ -242,10 +242,19 @@ def main() -> None:
     unknown = [a for a in args.augment.split(",") if a not in VIEWS and a not in ON_OFF]
     if unknown:
         fail(f"fedkd: error: unknown --augment {', '.join(unknown)}; choose from {', '.join([*ON_OFF, *VIEWS])}")
-    floats = lambda text: [float(v) for v in text.split(",")]  # noqa: E731
-    jobs = [(name, t, a, lr, wd, ema, int(seed)) for name in pools for t in floats(args.temperatures)
-            for a in args.augment.split(",") for lr in floats(args.lrs) for wd in floats(args.weight_decays)
-            for ema in floats(args.emas) for seed in args.seeds.split(",")]
+    def numbers(flag: str, text: str, kind: type = float) -> list:
+        try:
+            return [kind(v) for v in text.split(",")]
+        except ValueError:
+            fail(f"fedkd: error: --{flag} takes comma-separated {kind.__name__}s (got {text!r}), e.g. --{flag} 0,1")
+
+    emas = numbers("emas", args.emas)
+    if any(not 0 <= e < 1 for e in emas):
+        fail(f"fedkd: error: --emas must lie in [0, 1) (got {args.emas}); 0 evaluates the last weights")
+    jobs = [(name, t, a, lr, wd, ema, seed) for name in pools for t in numbers("temperatures", args.temperatures)
+            for a in args.augment.split(",") for lr in numbers("lrs", args.lrs)
+            for wd in numbers("weight-decays", args.weight_decays) for ema in emas
+            for seed in numbers("seeds", args.seeds, int)]
     # Processes, not threads: each fit seeds torch's global RNG, which threads would share.
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as executor:
         fits = [executor.submit(fit, str(pools[name]), t, a, args.steps, seed, args.real_size, lr, wd, ema)
