@@ -53,6 +53,9 @@ FAST = ["synthesizer=fast_meta", "iterations_per_epoch=10", "synthesizer.batch_s
 DI = ["synthesizer=deepinversion", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.student.steps=32",
       "synthesizer.hflip=true"]
 ADAM = ["optim=adam", "optim.lr=2e-3"]  # the student optimiser of RDSKD's, DAFL's and ZSKT's authors
+ROWS_FAST_POOL1 = [*FAST, "synthesizer.pool_size=128"]  # Fast-2 keeping one round's batch (no memory)
+ROWS_REPLAY_FAST = ["synthesizer=replay_fast_meta", "iterations_per_epoch=10", "synthesizer.base.batch_size=128",
+                    "synthesizer.base.hflip=true", "synthesizer.base.student.steps=32"]
 ROWS: dict[str, tuple[str, list[str]]] = {
     "kd": ("KD on real data (reference)", ["synthesizer=real_kd", "iterations_per_epoch=64"]),
     "dfad": ("DFAD", DFAD),
@@ -92,17 +95,13 @@ ROWS: dict[str, tuple[str, list[str]]] = {
         *DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=256"]),
     # Tenth session: PRE-DFKD's own setting, a generator with no memory of past samples. Fast-2 keeping one
     # round's batch (the student sees only the latest generator's samples), and the same with replay.
-    "fast_pool1": ("Fast-2, pool of one round", [*FAST, "synthesizer.pool_size=128"]),
-    "replay_fast": ("pseudo replay over Fast-2 (pool of one round)", [
-        "synthesizer=replay_fast_meta", "iterations_per_epoch=10", "synthesizer.base.batch_size=128",
-        "synthesizer.base.hflip=true", "synthesizer.base.student.steps=32"]),
+    "fast_pool1": ("Fast-2, pool of one round", ROWS_FAST_POOL1),
+    "replay_fast": ("pseudo replay over Fast-2 (pool of one round)", ROWS_REPLAY_FAST),
     # Eleventh session: both with the student's gradient clipped at 2 (the fix for students that die at
     # lr 0.1, T = 20): are the epoch-to-epoch drops forgetting, or the student's optimiser?
-    "fast_pool1_clip": ("Fast-2, pool of one round, clip 2", [*FAST, "synthesizer.pool_size=128",
-                                                             "synthesizer.student.grad_clip=2.0"]),
-    "replay_fast_clip": ("pseudo replay over Fast-2 (pool of one round), clip 2", [
-        "synthesizer=replay_fast_meta", "iterations_per_epoch=10", "synthesizer.base.batch_size=128",
-        "synthesizer.base.hflip=true", "synthesizer.base.student.steps=32", "synthesizer.base.student.grad_clip=2.0"]),
+    "fast_pool1_clip": ("Fast-2, pool of one round, clip 2", [*ROWS_FAST_POOL1, "synthesizer.student.grad_clip=2.0"]),
+    "replay_fast_clip": ("pseudo replay over Fast-2 (pool of one round), clip 2",
+                         [*ROWS_REPLAY_FAST, "synthesizer.base.student.grad_clip=2.0"]),
     # Sixth session: NAYER (the noisy-layer generator, conf/synthesizer/nayer.yaml: 5 steps per round)
     "nayer": ("NAYER (noisy layer, 256 x 5)", ["synthesizer=nayer", "iterations_per_epoch=10",
                                               "synthesizer.student.steps=32", "synthesizer.hflip=true"]),
