@@ -210,6 +210,7 @@ def run_figures(folder: Path) -> dict:
         "wall_time_s": summary["wall_time_s"],
         "synthetic_samples_per_s": summary["synthetic_samples_per_s"],
         "peak_rss_mb": summary["peak_rss_mb"],
+        "peak_cuda_mb": summary.get("peak_cuda_mb"),  # GPU runs only; not a table column (CPU table)
         "synthesizer_state_mb": summary.get("synthesizer_state_mb"),
         "teacher_accuracy": summary["teacher_accuracy"],
         "student_samples_per_s": summary.get("student_samples_per_s"),
