@@ -102,6 +102,17 @@ def client_updates(cfg, run, seed: int = 0, epochs: int = 1, same_start: bool = 
     return updates
 
 
+@pytest.fixture(scope="session")
+def fedftg_replies(tmp_path_factory):
+    """FedFTG's four digits clients' replies after 5 local epochs from the server's initial model:
+    an average well above chance (trained once per session; the strategy tests only read them)."""
+    from fedkd.federated.config import compose_sim_config
+
+    cfg = compose_sim_config(SMALL_SIM + FEDFTG_BUDGET + ["strategy=fedftg"])
+    _, run = bound_strategy(cfg, tmp_path_factory.mktemp("fedftg_clients"))
+    return client_updates(cfg, run, epochs=5, same_start=True)
+
+
 def bound_strategy(cfg, out_dir):
     """``cfg.strategy`` instantiated and bound to a CPU ServerRun on digits (no Flower run)."""
     from hydra.utils import instantiate

@@ -77,10 +77,8 @@ def trained(cfg, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained_longer(cfg, tmp_path_factory):
-    """Client replies after 5 local epochs from the server's initial model: an average well above chance."""
-    _, run = _strategy(cfg, tmp_path_factory.mktemp("run5"))
-    return client_updates(cfg, run, epochs=5, same_start=True)
+def trained_longer(fedftg_replies):
+    return fedftg_replies
 
 
 def _strategy(cfg, tmp_path):

@@ -114,8 +114,12 @@ class ActivationRegularizer(StudentTerm):
             The teacher's names are those of the wrapped model (``Teacher.members[0]``).
         connector_lr: Adam learning rate of the connectors.
 
-    A teacher with several members (an ``EnsembleTeacher``) is not supported: its members' hidden
-    layers have no common pre-activation to match.
+    A teacher with several members (an ``EnsembleTeacher``, FedFTG's server) is supported when the
+    members share one architecture (a server's clients, each started from the same global model, so
+    their units correspond as federated averaging assumes): the hidden-layer loss is the mean over
+    members of each member's loss through the same connectors -- the rule the attention term uses.
+    The members are hooked only inside each step's term call, which runs them once more, one by one
+    and without autograd (an ensemble's vectorised path does not call its members).
     """
 
     name = "activation"
@@ -151,32 +155,52 @@ class ActivationRegularizer(StudentTerm):
         self.connectors: nn.ModuleList | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._specs: list[tuple[int, int, int]] = []  # (student width, teacher width, ndim) per layer
-        self._teacher_cap: PreActivationCapture | None = None
+        self._teacher: nn.Module | None = None
+        self._member_modules: list[list[nn.Module]] = []  # per teacher member, its hooked layers
+        self._teacher_cap: PreActivationCapture | None = None  # a single teacher model's, for the whole run
         self._student_cap: PreActivationCapture | None = None
 
     def attach(self, student: nn.Module, teacher: nn.Module) -> None:
-        """Hook the paired layers' inputs (teacher: detached copies; student: with autograd)."""
+        """Hook the paired layers' inputs (the student's with autograd; a single teacher model's as
+        detached copies for the whole run, an ensemble's members only inside each term call)."""
         members = list(getattr(teacher, "members", [teacher]))
-        if len(members) != 1:
-            raise ConfigError(
-                f"{KEY} needs a single teacher model (got an ensemble of {len(members)}); "
-                "drop the activation term for ensemble teachers (e.g. FedFTG's server)"
-            )
-        t_layers = _layers(members[0], self.teacher_layers, "teacher")
+        t_layers = [_layers(m, self.teacher_layers, "teacher") for m in members]
         s_layers = _layers(student, self.student_layers, "student")
-        if not t_layers or len(t_layers) != len(s_layers):
+        shapes = {tuple((n, type(m).__name__) for n, m in layers) for layers in t_layers}
+        if len(shapes) > 1:
             raise ConfigError(
-                f"{KEY}: cannot pair {len(t_layers)} teacher layers with {len(s_layers)} student layers; "
+                f"{KEY} needs ensemble members of one architecture (got {len(shapes)} different layer lists); "
+                "drop the activation term for mixed-architecture ensembles"
+            )
+        if not t_layers[0] or len(t_layers[0]) != len(s_layers):
+            raise ConfigError(
+                f"{KEY}: cannot pair {len(t_layers[0])} teacher layers with {len(s_layers)} student layers; "
                 f"name them with {KEY}.teacher_layers=[...] and {KEY}.student_layers=[...] (equal length)"
             )
         self.detach()
-        self._teacher_cap = PreActivationCapture([m for _, m in t_layers], detach=True)
+        self._teacher = teacher
+        self._member_modules = [[m for _, m in layers] for layers in t_layers]
+        if len(members) == 1:
+            self._teacher_cap = PreActivationCapture(self._member_modules[0], detach=True)
         self._student_cap = PreActivationCapture([m for _, m in s_layers])
         device = next(student.parameters()).device
         if self.connectors is not None and next(self.connectors.parameters()).device != device:
             self.connectors.to(device)
             # Parameters moved in place; loading the state again moves Adam's moments after them.
             self.optimizer.load_state_dict(self.optimizer.state_dict())
+
+    def _member_pre_activations(self, batch: StudentBatch) -> list[list[torch.Tensor | None]]:
+        """Per teacher member, the hooked layers' inputs on this step's batch."""
+        if self._teacher_cap is not None:  # one model, hooked for the whole run
+            return [self._teacher_cap.values]
+        caps = [PreActivationCapture(modules, detach=True) for modules in self._member_modules]
+        try:
+            with torch.no_grad(), self._teacher.per_member_calls():
+                self._teacher(batch.x, batch.labels)
+        finally:
+            for cap in caps:
+                cap.remove()
+        return [cap.values for cap in caps]
 
     def detach(self) -> None:
         """Remove the hooks (the connectors stay, for the next attach: FedFTG's next round)."""
@@ -195,14 +219,15 @@ class ActivationRegularizer(StudentTerm):
         self.optimizer = torch.optim.Adam(self.connectors.parameters(), lr=self.connector_lr)
 
     def __call__(self, batch: StudentBatch) -> torch.Tensor:
-        if self._teacher_cap is None or self._student_cap is None:
+        if self._student_cap is None:
             raise RuntimeError("ActivationRegularizer is not attached; the distillation loop calls attach() first")
-        teacher_pre, student_pre = self._teacher_cap.values, self._student_cap.values
-        if any(v is None for v in (*teacher_pre, *student_pre)):
+        student_pre = self._student_cap.values
+        members_pre = self._member_pre_activations(batch)
+        if any(v is None for v in (*student_pre, *(v for pre in members_pre for v in pre))):
             raise RuntimeError("ActivationRegularizer: a hooked layer did not run in this step's forward passes")
         if self.connectors is None:
             specs = []
-            for i, (t, s) in enumerate(zip(teacher_pre, student_pre, strict=True)):
+            for i, (t, s) in enumerate(zip(members_pre[0], student_pre, strict=True)):
                 if t.dim() != s.dim() or t.dim() not in (2, 4) or t.shape[2:] != s.shape[2:]:
                     raise ConfigError(
                         f"{KEY}: layer pair {i} has teacher shape {tuple(t.shape[1:])} and student shape "
@@ -210,10 +235,9 @@ class ActivationRegularizer(StudentTerm):
                     )
                 specs.append((s.shape[1], t.shape[1], t.dim()))
             self._build(specs, student_pre[0].device)
-        losses = [
-            activation_boundary_loss(conn(s), t, self.margin)
-            for conn, s, t in zip(self.connectors, student_pre, teacher_pre, strict=True)
-        ]
+        projected = [conn(s) for conn, s in zip(self.connectors, student_pre, strict=True)]
+        losses = [activation_boundary_loss(p, t, self.margin)
+                  for pre in members_pre for p, t in zip(projected, pre, strict=True)]
         loss = torch.stack(losses).mean()
         if self.logit_weight > 0:
             loss = loss + self.logit_weight * decision_boundary_loss(batch.student_logits, batch.teacher_logits, self.margin)

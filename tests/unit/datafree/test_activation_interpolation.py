@@ -150,6 +150,37 @@ def test_activation_term_with_named_layers_matches_a_copy_of_the_teacher_exactly
     term.detach()
 
 
+def test_activation_term_on_an_ensemble_is_the_mean_of_its_members_losses_and_leaves_no_hooks(digits_teacher):
+    """FedFTG's server teacher: members of one architecture, hooked only inside the term's call.
+    Two copies of one model give the single model's loss; two different members the mean of the
+    losses each gives alone (through the same connectors)."""
+    torch.manual_seed(0)
+    student = build_model("lenet5_half", SPEC)
+    other = copy.deepcopy(digits_teacher)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(16, *SPEC.shape)
+
+    def loss_with(teacher: nn.Module, term: ActivationRegularizer) -> torch.Tensor:
+        term.attach(student, teacher)
+        value = term(_batch(x, teacher, student))
+        term.detach()
+        return value
+
+    term = ActivationRegularizer(logit_weight=0.0)
+    loss_with(Teacher(digits_teacher), term)  # builds the connectors; the calls below reuse them
+    term.connectors.eval()  # BatchNorm in eval mode: the same connector output in every call
+    single = loss_with(Teacher(digits_teacher), term)
+    alone = loss_with(Teacher(other), term)
+    twins = EnsembleTeacher([digits_teacher, copy.deepcopy(digits_teacher)], batched=False)
+    torch.testing.assert_close(loss_with(twins, term), single)
+    pair = EnsembleTeacher([digits_teacher, other], batched=False)
+    torch.testing.assert_close(loss_with(pair, term), (single + alone) / 2)
+    assert single != alone
+    assert _pre_hooks(digits_teacher) == 0 and _pre_hooks(other) == 0 and _pre_hooks(student) == 0
+
+
 def test_activation_state_round_trip_resumes_connectors_and_adam_exactly(digits, digits_teacher):
     def run(steps: int, term: ActivationRegularizer, student: nn.Module, seed: int) -> None:
         teacher = Teacher(digits_teacher)
@@ -215,8 +246,8 @@ def test_bad_settings_are_one_line_config_errors(digits_teacher):
     attach = [
         (ActivationRegularizer(teacher_layers=["fc.9"], student_layers=["fc.1"]), Teacher(digits_teacher),
          "no module named 'fc.9' in the teacher"),
-        (ActivationRegularizer(), EnsembleTeacher([digits_teacher, copy.deepcopy(digits_teacher)]),
-         "needs a single teacher model"),
+        (ActivationRegularizer(), EnsembleTeacher([digits_teacher, build_model("small_cnn", SPEC)]),
+         "needs ensemble members of one architecture"),
         (ActivationRegularizer(), Teacher(build_model("small_cnn", SPEC)), "cannot pair 3 teacher layers with 4"),
     ]
     for make, message in bad:
