@@ -76,11 +76,6 @@ def trained(cfg, tmp_path_factory):
     return run, client_updates(cfg, run)
 
 
-@pytest.fixture(scope="module")
-def trained_longer(fedftg_replies):
-    return fedftg_replies
-
-
 def _strategy(cfg, tmp_path):
     return bound_strategy(cfg, tmp_path)
 
@@ -187,22 +182,22 @@ NAYER = "synthesizer@strategy.synthesizer=nayer,strategy.synthesizer.batch_size=
 
 @pytest.mark.parametrize("option", ["strategy.global_teacher_weight=0.5", "strategy.ensemble_weighting=confidence",
                                     "strategy.safeguard=0.0", "strategy.safeguard=1.0", POOL, COBOOST, NAYER])
-def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(option, trained_longer, tmp_path):
+def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(option, fedftg_replies, tmp_path):
     from fedkd.models import build_from_config
     from fedkd.training import evaluate
 
     cfg = compose_sim_config(SMALL + BUDGET + ["strategy=fedftg", *option.split(",")])
     strategy, run = bound_strategy(cfg, tmp_path)
-    strategy.aggregate(1, trained_longer)  # warm-up: the generator learns, the average is the global model
+    strategy.aggregate(1, fedftg_replies)  # warm-up: the generator learns, the average is the global model
     strategy._round.server.clear()
-    arrays, _ = strategy.aggregate(2, trained_longer)
+    arrays, _ = strategy.aggregate(2, fedftg_replies)
     server = dict(strategy._round.server)
     model = build_from_config(run.client_model_configs[0], run.spec)
     model.load_state_dict(R.state_dict(arrays))
     accuracy = evaluate(model, run.test, run.device)["accuracy"]
     assert accuracy > 3 * CHANCE
     assert 0 <= server["average_teacher_agreement"] <= 1 and 0 <= server["student_teacher_agreement"] <= 1
-    average = strategy.average(trained_longer)
+    average = strategy.average(fedftg_replies)
     kept = all(torch.equal(torch.as_tensor(arrays[k].numpy()), torch.as_tensor(average[k].numpy())) for k in average)
     if option.endswith("safeguard=0.0"):  # any agreement reaches 0: the average is kept, and the figures say so
         assert server["safeguard_kept_average"] == 1.0 and kept and server["distillation_gain"] == 0.0
@@ -221,7 +216,7 @@ def test_each_option_distils_a_model_that_beats_chance_and_reports_what_it_did(o
         assert "teacher_boosted_accuracy" not in server
 
 
-def test_teacher_memory_holds_clients_from_earlier_rounds_and_the_student_still_learns(trained_longer, tmp_path):
+def test_teacher_memory_holds_clients_from_earlier_rounds_and_the_student_still_learns(fedftg_replies, tmp_path):
     """Partial participation: half the clients reply in each round; with a two-round memory the
     teacher of round 2 holds all four, and the label prior counts all of them."""
     from fedkd.models import build_from_config
@@ -229,13 +224,13 @@ def test_teacher_memory_holds_clients_from_earlier_rounds_and_the_student_still_
 
     cfg = compose_sim_config(SMALL + BUDGET + ["strategy=fedftg", "strategy.teacher_memory_rounds=2"])
     strategy, run = bound_strategy(cfg, tmp_path)
-    strategy.aggregate(1, trained_longer[:2])
+    strategy.aggregate(1, fedftg_replies[:2])
     assert strategy._round.server["teacher_members"] == 2
     strategy._round.server.clear()
-    arrays, _ = strategy.aggregate(2, trained_longer[2:])
+    arrays, _ = strategy.aggregate(2, fedftg_replies[2:])
     assert strategy._round.server["teacher_members"] == 4
     prior = strategy.synthesizer.label_prior.cpu().numpy()
-    counts = np.stack([u.label_counts for u in trained_longer]).sum(0)
+    counts = np.stack([u.label_counts for u in fedftg_replies]).sum(0)
     np.testing.assert_allclose(prior, counts / counts.sum(), rtol=1e-5)
     model = build_from_config(run.client_model_configs[0], run.spec)
     model.load_state_dict(R.state_dict(arrays))
