@@ -168,6 +168,11 @@ class FedFTG(FedAvg):
         super().bind(run)
         self.run = run
         self.synthesizer = self.make_synthesizer(spec=run.spec, device=run.device)
+        if not self.synthesizer.keeps_learning():
+            raise ConfigError(
+                "strategy.synthesizer stops learning after round 1 while the server's teacher changes every round; "
+                "set strategy.synthesizer.generator_steps=1 (or strategy.synthesizer.base.generator_steps=1 for a replay wrapper)"
+            )
         self.probe = probe_split(run.test, self.diagnostics_samples, self.seed)  # the same images every round
 
     # ------------------------------------------------------------------ one round

@@ -242,7 +242,9 @@ def test_teacher_memory_holds_clients_from_earlier_rounds_and_the_student_still_
                                         ("strategy.safeguard=2", "safeguard"),
                                         ("strategy.ensemble_weighting=votes", "ensemble weighting"),
                                         ("strategy.diagnostics_every=-1", "diagnostics_every"),
-                                        ("strategy.teacher_memory_rounds=0", "teacher_memory_rounds")])
+                                        ("strategy.teacher_memory_rounds=0", "teacher_memory_rounds"),
+                                        # RDSKD's paper schedule freezes its generator: stale for a changing teacher
+                                        ("synthesizer@strategy.synthesizer=rdskd", "generator_steps=1")])
 def test_bad_fedftg_options_end_in_one_line(bad, match, tmp_path):
     from fedkd.cli.common import _user_error
 

@@ -84,6 +84,15 @@ class Synthesizer(ABC):
         """``n`` inputs for a student step on the synthesizer's device, and their intended labels
         (``None`` when the method has none). Never tracks gradients."""
 
+    def keeps_learning(self) -> bool:
+        """Whether every :meth:`synthesize` call can still change what :meth:`sample` returns.
+
+        ``False`` for a method whose generator is frozen after its first call (RDSKD's
+        ``generator_steps=0``, the paper's schedule): fine for one fixed teacher, stale for the
+        federated server, whose teacher changes every round (the server refuses it).
+        """
+        return True
+
     def student_terms(self) -> list[StudentTerm]:
         """Student-side terms the method itself adds to every student step (ZSKT's attention
         transfer); the distiller puts the run's configured terms after them. None by default."""

@@ -148,6 +148,10 @@ class RDSKDSynthesizer(Synthesizer):
         self.samples_generated += self.batch_size
         return torch.cat([loss.detach().view(1), terms.detach()])
 
+    def keeps_learning(self) -> bool:
+        """Only with ``generator_steps >= 1``: otherwise the generator is frozen after the warm-up."""
+        return self.generator_steps > 0
+
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """The warm-up on the first call, then ``generator_steps`` steps; the latest step's losses.
 

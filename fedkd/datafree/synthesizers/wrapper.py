@@ -86,6 +86,9 @@ class SynthesizerWrapper(Synthesizer):
     def set_label_prior(self, prior: Sequence[float] | np.ndarray | torch.Tensor | None) -> None:
         self.base.set_label_prior(prior)
 
+    def keeps_learning(self) -> bool:
+        return self.base.keeps_learning()
+
     def student_terms(self) -> list[StudentTerm]:
         """The base method's own student terms."""
         return self.base.student_terms()

@@ -251,6 +251,8 @@ def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
     assert recipe == StudentRecipe(**cfg.synthesizer.base.student)  # the wrapper's recipe is its base's
     assert synth.replay_share == pytest.approx(1 / 9, abs=1e-3) and synth.vae_steps == 4
     assert synth.base.generator.ngf == 8 and synth.vae_batch_size == 16
+    # RDSKD's paper schedule (generator_steps 0) freezes the generator; the wrapper answers for its base.
+    assert synth.keeps_learning() is (base_cls is not RDSKDSynthesizer) is synth.base.keeps_learning()
 
 
 @pytest.mark.parametrize(("name", "base_cls"), [("replay_deepinversion", DeepInversionSynthesizer),
