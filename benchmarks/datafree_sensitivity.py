@@ -93,12 +93,14 @@ def report() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--changes", default=",".join(CHANGES), help=f"comma-separated, from: {', '.join(CHANGES)}")
     parser.add_argument("--jobs", type=int, default=2, help="settings at once (one torch thread each)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
         teacher = board.ensure_teacher()
-        todo = [(m, c) for m in args.methods.split(",") for c in CHANGES if not (RESULTS / f"{m}_{c}.json").is_file()]
+        todo = [(m, c) for m in args.methods.split(",") for c in args.changes.split(",")
+                if not (RESULTS / f"{m}_{c}.json").is_file()]
         list(board.in_parallel(lambda job: run_setting(*job, teacher), todo, args.jobs))
     report()
 
