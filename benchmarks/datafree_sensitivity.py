@@ -56,8 +56,9 @@ def run_setting(method: str, change: str, teacher: Path) -> None:
 
 
 def report() -> None:
-    lines = ["Sensitivity, Fashion-MNIST, LeNet-5 -> LeNet-5-half, leaderboard budget, seed 0 (final test accuracy %)", "",
-             f"{'method':8s} {'row':>7s} " + " ".join(f"{c:>16s}" for c in CHANGES) + f" {'mean ± std (5)':>16s} {'over seeds':>19s}"]
+    lines = ["Sensitivity, Fashion-MNIST, LeNet-5 -> LeNet-5-half, leaderboard budget (3,200 student steps;",
+             "_x3: 9,600), seed 0 (final test accuracy %)", "",
+             f"{'method':8s} {'row':>7s} " + " ".join(f"{c:>16s}" for c in CHANGES) + f" {'over settings':>16s} {'over seeds':>19s}"]
     table = {}
     for method in METHODS:
         row = board.RUN_RESULTS / f"{method}_seed0.json"
@@ -80,6 +81,7 @@ def report() -> None:
         lines.append(f"{method:8s} {cell(values['row']):>7s} " + " ".join(f"{cell(values[c]):>16s}" for c in CHANGES)
                      + f" {pm(spread):>16s} {pm(over_seeds) + f' ({len(seeds)})':>19s}")
     lines += ["", "row: the leaderboard setting (seed 0); x0.5 / x2: the generator's or the student's learning rate",
+              "over settings: mean ± std over the row and the changes finished (5 when all are),",
               "halved or doubled (DFAD: generator 1e-4, student SGD 0.1; RDSKD: generator 1e-3, student Adam 2e-3;",
               "DAFL, the method RDSKD modifies: generator 0.2, student Adam 2e-3). over seeds: the leaderboard row's",
               "seeds (how many in brackets)."]
