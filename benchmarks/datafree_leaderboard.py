@@ -130,6 +130,14 @@ if _CHOICE.is_file():
         f"{_chosen['label']}, 3x student steps (9,600)",
         [o if not o.startswith("synthesizer.pool_size=") else "synthesizer.pool_size=90000"
          for o in three_times(_chosen["overrides"])])
+    # Fourteenth session: its ablation, the 3x student steps over the 1x samples (three times the student
+    # steps per round, the same rounds): is the 3x gain the samples or the steps?
+    ROWS["best_combination_steps_x3"] = (
+        f"{_chosen['label']}, 3x student steps over 1x samples (9,600)",
+        [*_chosen["overrides"], "synthesizer.student.steps=96"])
+# Fourteenth session: pseudo replay over the same base at 3x, the VAE standing in for the 76,800-sample pool.
+ROWS["replay_deepinversion_x3"] = (f"{ROWS['replay_deepinversion'][0]}, 3x student steps (9,600)",
+                                   three_times(ROWS["replay_deepinversion"][1]))
 
 
 def run(cmd: list[str], log: Path) -> int:

@@ -171,7 +171,7 @@ class FedFTG(FedAvg):
         if not self.synthesizer.keeps_learning():
             raise ConfigError(
                 "strategy.synthesizer stops learning after round 1 while the server's teacher changes every round; "
-                "set strategy.synthesizer.generator_steps=1 (or strategy.synthesizer.base.generator_steps=1 for a replay wrapper)"
+                f"set {self.synthesizer.keep_learning_override('strategy.synthesizer')}"
             )
         self.probe = probe_split(run.test, self.diagnostics_samples, self.seed)  # the same images every round
 

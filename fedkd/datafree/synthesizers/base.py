@@ -93,6 +93,11 @@ class Synthesizer(ABC):
         """
         return True
 
+    def keep_learning_override(self, key: str) -> str:
+        """The override that makes a synthesizer configured at ``key`` keep learning (see
+        :meth:`keeps_learning`); the error a caller raises quotes it. Methods that can stop say how."""
+        return f"a {key} that keeps learning"
+
     def student_terms(self) -> list[StudentTerm]:
         """Student-side terms the method itself adds to every student step (ZSKT's attention
         transfer); the distiller puts the run's configured terms after them. None by default."""

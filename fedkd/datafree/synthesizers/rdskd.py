@@ -152,6 +152,9 @@ class RDSKDSynthesizer(Synthesizer):
         """Only with ``generator_steps >= 1``: otherwise the generator is frozen after the warm-up."""
         return self.generator_steps > 0
 
+    def keep_learning_override(self, key: str) -> str:
+        return f"{key}.generator_steps=1"
+
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """The warm-up on the first call, then ``generator_steps`` steps; the latest step's losses.
 

@@ -89,6 +89,9 @@ class SynthesizerWrapper(Synthesizer):
     def keeps_learning(self) -> bool:
         return self.base.keeps_learning()
 
+    def keep_learning_override(self, key: str) -> str:
+        return self.base.keep_learning_override(f"{key}.base")
+
     def student_terms(self) -> list[StudentTerm]:
         """The base method's own student terms."""
         return self.base.student_terms()

@@ -108,6 +108,7 @@ def test_generator_first_warm_up_then_frozen_or_alternating(digits_teacher):
     assert alternating.steps_done == 9
     # The federated server asks whether later calls still learn (its teacher changes every round).
     assert not frozen.keeps_learning() and alternating.keeps_learning()
+    assert frozen.keep_learning_override("strategy.synthesizer") == "strategy.synthesizer.generator_steps=1"
 
 
 def test_state_dict_round_trip_gives_identical_next_synthesis(digits_teacher):

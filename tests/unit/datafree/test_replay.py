@@ -253,6 +253,8 @@ def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
     assert synth.base.generator.ngf == 8 and synth.vae_batch_size == 16
     # RDSKD's paper schedule (generator_steps 0) freezes the generator; the wrapper answers for its base.
     assert synth.keeps_learning() is (base_cls is not RDSKDSynthesizer) is synth.base.keeps_learning()
+    if base_cls is RDSKDSynthesizer:  # the remedy names the base's key under the wrapper's
+        assert synth.keep_learning_override("strategy.synthesizer") == "strategy.synthesizer.base.generator_steps=1"
 
 
 @pytest.mark.parametrize(("name", "base_cls"), [("replay_deepinversion", DeepInversionSynthesizer),
