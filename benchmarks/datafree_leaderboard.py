@@ -135,9 +135,10 @@ if _CHOICE.is_file():
     ROWS["best_combination_steps_x3"] = (
         f"{_chosen['label']}, 3x student steps over 1x samples (9,600)",
         [*_chosen["overrides"], "synthesizer.student.steps=96"])
-# Fourteenth session: pseudo replay over the same base at 3x, the VAE standing in for the 76,800-sample pool.
-ROWS["replay_deepinversion_x3"] = (f"{ROWS['replay_deepinversion'][0]}, 3x student steps (9,600)",
-                                   three_times(ROWS["replay_deepinversion"][1]))
+# Fourteenth session: pseudo replay over the same base at 3x, the VAE standing in for the 76,800-sample pool,
+# and its ablation there (the same one-round pool, no replay).
+for _row in ("replay_deepinversion", "deepinversion_pool1"):
+    ROWS[f"{_row}_x3"] = (f"{ROWS[_row][0]}, 3x student steps (9,600)", three_times(ROWS[_row][1]))
 
 
 def run(cmd: list[str], log: Path) -> int:
