@@ -311,7 +311,7 @@ def render(table: dict) -> str:
     ]
     if any(others.values()):
         accuracies = ", ".join(f"{a:.4f}" for a in sorted(teachers) if a != teacher)
-        lines.append(f"*: seeds run on a teacher re-trained by the same command on another machine (test accuracy "
+        lines.append(f"*: seeds run on the other teacher, trained by the same command on another machine (test accuracy "
                      f"{accuracies}): " + "; ".join(f"{table[r]['label']}: {', '.join(map(str, s))}" for r, s in others.items() if s) + ".")
     return "\n".join(lines)
 
