@@ -12,7 +12,7 @@ and the table re-renders from whatever has finished, so the benchmark runs in pa
     .venv/bin/python benchmarks/datafree_leaderboard.py --report-only                 # re-render
 
 Each finished run's figures also go to ``benchmarks/results/datafree_leaderboard/<row>_seed<k>.json``
-(committed), so the table re-renders in a later session, on another machine, from runs done before;
+(committed), so the table re-renders from the committed runs on any machine, without running them again;
 ``benchmarks/results/datafree_leaderboard.{json,txt,png}`` is the table. The test set only reports:
 per-epoch test accuracy gives the mean over training, the largest epoch-to-epoch drop and the
 time to 75 % / 80 % (first epoch at or above; epoch granularity); nothing is selected on it.
@@ -73,18 +73,18 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "deepinversion": ("DeepInversion", DI),
     "fast_meta": ("fast meta-synthesis (Fast-2)", FAST),
     "fast_arvi": ("Fast-2 + act. reg. + virt. interp.", [*FAST, "student_terms=[activation,interpolation]"]),
-    # Added in the third session: the fast row with virtual interpolation (the cheapest candidate of
+    # The fast row with virtual interpolation (the cheapest candidate of
     # benchmarks/datafree_tuning.py), and fast_arvi with the student's gradient clipped at 2, the fix
     # for its seed 2 whose student died (docs/design_notes.md#student-gradient-clipping).
     "fast_vi": ("Fast-2 + virt. interp.", [*FAST, "student_terms=[interpolation]"]),
-    # The second session's holdout choice (one seed on the test set); the third session's tuning chose anew.
+    # A former holdout choice, kept as a row (one seed on the test set); best_combination is the current one.
     "di_vi": ("DeepInversion + virt. interp.", [*DI, "student_terms=[interpolation]"]),
     "fast_arvi_clip": ("Fast-2 + act. reg. + virt. interp., clip 2", [*FAST, "student_terms=[activation,interpolation]",
                                                                     "synthesizer.student.grad_clip=2.0"]),
-    # Fifth session: the fast candidates' holdout winner (benchmarks/datafree_tuning.py: 512 samples per
+    # The fast candidates' holdout winner (benchmarks/datafree_tuning.py: 512 samples per
     # round 82.90 %, 256 82.22 %, the paper's 128 80.04 %): more samples at 2 inner steps each
     "fast_b512": ("Fast-2, 512 samples per round", [*FAST, "synthesizer.batch_size=512"]),
-    # Sixth session: pseudo replay over the best base, DeepInversion 256 x 50, the VAE standing in for
+    # Pseudo replay over the best base, DeepInversion 256 x 50, the VAE standing in for
     # the 30,000-sample pool (the base keeps one round's batch): PRE-DFKD's memory claim
     "replay_deepinversion": ("pseudo replay over DeepInversion 256 x 50", [
         "synthesizer=replay_deepinversion", "iterations_per_epoch=10", "synthesizer.base.batch_size=256",
@@ -93,16 +93,16 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # ... and its ablation: the same base with the same one-round pool, no replay
     "deepinversion_pool1": ("DeepInversion 256 x 50, pool of one round", [
         *DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=256"]),
-    # Tenth session: PRE-DFKD's own setting, a generator with no memory of past samples. Fast-2 keeping one
+    # PRE-DFKD's own setting, a generator with no memory of past samples. Fast-2 keeping one
     # round's batch (the student sees only the latest generator's samples), and the same with replay.
     "fast_pool1": ("Fast-2, pool of one round", ROWS_FAST_POOL1),
     "replay_fast": ("pseudo replay over Fast-2 (pool of one round)", ROWS_REPLAY_FAST),
-    # Eleventh session: both with the student's gradient clipped at 2 (the fix for students that die at
+    # Both with the student's gradient clipped at 2 (the fix for students that die at
     # lr 0.1, T = 20): are the epoch-to-epoch drops forgetting, or the student's optimiser?
     "fast_pool1_clip": ("Fast-2, pool of one round, clip 2", [*ROWS_FAST_POOL1, "synthesizer.student.grad_clip=2.0"]),
     "replay_fast_clip": ("pseudo replay over Fast-2 (pool of one round), clip 2",
                          [*ROWS_REPLAY_FAST, "synthesizer.base.student.grad_clip=2.0"]),
-    # Sixth session: NAYER (the noisy-layer generator, conf/synthesizer/nayer.yaml: 5 steps per round)
+    # NAYER (the noisy-layer generator, conf/synthesizer/nayer.yaml: 5 steps per round)
     "nayer": ("NAYER (noisy layer, 256 x 5)", ["synthesizer=nayer", "iterations_per_epoch=10",
                                               "synthesizer.student.steps=32", "synthesizer.hflip=true"]),
 }
@@ -114,9 +114,9 @@ def three_times(overrides: list[str]) -> list[str]:
             for o in overrides]
 
 
-# Twelfth session: the seed methods against DFAD where DFAD learns. At 3,200 steps DFAD is near what a
+# The seed methods against DFAD where DFAD learns. At 3,200 steps DFAD is near what a
 # frozen random generator gives (docs/centralized.md); with about three times the steps it reached 69 %.
-# Thirteenth session: KD at that budget too, the reference the 3x rows divide by.
+# KD at that budget too, the reference the 3x rows divide by.
 for _row in ("dfad", "dfad_arvi", "rdskd", "kd"):
     ROWS[f"{_row}_x3"] = (f"{ROWS[_row][0]}, 3x student steps (9,600)", three_times(ROWS[_row][1]))
 # The combination row: the candidate benchmarks/datafree_tuning.py chose on held-out training images.
@@ -124,18 +124,18 @@ _CHOICE = RESULTS / "datafree_tuning.json"
 if _CHOICE.is_file():
     _chosen = json.loads(_CHOICE.read_text())["chosen"]
     ROWS["best_combination"] = (f"chosen on holdout: {_chosen['label']}", list(_chosen["overrides"]))
-    # Thirteenth session: the best row where its students learn longer. Three times the rounds make three
+    # The best row where its students learn longer. Three times the rounds make three
     # times the samples; the pool keeps every one of them (76,800), as the 3,200-step row keeps its 25,600.
     ROWS["best_combination_x3"] = (
         f"{_chosen['label']}, 3x student steps (9,600)",
         [o if not o.startswith("synthesizer.pool_size=") else "synthesizer.pool_size=90000"
          for o in three_times(_chosen["overrides"])])
-    # Fourteenth session: its ablation, the 3x student steps over the 1x samples (three times the student
+    # Its ablation, the 3x student steps over the 1x samples (three times the student
     # steps per round, the same rounds): is the 3x gain the samples or the steps?
     ROWS["best_combination_steps_x3"] = (
         f"{_chosen['label']}, 3x student steps over 1x samples (9,600)",
         [*_chosen["overrides"], "synthesizer.student.steps=96"])
-# Fourteenth session: pseudo replay over the same base at 3x, the VAE standing in for the 76,800-sample pool,
+# Pseudo replay over the same base at 3x, the VAE standing in for the 76,800-sample pool,
 # and its ablation there (the same one-round pool, no replay).
 for _row in ("replay_deepinversion", "deepinversion_pool1"):
     ROWS[f"{_row}_x3"] = (f"{ROWS[_row][0]}, 3x student steps (9,600)", three_times(ROWS[_row][1]))
@@ -311,7 +311,7 @@ def render(table: dict) -> str:
     ]
     if any(others.values()):
         accuracies = ", ".join(f"{a:.4f}" for a in sorted(teachers) if a != teacher)
-        lines.append(f"*: seeds run on the other teacher, trained by the same command on another machine (test accuracy "
+        lines.append(f"*: seeds run on the other teacher, trained again by the same command (test accuracy "
                      f"{accuracies}): " + "; ".join(f"{table[r]['label']}: {', '.join(map(str, s))}" for r, s in others.items() if s) + ".")
     return "\n".join(lines)
 

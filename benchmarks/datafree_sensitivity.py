@@ -31,7 +31,7 @@ import datafree_leaderboard as board  # noqa: E402  (the leaderboard's runner, r
 RESULTS = board.RESULTS / "datafree_sensitivity"
 # (method row, generator lr, student lr) of the leaderboard rows.
 METHODS = {"dfad": (1e-4, 0.1), "rdskd": (1e-3, 2e-3), "dafl": (0.2, 2e-3),
-           # Thirteenth session: the same sweep at three times the student steps, where RDSKD led over seeds.
+           # The same sweep at three times the student steps, where RDSKD led over seeds.
            "dfad_x3": (1e-4, 0.1), "rdskd_x3": (1e-3, 2e-3)}
 CHANGES = {"gen_lr_x0.5": (0.5, 1.0), "gen_lr_x2": (2.0, 1.0), "student_lr_x0.5": (1.0, 0.5), "student_lr_x2": (1.0, 2.0)}
 

@@ -46,7 +46,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "fast_r20_arvi": ("Fast-2, 200 rounds x 16 steps, + act. reg. + virt. interp.",
                       [*FAST_R20, "iterations_per_epoch=20", "synthesizer.student.steps=16", TERMS]),
     "di_vi": ("DeepInversion + virt. interp.", [*board.ROWS["deepinversion"][1], "student_terms=[interpolation]"]),
-    # Third session: what limits DeepInversion (its test curve levels off near 81 % by epoch 4).
+    # What limits DeepInversion (its test curve levels off near 81 % by epoch 4).
     "di": ("DeepInversion (the leaderboard row)", DI),
     "di_adi": ("Adaptive DeepInversion (competition term 1)", [*DI, "synthesizer.adi=1.0"]),
     "di_b256": ("DeepInversion, 256 samples x 50 steps per round", [*DI, "synthesizer.batch_size=256",
@@ -57,7 +57,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # The student's gradient clipped at 2 (its norm: about 1, with spikes that killed one seed's student).
     "fast_vi_clip": ("Fast-2 + virt. interp., grad clip 2", [*board.FAST, "student_terms=[interpolation]", CLIP]),
     "fast_arvi_clip": ("Fast-2 + act. reg. + virt. interp., grad clip 2", [*board.FAST, TERMS, CLIP]),
-    # Fourth session: 256 x 50 won on count at equal synthesis cost, 512 x 25 lost on quality; what does
+    # 256 x 50 won on count at equal synthesis cost, 512 x 25 lost on quality; what does
     # more synthesis time buy (better samples, or more of them), and does ADI's competition add to 256 x 50?
     "di_b256_s100": ("DeepInversion, 256 samples x 100 steps per round", [*DI, "synthesizer.batch_size=256",
                                                                         "synthesizer.synthesis_steps=100", "synthesizer.pool_size=30000"]),
@@ -68,13 +68,13 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                      "synthesizer.adi=1.0"]),
     "di_b256_fbn10": ("DeepInversion, 256 x 50, first BN layer weighted 10", [*DI, "synthesizer.batch_size=256",
                       "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000", "synthesizer.first_bn_weight=10"]),
-    # Fifth session: is clipping alone (no student terms) what Fast-2 needs to reach CMI in 1/5 of its time?
+    # Is clipping alone (no student terms) what Fast-2 needs to reach CMI in 1/5 of its time?
     "fast": ("Fast-2 (the leaderboard row)", board.FAST),
     "fast_clip": ("Fast-2, grad clip 2", [*board.FAST, CLIP]),
     # twice the samples per round (DeepInversion gained from more samples at equal synthesis cost)
     "fast_b256": ("Fast-2, 256 samples per round", [*board.FAST, "synthesizer.batch_size=256"]),
     "fast_b512": ("Fast-2, 512 samples per round", [*board.FAST, "synthesizer.batch_size=512"]),
-    # Sixth session (docs/design_notes.md#where-the-data-free-ceiling-is-samples-not-the-students-recipe).
+    # Where the ceiling is (docs/design_notes.md#where-the-data-free-ceiling-is-samples-not-the-students-recipe).
     # The student's KD temperature: every pool row ran at the authors' CIFAR T=20, and a student fitted
     # offline to Fast-2's finished pool did better at T=4 (benchmarks/pool_fit.py).
     "fast_b512_t4": ("Fast-2, 512 samples per round, student T=4", [*board.FAST, "synthesizer.batch_size=512", T4]),
@@ -101,7 +101,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # NAYER (noisy-layer generator), the leaderboard's budget: 100 rounds of 256 samples
     "nayer": ("NAYER, 256 samples x 10 steps per round", [*NAYER, "synthesizer.synthesis_steps=10"]),
     "nayer5": ("NAYER, 256 samples x 5 steps per round", [*NAYER, "synthesizer.synthesis_steps=5"]),
-    # Seventh session: the two DeepInversion loss weights never tuned here (a stronger BN prior for
+    # The two DeepInversion loss weights never tuned here (a stronger BN prior for
     # realism; a weaker cross-entropy for less prototypical, more boundary-like samples), and Fast's
     # generator width (its samples fit worse than DeepInversion's: a capacity limit?).
     "di_b256_bn30": ("DeepInversion 256 x 50, BN weight 30", [*DI, *DI_B256, "synthesizer.bn=30.0"]),
@@ -119,16 +119,16 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "fast5_b256": ("Fast-5, 256 samples per round", [*board.FAST, "synthesizer.synthesis_steps=5", "synthesizer.lr=3e-3",
                                                      "synthesizer.lr_z=0.01", "synthesizer.batch_size=256"]),
     "fast_b512_e12": ("Fast-2 512, 12 epochs (3,840 student steps)", [*board.FAST, "synthesizer.batch_size=512", "epochs=12"]),
-    # Tenth session: the base re-run on this machine's re-trained teacher (its old figure came from the
-    # first teacher). Two inversion-side candidates of that session needed code that was reverted
+    # The base re-run on the re-trained teacher (the di_b256 figure came from the first teacher).
+    # Two inversion-side candidates measured against it needed code that was reverted
     # after they lost (cropped inversion views, targets towards disagreeing classes): their results
     # stay in benchmarks/results/datafree_tuning/; to run them, check out the commit that added them
     # (docs/design_notes.md#where-the-data-free-ceiling-is-samples-not-the-students-recipe).
     "di_b256_t2": ("DeepInversion 256 x 50 (re-run, re-trained teacher)", [*DI, *DI_B256]),
-    # Eleventh session: the authors' own inversion schedule (their ImageNet "setting 0"), which the
-    # earlier candidates never used: a warm-up + cosine pixel rate per round, and multi-resolution
+    # The authors' own inversion schedule (their ImageNet "setting 0"), which no other candidate
+    # uses: a warm-up + cosine pixel rate per round, and multi-resolution
     # (2/3 of the steps on the half-resolution batch, then full resolution). Three seeds each: one
-    # holdout seed separates about 1.5 points (docs/design_notes.md, eleventh session).
+    # holdout seed separates about 1.5 points (docs/design_notes.md#three-holdout-seeds-per-candidate).
     "di_b256_cos": ("DeepInversion 256 x 50, cosine pixel rate", [*DI, *DI_B256, "synthesizer.lr_schedule=cosine"]),
     # cosine lost 2 points on seeds 0 and 1 (seed 2 was stopped): multi-resolution without it
     "di_b256_c2f": ("DeepInversion 256 x 50, 2/3 of the steps at half resolution",
@@ -142,7 +142,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
 
 
 def result_file(name: str, seed: int) -> Path:
-    """Seed 0 keeps the first sessions' file name; other seeds get their own file."""
+    """Seed 0's file is named after the candidate alone; other seeds get their own file."""
     return RESULTS / (f"{name}.json" if seed == 0 else f"{name}_seed{seed}.json")
 
 
@@ -201,8 +201,8 @@ def report() -> None:
     print(f"{'candidate':58s} {'seeds':>5s} {'holdout acc':>11s} {'wall s':>7s}")
     for r in done:
         print(f"{r['label']:58s} {len(r['seeds']):5d} {100 * r['mean_holdout_accuracy']:10.2f}% {r['mean_wall_time_s']:7.0f}")
-    # The leaderboard's combination row: the best seed-0 holdout figure (the rule since the first
-    # session; extra seeds only ever ran for the Fast comparison below).
+    # The leaderboard's combination row: the best seed-0 holdout figure (the rule the row was fixed by;
+    # extra seeds serve comparisons of their own, such as the Fast one below).
     best = max(done, key=lambda r: r["holdout_accuracies"][0])
     cmi_wall_s = cmi_wall_time()
     fast = fast_choice(done, cmi_wall_s)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """FedAvg on Fashion-MNIST, 10 clients: Dirichlet alpha 0.1 and 0.5, IID as control (a benchmark, not a test).
 
-    .venv/bin/python benchmarks/fedavg_fashion_mnist.py            # 10 rounds per setting (~25 min here)
+    .venv/bin/python benchmarks/fedavg_fashion_mnist.py            # 10 rounds per setting (~25 min on 2 CPU cores)
     .venv/bin/python benchmarks/fedavg_fashion_mnist.py --rounds 5 --settings iid
 
 Runs ``fedkd-sim``'s simulation (Flower + Ray, 1 CPU per client) for each setting and prints, per

@@ -12,7 +12,7 @@ Each setting x row x seed is one run folder of ``fedkd-compare``'s machinery
 (``<out>/<setting>/runs/<row>/seed<k>``), run in its own process; a finished run is never re-run
 and an interrupted one resumes after its last complete round. Every finished run also leaves a
 small JSON under ``benchmarks/results/federated_grid/`` (committed), and the summary re-renders
-from those, so the grid fills over several sittings and machines::
+from those, so the grid can be filled in parts, on any machine::
 
     .venv/bin/python benchmarks/federated_grid.py --rows fedavg,fedprox --seeds 0        # some runs
     .venv/bin/python benchmarks/federated_grid.py --settings dir0.1_c10 --rows fedftg      # one cell
@@ -70,7 +70,7 @@ ROWS: dict[str, list[str]] = {
     # Co-Boosting's hard samples and ensemble re-weighting in every round (authors' settings): level with
     # or above FedFTG on both tuning settings (holdout: +0.23 and +0.94 points), so it meets the grid
     "fedftg_coboost": [*FEDFTG, "synthesizer@strategy.synthesizer=coboost"],
-    # Fifth session: the teacher keeps every client's latest model for 10 rounds (holdout: 78.20 % against
+    # The teacher keeps every client's latest model for 10 rounds (holdout: 78.20 % against
     # 66.43 % with the round's ten clients, FedAvg 62.90 %); with full participation it changes nothing
     "fedftg_memory": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10"],
 }
@@ -91,7 +91,7 @@ TUNE_SETTING = {
     "tune_dir0.2_c50": ["partition=dirichlet", "partition.alpha=0.2", "num_clients=50", "strategy.fraction_train=0.2",
                         "rounds=12", "evaluate_on=holdout", "holdout_size=3000"],
 }
-# Choosing the one-shot server (fifth session): one round of 10 local epochs on two settings of their own,
+# Choosing the one-shot server: one round of 10 local epochs on two settings of their own,
 # 20 clients, evaluated on the same holdout; the grid's one-shot settings and seeds never decide.
 TUNE_ONE_SHOT_SETTING = {
     "tune_one_shot_dir0.2_c20": ["partition=dirichlet", "partition.alpha=0.2", "num_clients=20",
@@ -112,9 +112,9 @@ TUNE_ROWS: dict[str, list[str]] = {
     "ftg_logit": [*TUNE_BASE, "strategy.ensemble_weighting=logit"],
     "ftg_half_global": [*TUNE_BASE, "strategy.iterations_per_round=5", "strategy.global_teacher_weight=0.5"],
     "ftg_half_conf": [*TUNE_BASE, "strategy.iterations_per_round=5", "strategy.ensemble_weighting=confidence"],
-    # Fourth session: Co-Boosting's hard samples and ensemble re-weighting (authors' settings) on the label-weighted teacher
+    # Co-Boosting's hard samples and ensemble re-weighting (authors' settings) on the label-weighted teacher
     "ftg_half_coboost": [*TUNE_BASE, "strategy.iterations_per_round=5", "synthesizer@strategy.synthesizer=coboost"],
-    # Fifth session: with 20 % participation the teacher holds ten clients; keep every client's latest model
+    # With 20 % participation the teacher holds ten clients; keep every client's latest model
     # for 5 or 10 rounds (about 67 % or 89 % of the clients at 20 % a round)
     "ftg_half_mem5": [*TUNE_BUDGET, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=5"],
     "ftg_half_mem10": [*TUNE_BUDGET, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=10"],

@@ -168,7 +168,7 @@ VIEWS: dict[str, Callable[[torch.Tensor, ViewContext], torch.Tensor]] = {
     "shift+boundary6": _boundary(6.0),
     "shift+adversarial": _adversarial,
 }
-ON_OFF = {"on": "shift", "off": "none"}  # the first recipes' names
+ON_OFF = {"on": "shift", "off": "none"}  # the recipe names pool_fit.json's rows use
 
 
 def fit(pool: str, temperature: float, augment: str, steps: int, seed: int, real_size: int,
@@ -211,7 +211,7 @@ def fit(pool: str, temperature: float, augment: str, steps: int, seed: int, real
     with torch.no_grad():
         acc = (student(holdout.x).argmax(1) == holdout.y).float().mean().item()
         agree = (student(x_pool).argmax(1) == teacher(x_pool).argmax(1)).float().mean().item()
-    recorded = {"on": True, "off": False}.get(augment, augment)  # on/off rows as the first results file has them
+    recorded = {"on": True, "off": False}.get(augment, augment)  # on/off rows as pool_fit.json records them
     return {"pool": pool, "pool_size": len(x_pool), "temperature": temperature, "augment": recorded,
             "steps": steps, "seed": seed, "lr": lr, "weight_decay": weight_decay, "ema": ema,
             "holdout_accuracy": acc, "pool_agreement": agree, "seconds": time.perf_counter() - start}
