@@ -1,6 +1,7 @@
 """Datasets as in-memory tensors, their specs, and federated partitions."""
 
-from fedkd.data.datasets import DataBundle, Split, iterate_batches, load_dataset
+from fedkd.data.bundle import DataBundle, Split, iterate_batches
+from fedkd.data.datasets import load_dataset
 from fedkd.data.partitions import label_counts
 from fedkd.data.specs import SPECS, DatasetSpec, get_spec
 

@@ -1,9 +1,11 @@
 """Your own data: an ImageFolder tree, an ``.npz`` of arrays, or a Hugging Face dataset.
 
-The three loaders (``dataset=image_folder``, ``dataset=arrays``, ``dataset=hf``) each produce
-image arrays ``(N, C, H, W)`` and integer labels for a train and a test split; this module checks
-them, works out the :class:`DatasetSpec` (channels, image size, class count, per-channel mean and
-std) from the training split and standardises both splits with it, as the built-in datasets are.
+The three loaders (``dataset=image_folder`` in :mod:`fedkd.data.folders`, ``dataset=arrays``
+here, ``dataset=hf`` in :mod:`fedkd.data.hf`) each produce image arrays ``(N, C, H, W)`` and
+integer labels for a train and a test split; this module checks them, works out the
+:class:`DatasetSpec` (channels, image size, class count, per-channel mean and std) from the
+training split and standardises both splits with it, as the built-in datasets are.
+:func:`own_dataset` makes each of them a registry entry of :mod:`fedkd.data.datasets`.
 
 The spec is computed once and cached as JSON beside the data (``<folder>/.fedkd_spec.json`` or
 ``<file>.fedkd_spec.json``), keyed by a fingerprint of the files and the ``image_size`` option, so
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,13 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedkd.data.bundle import DataBundle, DataRequest, Loader, Split
 from fedkd.data.specs import DatasetSpec
 from fedkd.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-#: The ``dataset.name`` values this module loads.
-OWN_DATASETS = ("image_folder", "arrays", "hf")
 ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
 SPEC_CACHE_VERSION = 1
 
@@ -41,11 +43,15 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None) -> np.ndarr
     """``y`` as int64 labels in ``0..num_classes-1`` (any non-negative int when ``num_classes`` is None)."""
     y = np.asarray(y)
     if y.ndim != 1:
-        raise DataError(f"{where} has shape {y.shape}, not one label per sample; store the labels as a 1-D array of class indices")
+        raise DataError(
+            f"{where} has shape {y.shape}, not one label per sample; store the labels as a 1-D array of class indices"
+        )
     if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
         y = y.astype(np.int64)  # 3.0 is label 3; 2.5 is not a label
     if y.dtype.kind not in "iu":
-        raise DataError(f"{where} holds {y.dtype} values, not integer class indices; map the classes to 0..K-1 integers")
+        raise DataError(
+            f"{where} holds {y.dtype} values, not integer class indices; map the classes to 0..K-1 integers"
+        )
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise DataError(f"{where} holds label {int(y.min())} < 0; map the classes to 0..K-1")
@@ -169,14 +175,12 @@ def finish(
     fingerprint: str,
     image_size: int | None,
     where: tuple[str, str],
-):
+) -> DataBundle:
     """Check labels, find (or read the cached) spec, standardise: the :class:`DataBundle`.
 
     ``x_*`` are float ``(N, C, S, S)`` in [0, 1] already resized; ``where`` names the train and
     test label sources for messages.
     """
-    from fedkd.data.datasets import DataBundle, Split
-
     y_train = check_labels(y_train, where[0], num_classes)
     classes = num_classes if num_classes is not None else int(y_train.max()) + 1
     y_test = check_labels(y_test, where[1], num_classes)
@@ -201,7 +205,7 @@ def finish(
 
 
 # --------------------------------------------------------------------------------------------- arrays
-def load_arrays(path: Path, image_size: int | None, num_classes: int | None):
+def load_arrays(path: Path, image_size: int | None, num_classes: int | None) -> DataBundle:
     """``dataset=arrays``: an ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test``."""
     if not path.is_file():
         raise DataError(
@@ -232,7 +236,8 @@ def load_arrays(path: Path, image_size: int | None, num_classes: int | None):
         splits.append(resize(x, image_size, where))
     if splits[0].shape[1:] != splits[1].shape[1:]:
         raise DataError(
-            f"{path}: x_train images are {tuple(splits[0].shape[1:])} but x_test images are {tuple(splits[1].shape[1:])}; "
+            f"{path}: x_train images are {tuple(splits[0].shape[1:])} "
+            f"but x_test images are {tuple(splits[1].shape[1:])}; "
             "store both splits at one size and channel count, or set dataset.image_size=<side> to resize"
         )
     return finish(
@@ -242,33 +247,39 @@ def load_arrays(path: Path, image_size: int | None, num_classes: int | None):
     )
 
 
-def load_own(
-    name: str,
-    root: str | None,
-    *,
-    hub: str | None = None,
-    image_size: int | None = None,
-    num_classes: int | None = None,
-    image_key: str | None = None,
-    label_key: str | None = None,
-    train_split: str = "train",
-    test_split: str = "test",
-):
-    """Load ``dataset.name`` = ``image_folder``, ``arrays`` or ``hf`` as a :class:`DataBundle`."""
-    if num_classes is not None and num_classes < 1:
-        raise ConfigError(f"dataset.num_classes must be >= 1 (got {num_classes}); set it to the class count or null to infer it")
-    if image_size is not None and image_size < 1:
-        raise ConfigError(f"dataset.image_size must be >= 1 (got {image_size}); set a side length or null")
-    path = Path(root).expanduser() if root else None
-    if name == "hf":
-        from fedkd.data.hf import load_hf
+# --------------------------------------------------------------------------------------------- entries
+def own_dataset(load: Callable[[Path | None, DataRequest], DataBundle]) -> Loader:
+    """The registry entry of a loader of your own data.
 
-        return load_hf(path, hub, image_size, num_classes, image_key, label_key, train_split, test_split)
-    if path is None:
-        what = "a folder with train/<class>/ and test/<class>/" if name == "image_folder" else "an .npz file"
+    The options every kind shares are checked first, then ``load(root, request)`` reads the data
+    and works out the spec from all of it; ``max_train``/``max_test`` cut the result afterwards,
+    so a quick run keeps the spec (and its cache) of the full data.
+    """
+
+    def entry(request: DataRequest) -> DataBundle:
+        if request.num_classes is not None and request.num_classes < 1:
+            raise ConfigError(
+                f"dataset.num_classes must be >= 1 (got {request.num_classes}); "
+                "set it to the class count or null to infer it"
+            )
+        if request.image_size is not None and request.image_size < 1:
+            raise ConfigError(
+                f"dataset.image_size must be >= 1 (got {request.image_size}); set a side length or null"
+            )
+        root = Path(request.root).expanduser() if request.root else None
+        return load(root, request).truncated(request.max_train, request.max_test)
+
+    return entry
+
+
+def required_root(root: Path | None, name: str, what: str) -> Path:
+    """``root``, or a :class:`ConfigError` telling ``dataset={name}`` to set it to ``what``."""
+    if root is None:
         raise ConfigError(f"dataset={name} needs dataset.root; set dataset.root=<{what}>")
-    if name == "arrays":
-        return load_arrays(path, image_size, num_classes)
-    from fedkd.data.folders import load_image_folder
+    return root
 
-    return load_image_folder(path, image_size, num_classes)
+
+@own_dataset
+def arrays_dataset(root: Path | None, request: DataRequest) -> DataBundle:
+    """``dataset=arrays``: :func:`load_arrays` of the ``.npz`` file ``dataset.root``."""
+    return load_arrays(required_root(root, request.name, "an .npz file"), request.image_size, request.num_classes)

@@ -8,7 +8,7 @@ no client (:func:`fedkd.federated.data.partitions`), so the holdout is unseen by
 
 from __future__ import annotations
 
-from fedkd.data.datasets import DataBundle, Split
+from fedkd.data.bundle import DataBundle, Split
 from fedkd.errors import ConfigError, check_choice
 
 EVALUATE_ON = ("test", "holdout")

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedkd.data.custom import files_fingerprint, finish
+from fedkd.data.bundle import DataBundle, DataRequest
+from fedkd.data.custom import files_fingerprint, finish, own_dataset, required_root
 from fedkd.errors import DataError
 
 #: The extensions torchvision's ImageFolder accepts.
@@ -40,15 +41,20 @@ def _images_of(class_dir: Path) -> list[Path]:
 def scan(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.ndarray]]]:
     """Class names and, per split, the image files and their labels; checks the layout."""
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; set dataset.root to a folder with train/<class>/ and test/<class>/")
+        raise DataError(
+            f"image folder {root} does not exist; set dataset.root to a folder with train/<class>/ and test/<class>/"
+        )
     for split in ("train", "test"):
         if not (root / split).is_dir():
             raise DataError(
-                f"image folder {root} has no {split}/ split; put the images in {root}/train/<class>/ and {root}/test/<class>/"
+                f"image folder {root} has no {split}/ split; "
+                f"put the images in {root}/train/<class>/ and {root}/test/<class>/"
             )
     classes = [d.name for d in _class_dirs(root / "train")]
     if not classes:
-        raise DataError(f"{root / 'train'} holds no class folders; put each class's images in {root / 'train'}/<class name>/")
+        raise DataError(
+            f"{root / 'train'} holds no class folders; put each class's images in {root / 'train'}/<class name>/"
+        )
     index = {c: i for i, c in enumerate(classes)}
     splits: dict[str, tuple[list[Path], np.ndarray]] = {}
     for split in ("train", "test"):
@@ -56,11 +62,14 @@ def scan(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], np.ndarray]
         labels: list[int] = []
         class_dirs = _class_dirs(root / split)
         if not class_dirs:
-            raise DataError(f"{root / split} holds no class folders; put each class's images in {root / split}/<class name>/")
+            raise DataError(
+                f"{root / split} holds no class folders; put each class's images in {root / split}/<class name>/"
+            )
         for class_dir in class_dirs:
             if class_dir.name not in index:
                 raise DataError(
-                    f"class folder {class_dir} has no counterpart in {root / 'train'}; add {root / 'train' / class_dir.name}/ "
+                    f"class folder {class_dir} has no counterpart in {root / 'train'}; "
+                    f"add {root / 'train' / class_dir.name}/ "
                     "with images, or remove it"
                 )
             images = _images_of(class_dir)
@@ -102,7 +111,10 @@ def decode_images(images: list, names: list[str], image_size: int | None, channe
     first = headers[0][1]
     if image_size is None:
         if first[0] != first[1]:
-            raise DataError(f"image {names[0]} is {first[0]}x{first[1]}, not square; set dataset.image_size=<side> to resize the images")
+            raise DataError(
+                f"image {names[0]} is {first[0]}x{first[1]}, not square; "
+                "set dataset.image_size=<side> to resize the images"
+            )
         for (_, size), name in zip(headers, names):
             if size != first:
                 raise DataError(
@@ -129,7 +141,7 @@ def decode_images(images: list, names: list[str], image_size: int | None, channe
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
-def load_image_folder(root: Path, image_size: int | None, num_classes: int | None):
+def load_image_folder(root: Path, image_size: int | None, num_classes: int | None) -> DataBundle:
     """Decode both splits of ``root``; the spec is cached in ``root/.fedkd_spec.json``."""
     classes, splits = scan(root)
     if num_classes is not None and num_classes != len(classes):
@@ -153,3 +165,10 @@ def load_image_folder(root: Path, image_size: int | None, num_classes: int | Non
         root / ".fedkd_spec.json", files_fingerprint(train_files + test_files), image_size,
         (str(root / "train"), str(root / "test")),
     )
+
+
+@own_dataset
+def image_folder_dataset(root: Path | None, request: DataRequest) -> DataBundle:
+    """``dataset=image_folder``: :func:`load_image_folder` of the tree ``dataset.root``."""
+    folder = required_root(root, request.name, "a folder with train/<class>/ and test/<class>/")
+    return load_image_folder(folder, request.image_size, request.num_classes)

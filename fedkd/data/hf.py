@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from fedkd.data.custom import DataError, check_split_sizes, finish, resize, to_nchw, to_unit_float
-from fedkd.errors import ConfigError
+from fedkd.data.bundle import DEFAULT_ROOT, DataBundle, DataRequest
+from fedkd.data.custom import check_split_sizes, finish, own_dataset, resize, to_nchw, to_unit_float
+from fedkd.data.folders import decode_images
+from fedkd.errors import ConfigError, DataError
 
 INSTALL_HINT = "pip install 'fedkd[hf]'"
 
@@ -30,7 +32,14 @@ def require(module: str, feature: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{feature} needs the '{module}' package, which is not installed; install it with {INSTALL_HINT}") from None
+        raise ConfigError(
+            f"{feature} needs the '{module}' package, which is not installed; install it with {INSTALL_HINT}"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    """The start of ``exc``'s message for a one-line error (its type when it has none)."""
+    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
 
 
 def _open(root: Path | None, hub: str | None):
@@ -47,14 +56,14 @@ def _open(root: Path | None, hub: str | None):
             return datasets.load_from_disk(str(root)), str(root), root.name
         except Exception as exc:  # FileNotFoundError for a folder save_to_disk did not write, bad JSON, ...
             raise DataError(
-                f"{root} is not a saved Hugging Face dataset ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
+                f"{root} is not a saved Hugging Face dataset ({_first_line(exc)}); "
                 "write it with DatasetDict({'train': ..., 'test': ...}).save_to_disk(folder)"
             ) from None
     try:
         return datasets.load_dataset(hub), f"hub dataset {hub}", hub
     except Exception as exc:  # no network, unknown name, gated dataset
         raise DataError(
-            f"hub dataset {hub} cannot be loaded ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); "
+            f"hub dataset {hub} cannot be loaded ({_first_line(exc)}); "
             "check the name and the network, or save it with save_to_disk and set dataset.root"
         ) from None
 
@@ -66,14 +75,22 @@ def _columns(ds, where: str, image_key: str | None, label_key: str | None) -> tu
     features = ds.features
     for key, what, option in ((image_key, "image", "image_key"), (label_key, "label", "label_key")):
         if key is not None and key not in features:
-            raise DataError(f"{where} has no {what} column '{key}' (columns: {', '.join(features)}); set dataset.{option} to one of them")
+            raise DataError(
+                f"{where} has no {what} column '{key}' (columns: {', '.join(features)}); "
+                f"set dataset.{option} to one of them"
+            )
     image = image_key or next((k for k, f in features.items() if isinstance(f, Image)), None)
     if image is None:
-        raise DataError(f"{where} has no Image column (columns: {', '.join(features)}); set dataset.image_key=<column of images>")
+        raise DataError(
+            f"{where} has no Image column (columns: {', '.join(features)}); set dataset.image_key=<column of images>"
+        )
     label = label_key or next((k for k, f in features.items() if isinstance(f, ClassLabel)), None)
     label = label or next((k for k in ("label", "labels") if k in features), None)
     if label is None:
-        raise DataError(f"{where} has no label column (columns: {', '.join(features)}); set dataset.label_key=<column of class indices>")
+        raise DataError(
+            f"{where} has no label column (columns: {', '.join(features)}); "
+            "set dataset.label_key=<column of class indices>"
+        )
     classes = features[label].num_classes if isinstance(features[label], ClassLabel) else None
     return image, label, classes
 
@@ -82,8 +99,6 @@ def _images(ds, column: str, where: str, image_size: int | None, channels: int |
     from datasets import Image
 
     if isinstance(ds.features[column], Image):
-        from fedkd.data.folders import decode_images
-
         images = ds[column]  # decoded Pillow images
         names = [f"{where} row {i}" for i in range(len(images))]
         return decode_images(images, names, image_size, channels=channels)
@@ -100,18 +115,17 @@ def load_hf(
     label_key: str | None,
     train_split: str,
     test_split: str,
-):
-    """Load the train and test splits as a :class:`~fedkd.data.datasets.DataBundle`.
+) -> DataBundle:
+    """Load the train and test splits as a :class:`~fedkd.data.bundle.DataBundle`.
 
     The spec is cached in ``<root>/.fedkd_spec.json`` (a local dataset) or under
     ``$FEDKD_DATA/hf/`` (a hub dataset), keyed by the dataset's own fingerprint.
     """
-    from fedkd.data.datasets import DEFAULT_ROOT
-
     dd, where, short = _open(root, hub)
     if not hasattr(dd, "keys"):  # one Dataset, not a DatasetDict
         raise DataError(
-            f"{where} holds a single split, not a DatasetDict; save DatasetDict({{'{train_split}': ..., '{test_split}': ...}}) instead"
+            f"{where} holds a single split, not a DatasetDict; "
+            f"save DatasetDict({{'{train_split}': ..., '{test_split}': ...}}) instead"
         )
     for split, option in ((train_split, "train_split"), (test_split, "test_split")):
         if split not in dd:
@@ -129,7 +143,10 @@ def load_hf(
     check_split_sizes(x_train, y_train, f"{where} ({train_split})")
     check_split_sizes(x_test, y_test, f"{where} ({test_split})")
     if x_test.shape[1:] != x_train.shape[1:]:
-        raise DataError(f"{where}: the {test_split} images differ in shape from the {train_split} images; set dataset.image_size=<side>")
+        raise DataError(
+            f"{where}: the {test_split} images differ in shape from the {train_split} images; "
+            "set dataset.image_size=<side>"
+        )
     if root is not None:
         cache = root / ".fedkd_spec.json"
     else:
@@ -142,4 +159,13 @@ def load_hf(
     return finish(
         f"hf:{short}", x_train, y_train, x_test, y_test, num_classes, cache, fingerprint, image_size,
         (f"{where} ({train_split}, column '{label}')", f"{where} ({test_split}, column '{label}')"),
+    )
+
+
+@own_dataset
+def hf_dataset(root: Path | None, request: DataRequest) -> DataBundle:
+    """``dataset=hf``: :func:`load_hf` of ``dataset.root`` (a saved dataset) or ``dataset.hub``."""
+    return load_hf(
+        root, request.hub, request.image_size, request.num_classes, request.image_key, request.label_key,
+        request.train_split, request.test_split,
     )

@@ -44,13 +44,18 @@ SPECS: dict[str, DatasetSpec] = {
 }
 
 
+def unknown_dataset(name: str) -> ConfigError:
+    """The error for a ``dataset.name`` no loader knows: it names the built-in ones and your own kinds."""
+    known = ", ".join(sorted(SPECS))
+    return ConfigError(
+        f"dataset.name: unknown dataset '{name}'; choose one of: {known}, "
+        "or your own data with dataset=image_folder, arrays or hf"
+    )
+
+
 def get_spec(name: str) -> DatasetSpec:
     """Return the spec of dataset ``name``; a :class:`ConfigError` names the known ones."""
     try:
         return SPECS[name]
     except KeyError:
-        known = ", ".join(sorted(SPECS))
-        raise ConfigError(
-            f"dataset.name: unknown dataset '{name}'; choose one of: {known}, "
-            "or your own data with dataset=image_folder, arrays or hf"
-        ) from None
+        raise unknown_dataset(name) from None

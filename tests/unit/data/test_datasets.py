@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedkd.data import get_spec, load_dataset
+from fedkd.data import SPECS, DataBundle, Split, get_spec, load_dataset
+from fedkd.data.bundle import DataRequest
+from fedkd.data.datasets import LOADERS
 from fedkd.data.idx import FASHION_FILES, read_idx
 from fedkd.errors import ConfigError, DataError
 
@@ -93,7 +95,29 @@ def test_resize_follows_requested_image_size():
     assert data.spec.image_size == 32 and data.train.x.shape == (10, 1, 32, 32) and len(data.test) == 5
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's dataset-fashion-mnist not installed"
+)
 def test_real_fashion_mnist_from_debian_folder():
     data = load_dataset("fashion_mnist", max_train=1000, max_test=1000)
     assert data.train.x.shape == (1000, 1, 28, 28) and data.test.y.max() == 9
+
+
+def test_one_registry_names_every_dataset():
+    """Built-in and your own datasets are entries of one table; load_dataset only looks names up."""
+    assert set(LOADERS) == set(SPECS) | {"image_folder", "arrays", "hf"}
+
+
+def test_load_dataset_hands_every_option_to_the_registered_loader(monkeypatch):
+    seen: list[DataRequest] = []
+
+    def toy(request: DataRequest) -> DataBundle:
+        seen.append(request)
+        split = Split(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long))
+        return DataBundle(get_spec("digits"), split, split)
+
+    monkeypatch.setitem(LOADERS, "toy", toy)
+    load_dataset("toy", root="/r", image_size=4, max_train=2, hub="h", num_classes=3, test_split="val")
+    assert seen == [
+        DataRequest(name="toy", root="/r", image_size=4, max_train=2, hub="h", num_classes=3, test_split="val")
+    ]
