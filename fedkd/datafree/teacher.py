@@ -66,8 +66,13 @@ def with_extra_members(class_weights: torch.Tensor | None, num_models: int, extr
     models, FedDF-style): the extra members get ``share`` of every class, split evenly; the first
     members keep their relative weights (uniform when ``class_weights`` is None) in the rest."""
     if not 0.0 <= share <= 1.0 or extra < 1:
-        raise ConfigError(f"the extra members' share must lie in [0, 1] with at least one extra member (got {share}, {extra})")
-    base = uniform_class_weights(num_models, num_classes) if class_weights is None else torch.as_tensor(class_weights).float()
+        raise ConfigError(
+            f"the extra members' share must lie in [0, 1] with at least one extra member (got {share}, {extra})"
+        )
+    if class_weights is None:
+        base = uniform_class_weights(num_models, num_classes)
+    else:
+        base = torch.as_tensor(class_weights).float()
     return torch.cat([(1.0 - share) * base, torch.full((extra, base.shape[1]), share / extra)])
 
 
@@ -82,7 +87,8 @@ def class_weights_from_counts(label_counts: np.ndarray | torch.Tensor | Sequence
     counts = torch.as_tensor(np.asarray(label_counts), dtype=torch.float32)
     if counts.dim() != 2 or (counts < 0).any():
         raise ConfigError(
-            f"label counts must be a (num_models, num_classes) array of non-negative numbers (got shape {tuple(counts.shape)})"
+            "label counts must be a (num_models, num_classes) array of non-negative numbers "
+            f"(got shape {tuple(counts.shape)})"
         )
     totals = counts.sum(0, keepdim=True)
     uniform = torch.full_like(counts, 1.0 / counts.shape[0])
@@ -118,6 +124,18 @@ class EnsembleTeacher(Teacher):
     docs/design_notes.md#ensemble-teacher-on-the-cpu); ``True`` demands the batched path on any device,
     ``False`` forces the loop.
     The stacked parameters are a snapshot: call :meth:`refresh` after changing a member's weights.
+
+    ``sparse`` (default ``True``): with ``"label"`` weighting and labels, a member whose weight for
+    a sample's label is 0 adds nothing to that sample's logits, so each member runs only on the rows
+    whose label it holds (gathered, run, scattered back; the inputs keep their gradient). The
+    result equals the dense one up to the order of a float sum -- members are frozen and in eval
+    mode, so a sample's logits do not depend on the rest of the batch -- and a sample then costs as
+    many member forwards as clients hold its label, not the whole ensemble (with Dirichlet-0.1
+    clients about half of them; with a per-class cap, at most the cap). The dense path runs instead
+    wherever the rows cannot be split: no labels, ``"logit"``/``"confidence"`` weighting, no class
+    weights (the plain mean), inside :meth:`per_member_calls` (hooks expect every member to see the
+    whole batch: BN statistics, feature matching) and on the batched path. ``False`` always runs
+    dense. :meth:`member_logits` is always dense.
     """
 
     def __init__(
@@ -126,8 +144,10 @@ class EnsembleTeacher(Teacher):
         class_weights: torch.Tensor | np.ndarray | None = None,
         batched: bool | str = "auto",
         weighting: str = "logit",
+        sparse: bool = True,
     ) -> None:
         nn.Module.__init__(self)
+        self.sparse = bool(sparse)
         check_choice("ensemble weighting", weighting, WEIGHTINGS)
         self.weighting = weighting
         if len(models) == 0:
@@ -169,7 +189,8 @@ class EnsembleTeacher(Teacher):
         w = torch.as_tensor(weights, dtype=torch.float32).detach()
         if w.shape != (self.num_members,) or (w < 0).any() or w.sum() <= 0:
             raise ConfigError(
-                f"member weights must be {self.num_members} non-negative numbers, not all zero (got shape {tuple(w.shape)})"
+                f"member weights must be {self.num_members} non-negative numbers, not all zero "
+                f"(got shape {tuple(w.shape)})"
             )
         tensors = [*self.ensemble.parameters(), *self.ensemble.buffers()]
         self.member_weights = w.to(tensors[0].device if tensors else "cpu")
@@ -189,13 +210,21 @@ class EnsembleTeacher(Teacher):
         finally:
             self._loop_only -= 1
 
+    def _batched_path(self, x: torch.Tensor) -> bool:
+        return self.batched and not self._loop_only and (x.is_cuda or not self._cuda_only)
+
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's logits, shape (num_models, N, num_classes)."""
-        if self.batched and not self._loop_only and (x.is_cuda or not self._cuda_only):
+        if self._batched_path(x):
             return self._batched_logits(x)
         return torch.stack([m(x) for m in self.ensemble])
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The ensemble's logits (label-sparse where that is exact, see the class doc)."""
+        if (self.sparse and labels is not None and self.weighting == "label" and self.class_weights is not None
+                and not self._loop_only and not self._batched_path(x)):
+            weights = self._weight_matrix(self.member_weights, torch.float32, self.class_weights.shape[1])
+            return label_sparse_logits(list(self.ensemble), x, labels, weights)
         return self.combine(self.member_logits(x), labels)
 
     def combine(
@@ -222,19 +251,27 @@ class EnsembleTeacher(Teacher):
 
     def _class_weights(self, member_weights: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor | None:
         """(M, C) weights with columns summing to 1, the member weights folded in; ``None`` for the plain mean."""
-        dtype = logits.dtype
+        return self._weight_matrix(member_weights, logits.dtype, logits.shape[-1])
+
+    def _weight_matrix(
+        self, member_weights: torch.Tensor | None, dtype: torch.dtype, num_classes: int
+    ) -> torch.Tensor | None:
         if member_weights is None:
             return None if self.class_weights is None else self.class_weights.to(dtype)
         base = self.class_weights
         if base is None:
-            base = uniform_class_weights(self.num_members, logits.shape[-1]).to(member_weights.device)
+            base = uniform_class_weights(self.num_members, num_classes).to(member_weights.device)
         scaled = member_weights.float().unsqueeze(1) * base
         totals = scaled.sum(0, keepdim=True)
         # A class whose every holder was weighted down to 0 keeps its unscaled weights.
         return torch.where(totals > 0, scaled / totals.clamp_min(1e-12), base).to(dtype)
 
     def _confidence_weights(
-        self, logits: torch.Tensor, labels: torch.Tensor | None, weights: torch.Tensor | None, member_weights: torch.Tensor | None
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor | None,
+        weights: torch.Tensor | None,
+        member_weights: torch.Tensor | None,
     ) -> torch.Tensor:
         """(M, N) weights: each member's label weight (its share of the sample's intended label;
         without labels, its normalised member weight, or uniform) times its confidence on the sample
@@ -272,6 +309,29 @@ class EnsembleTeacher(Teacher):
 
 
 WEIGHTINGS = ("logit", "label", "confidence")
+
+
+def label_sparse_logits(
+    members: Sequence[nn.Module], x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """``sum_m weights[m, labels[n]] * members[m](x)[n]`` for every row ``n``, running each member
+    only on the rows it has a non-zero weight for (all of ``x`` when that is every row). Exact for
+    members whose rows do not interact (eval mode); differentiable with respect to ``x``."""
+    per_row = weights.to(x.device)[:, labels]  # (M, N): each member's weight for each sample
+    held = per_row != 0
+    sizes = held.sum(1).tolist()  # one host sync for the whole batch
+    rows, parts = [], []
+    for m, (member, size) in enumerate(zip(members, sizes, strict=True)):
+        if size == 0:
+            continue
+        index = torch.arange(len(x), device=x.device) if size == len(x) else held[m].nonzero().squeeze(1)
+        logits = member(x if size == len(x) else x.index_select(0, index))
+        rows.append(index)
+        parts.append(logits * per_row[m, index].to(logits.dtype).unsqueeze(1))
+    if not parts:
+        raise ValueError("label_sparse_logits: no member holds any of the labels (every weight is 0)")
+    out = parts[0].new_zeros((len(x), parts[0].shape[1]))
+    return out.index_add(0, torch.cat(rows), torch.cat(parts))
 
 
 def _same_architecture(models: list[nn.Module]) -> bool:

@@ -62,7 +62,8 @@ def test_label_weighted_ensemble_weights_whole_predictions_by_the_samples_label(
         # Without labels (real test data) it weights per class, like weighting="logit".
         torch.testing.assert_close(teacher(x), EnsembleTeacher(models, weights)(x))
         # One member: the single teacher, with or without labels.
-        assert torch.equal(EnsembleTeacher(models[:1], torch.ones(1, 10), weighting="label")(x, labels), Teacher(models[0])(x))
+        single = EnsembleTeacher(models[:1], torch.ones(1, 10), weighting="label")
+        assert torch.equal(single(x, labels), Teacher(models[0])(x))
     with pytest.raises(ConfigError, match="weighting"):
         EnsembleTeacher(models, weights, weighting="votes")
 
@@ -99,7 +100,8 @@ def test_the_first_bn_layer_of_each_member_can_weigh_more():
 
     def per_layer(model):  # each BN layer's own term, by hand from its recorded input
         seen = []
-        handles = [layer.register_forward_hook(lambda m, i, o: seen.append((m, i[0]))) for layer in batchnorm_layers(model)]
+        handles = [layer.register_forward_hook(lambda m, i, o: seen.append((m, i[0])))
+                   for layer in batchnorm_layers(model)]
         with torch.no_grad():
             model(x)
         for handle in handles:
@@ -121,3 +123,61 @@ def test_the_first_bn_layer_of_each_member_can_weigh_more():
     with BNStatHooks(pair) as hooks:  # the default weighs every layer alike
         pair(x)
         torch.testing.assert_close(hooks.loss(), (terms_a.sum() + terms_b.sum()) / 2)
+
+
+def _skewed_members(num: int = 6, seed: int = 0):
+    """Random BN LeNets, each holding 2-3 classes (Dirichlet-0.1-like), with skewed counts."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((num, 10), dtype=np.int64)
+    for m in range(num):
+        held = rng.choice(10, size=int(rng.integers(2, 4)), replace=False)
+        counts[m, held] = rng.integers(1, 500, size=len(held))
+    return [random_bn_lenet(seed * 100 + m) for m in range(num)], class_weights_from_counts(counts)
+
+
+def _logits_and_input_grads(teacher, x, labels):
+    x = x.clone().requires_grad_(True)
+    out = teacher(x, labels)
+    (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[1])).sum(), x)
+    return out.detach(), grad
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_sparse_teacher_equals_the_dense_one_with_input_gradients(seed):
+    models, weights = _skewed_members(seed=seed)
+    sparse = EnsembleTeacher(models, weights, weighting="label", batched=False)
+    dense = EnsembleTeacher(models, weights, weighting="label", batched=False, sparse=False)
+    x = torch.randn(24, *SPEC.shape)
+    labels = torch.arange(24) % 10  # labels some members lack, one class (or more) with a single holder
+    out_s, grad_s = _logits_and_input_grads(sparse, x, labels)
+    out_d, grad_d = _logits_and_input_grads(dense, x, labels)
+    torch.testing.assert_close(out_s, out_d, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad_s, grad_d, rtol=1e-6, atol=1e-6)
+    # Co-Boosting's member weights (one member switched off) keep it exact.
+    for teacher in (sparse, dense):
+        teacher.set_member_weights([0.0, 2.0, 1.0, 0.5, 1.0, 3.0])
+    torch.testing.assert_close(sparse(x, labels), dense(x, labels), rtol=1e-6, atol=1e-6)
+
+
+def test_label_sparse_teacher_runs_each_member_only_on_the_labels_it_holds():
+    models, weights = _skewed_members(seed=2)
+    teacher = EnsembleTeacher(models, weights, weighting="label")  # batched="auto": the loop on the CPU
+    seen = [0] * len(models)
+    handles = [m.register_forward_pre_hook(lambda mod, inp, i=i: seen.__setitem__(i, seen[i] + len(inp[0])))
+               for i, m in enumerate(models)]
+    x, labels = torch.randn(20, *SPEC.shape), torch.arange(20) % 10
+    with torch.no_grad():
+        teacher(x, labels)
+        held = (weights[:, labels] > 0).sum(1).tolist()
+        assert seen == held and sum(seen) < len(models) * len(x)
+        # Where the rows cannot be split the dense path runs: no labels, another weighting, hooks inside.
+        for call in (lambda: teacher(x), lambda: EnsembleTeacher(models, weights, weighting="logit")(x, labels)):
+            seen[:] = [0] * len(models)
+            call()
+            assert seen == [len(x)] * len(models)
+        seen[:] = [0] * len(models)
+        with teacher.per_member_calls():
+            teacher(x, labels)
+        assert seen == [len(x)] * len(models)
+    for handle in handles:
+        handle.remove()
