@@ -35,10 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
-from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
-from fedkd.strategies.server_checks import probe_split, synthetic_agreement
-from fedkd.strategies.server_teacher import CLASS_WEIGHTINGS, ensemble_teacher, load_model
 from flwr.app import ArrayRecord, MetricRecord
 
 from fedkd.datafree import EnsembleTeacher, Synthesizer, distill, split_recipe
@@ -46,6 +42,10 @@ from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError, check_choice
 from fedkd.federated import records as R
+from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
+from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
+from fedkd.strategies.server_checks import probe_split, synthetic_agreement
+from fedkd.strategies.server_teacher import CLASS_WEIGHTINGS, ensemble_teacher, load_model
 from fedkd.training import evaluate
 from fedkd.training.optimizers import optimizer_factory
 from fedkd.utils.timing import Laps
@@ -91,6 +91,12 @@ class FedFTG(FedAvg):
             (:class:`~fedkd.strategies.client_memory.ClientMemory`): with partial participation,
             more than the round's sample; 1 (the paper's FedFTG): only the round's clients. With
             every client in every round both are the same.
+        teacher_members_per_class: ``None`` (every remembered client), or k: for each class only the
+            k remembered clients with the most samples of it join the teacher, weighted for that
+            class only (:func:`~fedkd.strategies.server_teacher.select_members`); clients chosen
+            for no class are not loaded. The label-sparse teacher then runs at most k members per
+            sample, however many clients the memory holds, and loads at most k x classes models
+            (benchmarks/server_teacher_cost.py).
         diagnostics_every: compute the teacher and student figures
             (:mod:`fedkd.datafree.teacher_metrics`) in round 1 and every this many rounds (0: never);
             they only report, on a fixed subsample of the evaluation split.
@@ -124,6 +130,7 @@ class FedFTG(FedAvg):
         diagnostics_samples: int = 1000,
         safeguard: float | None = None,
         teacher_memory_rounds: int = 10,
+        teacher_members_per_class: int | None = None,
         student_terms: Mapping[str, StudentTerm] | None = None,
         **fedavg: Any,
     ) -> None:
@@ -155,9 +162,16 @@ class FedFTG(FedAvg):
         self.diagnostics_every = diagnostics_every
         self.diagnostics_samples = diagnostics_samples
         if safeguard is not None and not 0.0 <= safeguard <= 1.0:
-            raise ConfigError(f"strategy.safeguard must be null or lie in [0, 1] (got {safeguard}); e.g. strategy.safeguard=0.9")
+            raise ConfigError(
+                f"strategy.safeguard must be null or lie in [0, 1] (got {safeguard}); e.g. strategy.safeguard=0.9"
+            )
         self.safeguard = safeguard
         self.memory = ClientMemory(teacher_memory_rounds)
+        if teacher_members_per_class is not None and teacher_members_per_class < 1:
+            raise ConfigError(
+                f"strategy.teacher_members_per_class must be null or >= 1 (got {teacher_members_per_class}); e.g. 3"
+            )
+        self.teacher_members_per_class = teacher_members_per_class
         self.student_terms = check_student_terms(student_terms, "strategy.student_terms")
         self.synthesizer: Synthesizer | None = None
         self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
@@ -200,7 +214,9 @@ class FedFTG(FedAvg):
             self.synthesizer.set_label_prior(np.stack([u.label_counts for u in members]).sum(0))
 
         probe = self.probe if self._diagnose(server_round) else None
-        server: dict[str, float] = {"teacher_members": float(len(members))}
+        # remembered clients, and the models the teacher runs (fewer under teacher_members_per_class)
+        server: dict[str, float] = {"teacher_members": float(len(members)),
+                                    "teacher_models": float(teacher.num_members)}
         if probe is not None:
             with laps("diagnostics"):
                 server.update(teacher_accuracies(teacher, probe, run.device))
@@ -217,7 +233,8 @@ class FedFTG(FedAvg):
                 server["teacher_boosted_accuracy"] = boosted_accuracy(teacher, probe, run.device)
         if self.image_every and (server_round == 1 or server_round % self.image_every == 0):
             with laps("images"):
-                run.logger.images("server/samples", self.synthesizer.preview(64), server_round, run.spec.mean, run.spec.std)
+                samples = self.synthesizer.preview(64)
+                run.logger.images("server/samples", samples, server_round, run.spec.mean, run.spec.std)
         parts = laps.split()
         server.update({f"server_seconds_{name}": seconds for name, seconds in parts.items() if name != "total"})
         server["server_seconds"] = parts["total"]
@@ -266,7 +283,9 @@ class FedFTG(FedAvg):
             if self.safeguard is not None or probe is not None:
                 average_model = load_model(run, model_cfg, average)
                 with laps("safeguard" if self.safeguard is not None else "diagnostics"):
-                    check = synthetic_agreement(self.synthesizer, teacher, average_model, student, self.student_batch_size)
+                    check = synthetic_agreement(
+                        self.synthesizer, teacher, average_model, student, self.student_batch_size
+                    )
                 server.update({f"{prefix}{k}": v for k, v in check.items()})
                 kept = self.safeguard is not None and check["average_teacher_agreement"] >= self.safeguard
                 if kept:  # the average already predicts what the teacher does: nothing to learn, keep it
@@ -314,7 +333,7 @@ class FedFTG(FedAvg):
         return ensemble_teacher(
             self._require_run(), updates, averages, class_weighting=self.class_weighting,
             global_teacher_weight=self.global_teacher_weight, batched=self.batched_ensemble,
-            weighting=self.ensemble_weighting,
+            weighting=self.ensemble_weighting, members_per_class=self.teacher_members_per_class,
         )
 
     def _require_run(self) -> ServerRun:
