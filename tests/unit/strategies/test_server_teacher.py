@@ -72,3 +72,22 @@ def test_the_capped_teacher_loads_only_the_chosen_clients():
         expected = torch.stack([(models[0] if y != 1 else models[1])(x[n : n + 1])[0] for n, y in enumerate(labels)])
         torch.testing.assert_close(teacher(x, labels), expected)
     assert ensemble_teacher(run, updates).num_members == 5  # no cap: every remembered client
+
+
+def test_fedftg_passes_its_cap_to_the_teacher_and_refuses_a_cap_below_one(tmp_path):
+    from conftest import FEDFTG_BUDGET, SMALL_SIM, bound_strategy, client_updates
+
+    from fedkd.cli.common import _user_error
+    from fedkd.federated.config import compose_sim_config
+
+    cfg = compose_sim_config(SMALL_SIM + FEDFTG_BUDGET + ["strategy=fedftg", "strategy.teacher_members_per_class=1"])
+    strategy, run = bound_strategy(cfg, tmp_path)
+    updates = client_updates(cfg, run)
+    kept, _ = select_members(np.stack([u.label_counts for u in updates]), 1)
+    assert strategy.ensemble(updates).num_members == len(kept) <= SPEC.num_classes
+
+    cfg = compose_sim_config(SMALL_SIM + FEDFTG_BUDGET + ["strategy=fedftg", "strategy.teacher_members_per_class=0"])
+    with pytest.raises(Exception) as raised:  # noqa: PT011 -- Hydra's instantiate wraps it; the CLI unwraps it
+        bound_strategy(cfg, tmp_path)
+    error = _user_error(raised.value)
+    assert error is not None and "teacher_members_per_class" in str(error) and "\n" not in str(error)
