@@ -39,7 +39,8 @@ def build_generator(cfg: Mapping[str, Any] | Any, spec: DatasetSpec) -> nn.Modul
     name = kwargs.pop("name", None)
     if name not in list_models("generator"):
         raise ConfigError(
-            f"generator name '{name}' is not a registered generator; choose one of: {', '.join(list_models('generator'))}"
+            f"generator name '{name}' is not a registered generator; "
+            f"choose one of: {', '.join(list_models('generator'))}"
         )
     try:
         return build_model(name, spec, **kwargs)
@@ -162,8 +163,3 @@ class Synthesizer(ABC):
         self.label_prior = None if prior is None else prior.to(self.device)
         if self.generator is not None:
             self.generator.load_state_dict(state["generator"])
-
-    def _check_positive(self, **values: float) -> None:
-        for key, value in values.items():
-            if value is None or value <= 0:
-                raise ConfigError(f"synthesizer.{key} must be > 0 (got {value}); set synthesizer.{key}=<positive number>")

@@ -1,6 +1,6 @@
 """CMI: Contrastive Model Inversion (Fang et al., IJCAI 2021).
 
-Each synthesis round (:meth:`CMISynthesizer.synthesize`) inverts the teacher into one batch:
+Each synthesis round (:meth:`CMISynthesizer.invert`) inverts the teacher into one batch:
 a freshly initialised generator and its latent codes are optimised jointly for ``synthesis_steps``
 steps on
 
@@ -32,10 +32,8 @@ from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.generators import reset_parameters
 from fedkd.datafree.losses import adversarial_kl, cross_entropy, info_nce
 from fedkd.datafree.synthesizers.base import build_generator
-from fedkd.datafree.synthesizers.pool import PoolSynthesizer
-from fedkd.datafree.teacher import as_teacher
-from fedkd.errors import ConfigError
-from fedkd.utils.device import autocast
+from fedkd.datafree.synthesizers.checks import check_betas, check_positive
+from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer, Step
 
 
 class ProjectionHead(nn.Module):
@@ -99,14 +97,10 @@ class CMISynthesizer(PoolSynthesizer):
         hflip: bool = False,
         augment_pool: bool = True,
     ) -> None:
-        self._check_positive(
-            batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, cr_temperature=cr_temperature,
-            bank_size=bank_size, pool_size=pool_size,
-        )
-        super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
+        check_positive(lr=lr, cr_temperature=cr_temperature, bank_size=bank_size)
+        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device)
-        self.batch_size, self.synthesis_steps = batch_size, synthesis_steps
-        self.lr, self.betas = lr, tuple(betas)
+        self.lr, self.betas = lr, check_betas(betas)
         self.weights = {"bn": bn, "oh": oh, "adv": adv, "cr": cr}
         self.cr_temperature = cr_temperature
         self.negatives = negatives
@@ -116,10 +110,17 @@ class CMISynthesizer(PoolSynthesizer):
         self._head_optimizer: torch.optim.Optimizer | None = None
         self.bank = RingBuffer(bank_size, self.device)
 
-    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
-        """One round: optimise a fresh generator and latent codes, keep the best batch."""
-        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
-        b = self.batch_size
+    def stat_hooks(self, teacher: nn.Module) -> BNStatHooks:
+        """BN hooks that also keep the pooled BN inputs (the head's features) when ``cr > 0``, and
+        match the statistics of the global view only (the first ``batch_size`` rows)."""
+        hooks = BNStatHooks(teacher, features=self.weights["cr"] > 0)
+        hooks.stat_rows = self.batch_size
+        return hooks
+
+    def invert(self, teacher: nn.Module, student: nn.Module, hooks: BNStatHooks) -> Inversion:
+        """One round: optimise a fresh generator and latent codes jointly; the best batch's features
+        join the memory bank."""
+        b, w = self.batch_size, self.weights
         if self.reset_generator:
             reset_parameters(self.generator)
         self.generator.train()
@@ -128,52 +129,31 @@ class CMISynthesizer(PoolSynthesizer):
         targets = self.target_labels(b)
         params = [p for p in self.generator.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam([{"params": params}, {"params": [z]}], lr=self.lr, betas=self.betas)
-        student_was_training = student.training
-        student.eval()
-        w = self.weights
-        best_loss, best_x, best_feat, last = float("inf"), None, None, {}
-        with BNStatHooks(teacher, features=w["cr"] > 0) as hooks:
-            if not hooks.layers and w["bn"] > 0:
-                raise ConfigError(
-                    "CMI's BN-statistics loss needs a teacher with BatchNorm layers; use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
-                )
-            hooks.stat_rows = b  # statistics of the global view only
-            for _ in range(self.synthesis_steps):
-                with autocast(self.device):
-                    x = self.generator(z)
-                    g_view = self._view(x)
-                    # One teacher pass over both views (eval-mode BN treats samples independently).
-                    views = torch.cat([g_view, random_resized_crop(x, self.local_scale, hflip=self.hflip)]) if w["cr"] > 0 else g_view
-                    t_logits = teacher(views, targets.repeat(views.shape[0] // b))[:b]
-                    terms = {"bn": hooks.loss(), "oh": cross_entropy(t_logits, targets)}
-                    if w["adv"] > 0:
-                        terms["adv"] = adversarial_kl(student(g_view), t_logits)
-                    feats = None
-                    if w["cr"] > 0:
-                        feats = hooks.features()
-                        terms["cr"] = self._contrastive(feats[:b], feats[b:])
-                    loss = sum(w[k] * v for k, v in terms.items())
-                value = loss.item()
-                if value < best_loss:  # the batch this loss belongs to (before the update)
-                    best_loss, best_x = value, x.detach().clone()
-                    best_feat = None if feats is None else feats[:b].detach().float().clone()
-                optimizer.zero_grad(set_to_none=True)
-                trainable = params + [z]
-                if self._head_optimizer is not None:
-                    self._head_optimizer.zero_grad(set_to_none=True)
-                    trainable += list(self.head.parameters())
-                loss.backward(inputs=trainable)
-                optimizer.step()
-                if self._head_optimizer is not None:
-                    self._head_optimizer.step()
-                last = {k: v.item() for k, v in terms.items()}
-                self.samples_generated += b
-        student.train(student_was_training)
-        self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
-        if best_feat is not None:
-            self.bank.add(best_feat)
-        self.rounds += 1
-        return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
+
+        def step() -> Step:
+            x = self.generator(z)
+            g_view = self._view(x)
+            if w["cr"] > 0:  # one teacher pass over both views (eval-mode BN treats samples independently)
+                views = torch.cat([g_view, random_resized_crop(x, self.local_scale, hflip=self.hflip)])
+            else:
+                views = g_view
+            t_logits = teacher(views, targets.repeat(views.shape[0] // b))[:b]
+            terms = {"bn": hooks.loss(), "oh": cross_entropy(t_logits, targets)}
+            if w["adv"] > 0:
+                terms["adv"] = adversarial_kl(student(g_view), t_logits)
+            if w["cr"] <= 0:
+                return terms, (x,)
+            feats = hooks.features()
+            terms["cr"] = self._contrastive(feats[:b], feats[b:])
+            return terms, (x, feats[:b].float())
+
+        def optimizers() -> list[torch.optim.Optimizer]:  # the head's exists after its first call
+            return [optimizer] if self._head_optimizer is None else [optimizer, self._head_optimizer]
+
+        loss, best, last = self.descend(self.synthesis_steps, step, optimizers)
+        if w["cr"] > 0:
+            self.bank.add(best[1])
+        return Inversion(loss, best[0], targets, last)
 
     def _contrastive(self, global_feat: torch.Tensor, local_feat: torch.Tensor) -> torch.Tensor:
         """InfoNCE: local view ``i`` must find global view ``i`` among the batch and the bank."""

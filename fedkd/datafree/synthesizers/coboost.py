@@ -45,6 +45,7 @@ from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.synthesizers.base import Synthesizer
+from fedkd.datafree.synthesizers.checks import check_positive
 from fedkd.datafree.synthesizers.wrapper import SynthesizerWrapper
 from fedkd.datafree.teacher import EnsembleTeacher
 from fedkd.errors import ConfigError
@@ -77,7 +78,7 @@ class EnsembleBoosting(SynthesizerWrapper):
         **base_overrides: Any,
     ) -> None:
         super().__init__(spec, device, base, base_overrides)
-        self._check_positive(step_size=step_size, steps=steps, batch_size=batch_size)
+        check_positive(step_size=step_size, steps=steps, batch_size=batch_size)
         if not 0 < step_decay <= 1:
             raise ConfigError(f"synthesizer.step_decay must lie in (0, 1] (got {step_decay}); the authors use 0.99")
         self.step_size, self.step_decay = float(step_size), float(step_decay)
@@ -114,4 +115,5 @@ class EnsembleBoosting(SynthesizerWrapper):
             (grad,) = torch.autograd.grad(loss, weights)
             teacher.set_member_weights((weights.detach() - step * grad.sign()).clamp(0.0, 1.0))
         share = teacher.member_weights / teacher.member_weights.sum()
-        return {"boost_loss": loss.item(), "member_weight_min": share.min().item(), "member_weight_max": share.max().item()}
+        return {"boost_loss": loss.item(), "member_weight_min": share.min().item(),
+                "member_weight_max": share.max().item()}

@@ -27,6 +27,7 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.losses import adversarial_kl, diversity_loss, hard_sample_cross_entropy
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
@@ -63,18 +64,22 @@ class ConditionalSynthesizer(Synthesizer):
         hard_sample_power: float = 0.0,
     ) -> None:
         super().__init__(spec, device)
-        self._check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr)
+        check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr)
         self.generator = build_generator(generator or {"name": "cond_generator"}, spec).to(self.device)
         if not getattr(self.generator, "conditional", False):
-            raise ConfigError("ConditionalSynthesizer needs a conditional generator; set synthesizer.generator.name=cond_generator")
+            raise ConfigError(
+                "ConditionalSynthesizer needs a conditional generator; set synthesizer.generator.name=cond_generator"
+            )
         self.batch_size, self.generator_steps = batch_size, generator_steps
         self.weights = {"ce": ce, "adv": adv, "div": div, "bn": bn}
         self.adv_all_samples = adv_all_samples
         if hard_sample_power < 0:
-            raise ConfigError(f"synthesizer.hard_sample_power must be >= 0 (got {hard_sample_power}); 0 is the plain cross-entropy")
+            raise ConfigError(
+                f"synthesizer.hard_sample_power must be >= 0 (got {hard_sample_power}); 0 is the plain cross-entropy"
+            )
         self.hard_sample_power = float(hard_sample_power)
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
+        self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=check_betas(betas))
         self.set_label_prior(label_prior)  # None: uniform random labels
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:

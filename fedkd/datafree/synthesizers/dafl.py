@@ -84,9 +84,14 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         )
         for key, value in (("oh", oh), ("a", a), ("ie", ie)):
             if value is None or not value >= 0:
-                raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>")
+                raise ConfigError(
+                    f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>"
+                )
         if oh + a + ie <= 0:
-            raise ConfigError("synthesizer.oh, synthesizer.a and synthesizer.ie are all 0: the generator has no loss; set e.g. synthesizer.oh=1")
+            raise ConfigError(
+                "synthesizer.oh, synthesizer.a and synthesizer.ie are all 0: the generator has no loss; "
+                "set e.g. synthesizer.oh=1"
+            )
         self.weights = {"oh": float(oh), "a": float(a), "ie": float(ie)}
 
     def _heads(self, teacher: nn.Module) -> list[nn.Linear]:

@@ -1,6 +1,6 @@
 """DeepInversion: "Dreaming to Distill" (Yin et al., CVPR 2020).
 
-No generator: each synthesis round (:meth:`DeepInversionSynthesizer.synthesize`) optimises a batch
+No generator: each synthesis round (:meth:`DeepInversionSynthesizer.invert`) optimises a batch
 of *pixels* directly, starting from Gaussian noise, for ``synthesis_steps`` Adam steps on
 
 - the BatchNorm-statistics loss over the teacher's BN layers (:class:`~fedkd.datafree.bn_hooks.BNStatHooks`),
@@ -47,26 +47,9 @@ from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.losses import cross_entropy, js_divergence, l2_prior, soft_target_kl, total_variation
 from fedkd.datafree.soft_targets import check_betas as check_dirichlet_betas
 from fedkd.datafree.soft_targets import dirichlet_targets, teacher_similarity
-from fedkd.datafree.synthesizers.pool import PoolSynthesizer
-from fedkd.datafree.teacher import as_teacher
+from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
+from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer, Step
 from fedkd.errors import ConfigError
-from fedkd.utils.device import autocast
-
-
-def check_non_negative(**values: float) -> None:
-    """Loss weights and sizes that may be 0 (off) but not negative."""
-    for key, value in values.items():
-        if value is None or value < 0:
-            raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=0 to switch it off")
-
-
-def check_betas(betas: tuple[float, float]) -> tuple[float, float]:
-    """Adam's two decay rates, each in [0, 1)."""
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise ConfigError(
-            f"synthesizer.betas must be two numbers in [0, 1) (got {list(betas)}); set e.g. synthesizer.betas=[0.5,0.999]"
-        )
-    return float(betas[0]), float(betas[1])
 
 
 def pixel_bounds(spec: DatasetSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,24 +122,19 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         lr_schedule: str = "constant",
         coarse_fraction: float = 0.0,
     ) -> None:
-        self._check_positive(
-            batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, adi_temperature=adi_temperature,
-            pool_size=pool_size,
-        )
+        check_positive(lr=lr, adi_temperature=adi_temperature)
         check_non_negative(bn=bn, oh=oh, tv=tv, l2=l2, adi=adi, jitter=jitter, first_bn_weight=first_bn_weight)
         self.first_bn_weight = float(first_bn_weight)
         if lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"synthesizer.lr_schedule must be constant or cosine (got {lr_schedule!r})")
         if not 0 <= coarse_fraction < 1:
             raise ConfigError(
-                f"synthesizer.coarse_fraction must be in [0, 1) (got {coarse_fraction}); 0 inverts at full resolution only"
+                f"synthesizer.coarse_fraction must be in [0, 1) (got {coarse_fraction}); "
+                "0 inverts at full resolution only"
             )
         self.lr_schedule, self.coarse_fraction = lr_schedule, float(coarse_fraction)
-        if crop_pad is not None:
-            check_non_negative(crop_pad=crop_pad)
-        super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
-        self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
-        self.lr, self.betas = lr, check_betas(tuple(betas))
+        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool)
+        self.lr, self.betas = lr, check_betas(betas)
         self.weights = {"bn": bn, "oh": oh, "tv": tv, "l2": l2, "adi": adi}
         self.adi_temperature = adi_temperature
         self.jitter, self.clip = int(jitter), clip
@@ -192,64 +170,57 @@ class DeepInversionSynthesizer(PoolSynthesizer):
 
         return optimizer, LambdaLR(optimizer, factor)
 
-    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
-        """One round: invert a fresh noise batch for ``synthesis_steps`` steps, keep its best state."""
-        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
+    def stat_hooks(self, teacher: nn.Module) -> BNStatHooks:
+        """BN hooks that weigh the teacher's first BN layer ``first_bn_weight`` times."""
+        return BNStatHooks(teacher, first_layer_weight=self.first_bn_weight)
+
+    def invert(self, teacher: nn.Module, student: nn.Module, hooks: BNStatHooks) -> Inversion:
+        """One round: invert a fresh noise batch for ``synthesis_steps`` steps, keep its best state
+        (of the last phase)."""
         x = torch.randn(self.batch_size, *self.spec.shape, device=self.device)
         if self.clip:
-            x = torch.maximum(torch.minimum(x, self._high), self._low)
+            x = self._clip(x)
         x.requires_grad_()
         targets = self.target_labels(self.batch_size)
-        soft = dirichlet_targets(targets, teacher_similarity(teacher), self.dirichlet_betas) if self.dirichlet_betas else None
-        student_was_training = student.training
-        student.eval()
-        with BNStatHooks(teacher, first_layer_weight=self.first_bn_weight) as hooks:
-            if not hooks.layers and self.weights["bn"] > 0:
-                raise ConfigError(
-                    "DeepInversion's BN-statistics loss needs a teacher with BatchNorm layers; "
-                    "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
-                )
-            for steps, coarse in self._phases():  # the last phase's best batch is the round's
-                best_loss, best_x, last = self._invert(x, targets, soft, teacher, student, hooks, steps, coarse)
-        student.train(student_was_training)
-        self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
-        self.rounds += 1
-        return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
+        soft = None
+        if self.dirichlet_betas:
+            soft = dirichlet_targets(targets, teacher_similarity(teacher), self.dirichlet_betas)
+        for steps, coarse in self._phases():  # the last phase's best batch is the round's
+            best_loss, best_x, last = self._invert(x, targets, soft, teacher, student, hooks, steps, coarse)
+        return Inversion(best_loss, best_x, targets, last)
+
+    def _clip(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with every pixel clipped to the valid range."""
+        return torch.maximum(torch.minimum(x, self._high), self._low)
 
     def _invert(self, x: torch.Tensor, targets: torch.Tensor, soft: torch.Tensor | None, teacher: nn.Module,
-                student: nn.Module, hooks: BNStatHooks, steps: int, coarse: bool) -> tuple[float, torch.Tensor, dict]:
-        """One phase: ``steps`` updates of the pixels ``x`` (in place); its lowest loss, the pixels
+               student: nn.Module, hooks: BNStatHooks, steps: int, coarse: bool) -> tuple[float, torch.Tensor, dict]:
+        """One phase of :meth:`invert`: ``steps`` updates of the pixels ``x`` (in place); its lowest loss, the pixels
         that had it, and the last step's loss terms."""
         w = self.weights
         optimizer, schedule = self._optimizer(x, steps)
-        best_loss, best_x, last = float("inf"), x.detach().clone(), {}
-        for it in range(steps):
-            with autocast(self.device):
-                view = self._jitter(x)
-                if coarse:
-                    view = F.interpolate(F.avg_pool2d(view, 2), size=view.shape[-2:], mode="bilinear")
-                t_logits = teacher(view, targets)
-                terms = {
-                    "bn": hooks.loss(),
-                    "oh": cross_entropy(t_logits, targets) if soft is None else soft_target_kl(t_logits, soft),
-                    "tv": total_variation(view),
-                    "l2": l2_prior(view),
-                }
-                if w["adi"] > 0:
-                    terms["adi"] = 1.0 - js_divergence(t_logits, student(view), self.adi_temperature)
-                loss = sum(w[k] * v for k, v in terms.items())
-            value = loss.item()
-            if value < best_loss:  # the pixels this loss belongs to (before the update)
-                best_loss, best_x = value, x.detach().clone()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=[x])  # only the pixels learn (not the student)
-            optimizer.step()
+
+        def step() -> Step:
+            view = self._jitter(x)
+            if coarse:
+                view = F.interpolate(F.avg_pool2d(view, 2), size=view.shape[-2:], mode="bilinear")
+            t_logits = teacher(view, targets)
+            terms = {
+                "bn": hooks.loss(),
+                "oh": cross_entropy(t_logits, targets) if soft is None else soft_target_kl(t_logits, soft),
+                "tv": total_variation(view),
+                "l2": l2_prior(view),
+            }
+            if w["adi"] > 0:
+                terms["adi"] = 1.0 - js_divergence(t_logits, student(view), self.adi_temperature)
+            return terms, (x,)
+
+        def after_step() -> None:
             if schedule is not None:
                 schedule.step()
             if self.clip:
                 with torch.no_grad():
-                    x.copy_(torch.maximum(torch.minimum(x, self._high), self._low))
-            if it == steps - 1:
-                last = {k: v.item() for k, v in terms.items()}
-            self.samples_generated += len(x)
-        return best_loss, best_x, last
+                    x.copy_(self._clip(x))
+
+        best_loss, best, last = self.descend(steps, step, [optimizer], after_step, start=(x.detach().clone(),))
+        return best_loss, best[0], last

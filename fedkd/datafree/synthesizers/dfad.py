@@ -25,6 +25,7 @@ from torch import nn
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import l1_discrepancy
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.utils.device import autocast
 
 
@@ -50,12 +51,12 @@ class DFADSynthesizer(Synthesizer):
         generator_steps: int = 1,
     ) -> None:
         super().__init__(spec, device)
-        self._check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps)
+        check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps)
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size = batch_size
         self.generator_steps = generator_steps
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
+        self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=check_betas(betas))
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
         """Generator step(s): gradient *ascent* on the student-teacher L1 discrepancy."""

@@ -46,9 +46,8 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.losses import bn_statistics_loss
 from fedkd.datafree.synthesizers.base import build_generator
-from fedkd.datafree.synthesizers.deepinversion import check_betas, check_non_negative
-from fedkd.datafree.synthesizers.pool import PoolSynthesizer
-from fedkd.datafree.teacher import as_teacher
+from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
+from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer
 from fedkd.errors import ConfigError
 
 Stats = list[tuple[torch.Tensor, torch.Tensor]]
@@ -146,10 +145,7 @@ class FastMetaSynthesizer(PoolSynthesizer):
         pool_size: int = 20000,
         augment_pool: bool = True,
     ) -> None:
-        self._check_positive(
-            batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, lr_z=lr_z, meta_lr=meta_lr,
-            pool_size=pool_size,
-        )
+        check_positive(lr=lr, lr_z=lr_z, meta_lr=meta_lr)
         if meta_lr > 1:
             raise ConfigError(
                 f"synthesizer.meta_lr must be in (0, 1] (got {meta_lr}); "
@@ -161,14 +157,11 @@ class FastMetaSynthesizer(PoolSynthesizer):
                 "set e.g. synthesizer.bn_momentum=0.9 (0: plain BN loss)"
             )
         check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup)
-        if crop_pad is not None:
-            check_non_negative(crop_pad=crop_pad)
-        super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
+        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device).train()
         # The fast copy the inner loop trains; it holds the last round's inner solution.
         self.fast_generator = copy.deepcopy(self.generator)
-        self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
-        self.lr, self.lr_z, self.betas = lr, lr_z, check_betas(tuple(betas))
+        self.lr, self.lr_z, self.betas = lr, lr_z, check_betas(betas)
         self.meta_lr, self.meta_latent = meta_lr, meta_latent
         self.weights = {"bn": bn, "oh": oh, "adv": adv}
         self.bn_momentum, self.warmup = bn_momentum, int(warmup)
@@ -176,37 +169,31 @@ class FastMetaSynthesizer(PoolSynthesizer):
         self.fast_z = self.z.clone()
         self.bn_memory: Stats | None = None
 
-    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
-        """One round: adapt a copy of the meta-initialisation in a few steps, Reptile, pool."""
-        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
+    def stat_hooks(self, teacher: nn.Module) -> BNStatHooks:
+        """BN hooks whose loss blends in the memory of earlier rounds' statistics (``bn_momentum > 0``)."""
+        return MomentumBNStatHooks(teacher, self.bn_momentum, self.bn_memory if self.bn_momentum > 0 else None)
+
+    def invert(self, teacher: nn.Module, student: nn.Module, hooks: BNStatHooks) -> Inversion:
+        """One round: steps 1-3 of the module docstring (the frame pools the batch, step 4)."""
         b, w = self.batch_size, self.weights
+        # 1. copy the meta-initialisation into the fast copy
         self.fast_generator.load_state_dict(self.generator.state_dict())
         self.fast_generator.train()
         z = (self.z if self.meta_latent else self.generator.noise(b, self.device)).clone().requires_grad_()
         params = [p for p in self.fast_generator.parameters() if p.requires_grad]
         groups = [{"params": params}, {"params": [z], "lr": self.lr_z}]
-        optimizer = torch.optim.Adam(groups, lr=self.lr, betas=self.betas)
+        optimizer = torch.optim.Adam(groups, lr=self.lr, betas=self.betas)  # the fast copy and the codes learn
+        # 2. a few steps on the fast copy: BN statistics (with momentum), cross-entropy, adversarial
         targets = self.target_labels(b)
         use_adv = w["adv"] > 0 and self.rounds >= self.warmup
-        student_was_training = student.training
-        student.eval()
-        with MomentumBNStatHooks(teacher, self.bn_momentum, self.bn_memory if self.bn_momentum > 0 else None) as hooks:
-            if not hooks.layers and w["bn"] > 0:
-                raise ConfigError(
-                    "FastDFKD's BN-statistics loss needs a teacher with BatchNorm layers; "
-                    "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
-                )
-            # the fast copy and the codes learn, not the student
-            best_loss, best_x, last = self.descend(self.synthesis_steps, lambda: self.fast_generator(z), params + [z],
-                                                   optimizer, teacher, student, hooks, targets, use_adv)
-            if self.bn_momentum > 0:
-                self.bn_memory = hooks.updated_memory()
-        student.train(student_was_training)
+        step = self.inversion_objective(lambda: self.fast_generator(z), teacher, student, hooks, targets, use_adv)
+        loss, best, last = self.descend(self.synthesis_steps, step, [optimizer])
+        if self.bn_momentum > 0:
+            self.bn_memory = hooks.updated_memory()
+        # 3. Reptile
         self.fast_z = z.detach()
         self.meta_update()
-        self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
-        self.rounds += 1
-        return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
+        return Inversion(loss, best[0], targets, last)
 
     @torch.no_grad()
     def meta_update(self) -> None:

@@ -4,7 +4,7 @@ Distillation" (Tran et al., CVPR 2024).
 Where DFAD/CMI/Fast feed a generator random *inputs*, NAYER moves the randomness into a *layer*:
 the generator (:class:`~fedkd.datafree.generators.NoisyLayerGenerator`) maps each target label's
 fixed embedding through a linear "noisy layer" that is re-drawn before every synthesis round, then
-through a persistent upsampling body. Each round (:meth:`NoisyLayerSynthesizer.synthesize`):
+through a persistent upsampling body. Each round (:meth:`NoisyLayerSynthesizer.invert`):
 
 1. re-draw the noisy layers; every ``generator_life`` rounds re-initialise the whole generator;
 2. take ``synthesis_steps`` Adam steps (a fresh optimiser, as in the authors' code) on all the
@@ -37,9 +37,8 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.generators import NoisyLayerGenerator, reset_parameters
 from fedkd.datafree.synthesizers.base import build_generator
-from fedkd.datafree.synthesizers.deepinversion import check_betas, check_non_negative
-from fedkd.datafree.synthesizers.pool import PoolSynthesizer
-from fedkd.datafree.teacher import as_teacher
+from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
+from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer
 from fedkd.errors import ConfigError
 
 
@@ -85,19 +84,17 @@ class NoisyLayerSynthesizer(PoolSynthesizer):
         pool_size: int = 20000,
         augment_pool: bool = True,
     ) -> None:
-        self._check_positive(batch_size=batch_size, synthesis_steps=synthesis_steps, lr=lr, pool_size=pool_size)
+        check_positive(lr=lr)
         check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup, generator_life=generator_life)
-        if crop_pad is not None:
-            check_non_negative(crop_pad=crop_pad)
-        super().__init__(spec, device, pool_size, crop_pad, hflip, augment_pool)
+        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool)
         config = {**dict(generator or {"name": "nayer_generator"}), "batch_size": int(batch_size)}
         if config.get("name") != "nayer_generator":
             raise ConfigError(
-                f"NAYER needs the noisy-layer generator, not '{config.get('name')}'; set synthesizer.generator.name=nayer_generator"
+                f"NAYER needs the noisy-layer generator, not '{config.get('name')}'; "
+                "set synthesizer.generator.name=nayer_generator"
             )
         self.generator: NoisyLayerGenerator = build_generator(config, spec).to(self.device).train()
-        self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
-        self.lr, self.betas = lr, check_betas(tuple(betas))
+        self.lr, self.betas = lr, check_betas(betas)
         self.weights = {"bn": bn, "oh": oh, "adv": adv}
         self.warmup, self.generator_life = int(warmup), int(generator_life)
 
@@ -108,10 +105,8 @@ class NoisyLayerSynthesizer(PoolSynthesizer):
             return self.target_labels(self.batch_size)
         return torch.arange(self.batch_size, device=self.device) % self.spec.num_classes
 
-    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
-        """One round: re-draw the noisy layer, a few generator steps, the best batch into the pool."""
-        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
-        w = self.weights
+    def invert(self, teacher: nn.Module, student: nn.Module, hooks: BNStatHooks) -> Inversion:
+        """One round: re-draw the noisy layer, a few generator steps, the best batch."""
         if self.generator_life and self.rounds % self.generator_life == 0 and self.rounds > 0:
             reset_parameters(self.generator)  # the label embedding is a buffer: it stays
         self.generator.reset_noise()
@@ -119,18 +114,7 @@ class NoisyLayerSynthesizer(PoolSynthesizer):
         params = [p for p in self.generator.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=self.lr, betas=self.betas)
         targets = self.round_labels()
-        use_adv = w["adv"] > 0 and self.rounds >= self.warmup
-        student_was_training = student.training
-        student.eval()
-        with BNStatHooks(teacher) as hooks:
-            if not hooks.layers and w["bn"] > 0:
-                raise ConfigError(
-                    "NAYER's BN-statistics loss needs a teacher with BatchNorm layers; "
-                    "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
-                )
-            best_loss, best_x, last = self.descend(self.synthesis_steps, lambda: self.generator(targets), params,
-                                                   optimizer, teacher, student, hooks, targets, use_adv)
-        student.train(student_was_training)
-        self.pool.add(best_x, targets)  # the labels it was made for: an ensemble teacher weights by them
-        self.rounds += 1
-        return {"synthesis_loss": best_loss, **{f"loss_{k}": v for k, v in last.items()}}
+        use_adv = self.weights["adv"] > 0 and self.rounds >= self.warmup
+        step = self.inversion_objective(lambda: self.generator(targets), teacher, student, hooks, targets, use_adv)
+        loss, best, last = self.descend(self.synthesis_steps, step, [optimizer])
+        return Inversion(loss, best[0], targets, last)

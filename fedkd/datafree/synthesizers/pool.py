@@ -1,16 +1,19 @@
-"""The base of the pool methods: each round's best batch joins a bounded pool the student draws from.
+"""The base of the pool methods: each round inverts the teacher into one batch, whose best state joins a pool.
 
-CMI, DeepInversion, fast meta-synthesis and NAYER synthesise one batch per round and keep the lowest-loss
-state of it in a :class:`~fedkd.datafree.buffers.RingBuffer` with the labels it was made for; the
-student learns from random pool batches, shifted (and flipped) like training images.
-:class:`PoolSynthesizer` holds the pool, the round count, that augmentation and their state, and
-the few-step optimisation fast meta-synthesis and NAYER share (:meth:`PoolSynthesizer.descend`).
+CMI, DeepInversion, fast meta-synthesis and NAYER differ only in *how* they invert the teacher
+(pixels or a generator, which terms, what carries over between rounds). :class:`PoolSynthesizer`
+is the frame they share: :meth:`~PoolSynthesizer.synthesize` wraps the teacher, holds the student in
+eval mode, opens the BatchNorm-statistics hooks and calls the method's :meth:`~PoolSynthesizer.invert`;
+the batch it returns -- the lowest-loss state of the round, found by :meth:`~PoolSynthesizer.descend`
+-- goes into a bounded :class:`~fedkd.datafree.buffers.RingBuffer` with the labels it was made for.
+The student learns from random pool batches, shifted (and flipped) like training images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -21,7 +24,24 @@ from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.losses import adversarial_kl, cross_entropy
 from fedkd.datafree.synthesizers.base import Synthesizer
+from fedkd.datafree.synthesizers.checks import check_non_negative, check_positive
+from fedkd.datafree.teacher import as_teacher
+from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
+
+#: One optimisation step's loss terms by name (weighted by ``weights``) and the tensors to keep
+#: should its loss be the round's lowest (the batch first).
+Step = tuple[dict[str, torch.Tensor], tuple[torch.Tensor, ...]]
+
+
+class Inversion(NamedTuple):
+    """What :meth:`PoolSynthesizer.invert` found: the lowest loss, its batch, the labels the batch
+    was made for, and the last step's loss terms."""
+
+    loss: float
+    x: torch.Tensor
+    labels: torch.Tensor
+    terms: dict[str, float]
 
 
 class PoolSynthesizer(Synthesizer):
@@ -29,72 +49,136 @@ class PoolSynthesizer(Synthesizer):
 
     Args:
         spec, device: dataset spec and device.
+        batch_size: samples inverted per round (the round's best batch joins the pool).
+        synthesis_steps: optimisation steps per round.
         pool_size: samples kept in the pool (oldest dropped first).
         crop_pad: shift of pool samples in pixels (default ``image_size // 8``).
         hflip: also mirror pool samples with probability 1/2.
         augment_pool: shift (and flip) pool samples when the student draws them.
     """
 
-    #: The method's name in the empty-pool error.
+    #: The method's name in the empty-pool and missing-BatchNorm errors.
     method = "pool"
-    #: Loss weights by term name, set by the subclass (:meth:`descend` reads bn, oh and adv).
+    #: Loss weights by term name, set by the subclass; :meth:`descend` sums the terms with them.
     weights: dict[str, float]
 
     def __init__(
         self,
         spec: DatasetSpec,
         device: torch.device | str,
+        batch_size: int,
+        synthesis_steps: int,
         pool_size: int,
         crop_pad: int | None,
         hflip: bool,
         augment_pool: bool,
     ) -> None:
+        check_positive(batch_size=batch_size, synthesis_steps=synthesis_steps, pool_size=pool_size)
+        if crop_pad is not None:
+            check_non_negative(crop_pad=crop_pad)
         super().__init__(spec, device)
+        self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
         self.crop_pad = spec.image_size // 8 if crop_pad is None else int(crop_pad)
         self.hflip, self.augment_pool = hflip, augment_pool
         self.pool = RingBuffer(pool_size, self.device)
         self.rounds = 0
 
-    def _view(self, x: torch.Tensor) -> torch.Tensor:
-        """A randomly shifted (and flipped) copy of ``x``, per sample."""
-        return random_crop_flip(x, self.crop_pad, self.hflip)
+    # ------------------------------------------------------------------ the method's part
+    def stat_hooks(self, teacher: nn.Module) -> BNStatHooks:
+        """The BatchNorm-statistics hooks the round's :meth:`invert` reads (plain ones by default)."""
+        return BNStatHooks(teacher)
+
+    @abstractmethod
+    def invert(self, teacher: nn.Module, student: nn.Module, hooks: BNStatHooks) -> Inversion:
+        """One round's inversion of ``teacher`` (student in eval mode, ``hooks`` open): draw the
+        round's target labels, optimise the batch, return its lowest-loss state."""
+
+    # ------------------------------------------------------------------ the shared frame
+    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
+        """One round: :meth:`invert` the teacher, add the best batch and its labels to the pool."""
+        teacher = as_teacher(teacher)  # called with the target labels: an ensemble may weight members by them
+        student_was_training = student.training
+        student.eval()
+        try:
+            with self.stat_hooks(teacher) as hooks:
+                if not hooks.layers and self.weights["bn"] > 0:
+                    raise ConfigError(
+                        f"{self.method}'s BN-statistics loss needs a teacher with BatchNorm layers; "
+                        "use one (e.g. model.batch_norm=true) or set synthesizer.bn=0"
+                    )
+                found = self.invert(teacher, student, hooks)
+        finally:
+            student.train(student_was_training)
+        self.pool.add(found.x, found.labels)  # the labels it was made for: an ensemble teacher weights by them
+        self.rounds += 1
+        return {"synthesis_loss": found.loss, **{f"loss_{k}": v for k, v in found.terms.items()}}
 
     def descend(
         self,
         steps: int,
+        objective: Callable[[], Step],
+        optimizers: Sequence[torch.optim.Optimizer] | Callable[[], Sequence[torch.optim.Optimizer]],
+        after_step: Callable[[], None] | None = None,
+        start: tuple[torch.Tensor, ...] | None = None,
+    ) -> tuple[float, tuple[torch.Tensor, ...] | None, dict[str, float]]:
+        """``steps`` steps on ``sum(weights[k] * term_k)`` of ``objective()``'s terms, keeping the
+        lowest loss and copies of the tensors that had it (the state before that step's update).
+
+        Only the parameters of ``optimizers`` learn -- never the student or the teacher; a callable
+        is asked for them after each ``objective()`` (which may create one: CMI's lazy head).
+        ``after_step`` runs after each update (a schedule, a projection); ``start`` is kept when no
+        step's loss is finite. Returns the lowest loss, the kept tensors and the last step's terms.
+        """
+        best_loss, best, last = float("inf"), start, {}
+        for it in range(steps):
+            with autocast(self.device):
+                terms, keep = objective()
+                loss = sum(self.weights[k] * v for k, v in terms.items())
+            value = loss.item()
+            if value < best_loss:
+                best_loss, best = value, tuple(t.detach().clone() for t in keep)
+            current = list(optimizers() if callable(optimizers) else optimizers)
+            for optimizer in current:
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=[p for opt in current for group in opt.param_groups for p in group["params"]])
+            for optimizer in current:
+                optimizer.step()
+            if after_step is not None:
+                after_step()
+            if it == steps - 1:
+                last = {k: v.item() for k, v in terms.items()}
+            self.samples_generated += len(keep[0])
+        return best_loss, best, last
+
+    def inversion_objective(
+        self,
         generate: Callable[[], torch.Tensor],
-        params: list[torch.Tensor],
-        optimizer: torch.optim.Optimizer,
         teacher: nn.Module,
         student: nn.Module,
         hooks: BNStatHooks,
         targets: torch.Tensor,
         adversarial: bool,
-    ) -> tuple[float, torch.Tensor, dict[str, float]]:
-        """``steps`` optimiser steps on ``bn * BN statistics + oh * CE(teacher, targets)`` (plus
-        ``adv *`` the adversarial KL when ``adversarial``), the teacher seeing a shifted view of
-        ``generate()``; only ``params`` learn. Returns the lowest loss, the batch it belongs to (the
-        state before that step's update) and the last step's terms."""
-        best_loss, best_x, last = float("inf"), None, {}
-        for it in range(steps):
-            with autocast(self.device):
-                x = generate()
-                view = self._view(x)
-                t_logits = teacher(view, targets)
-                terms = {"bn": hooks.loss(), "oh": cross_entropy(t_logits, targets)}
-                if adversarial:
-                    terms["adv"] = adversarial_kl(student(view), t_logits)
-                loss = sum(self.weights[k] * v for k, v in terms.items())
-            value = loss.item()
-            if value < best_loss:
-                best_loss, best_x = value, x.detach().clone()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=params)  # the synthesizer's parameters learn, not the student
-            optimizer.step()
-            if it == steps - 1:
-                last = {k: v.item() for k, v in terms.items()}
-            self.samples_generated += len(targets)
-        return best_loss, best_x, last
+    ) -> Callable[[], Step]:
+        """The DeepInversion/CMI objective on a generated batch, as fast meta-synthesis and NAYER
+        use it: terms ``bn`` (BN statistics), ``oh`` (CE of the teacher to ``targets``) and, when
+        ``adversarial``, ``adv`` (the adversarial KL), the teacher seeing a shifted view of
+        ``generate()``."""
+
+        def step() -> Step:
+            x = generate()
+            view = self._view(x)
+            t_logits = teacher(view, targets)
+            terms = {"bn": hooks.loss(), "oh": cross_entropy(t_logits, targets)}
+            if adversarial:
+                terms["adv"] = adversarial_kl(student(view), t_logits)
+            return terms, (x,)
+
+        return step
+
+    # ------------------------------------------------------------------ the pool
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        """A randomly shifted (and flipped) copy of ``x``, per sample."""
+        return random_crop_flip(x, self.crop_pad, self.hflip)
 
     def state_dict(self) -> dict[str, Any]:
         """The base state plus the pool and the round count."""

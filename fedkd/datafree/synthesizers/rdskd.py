@@ -50,6 +50,7 @@ from fedkd.datafree.losses import (
     mode_seeking_ratio,
 )
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
+from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
 
@@ -94,7 +95,7 @@ class RDSKDSynthesizer(Synthesizer):
         penalize_mode_seeking: bool = False,
     ) -> None:
         super().__init__(spec, device)
-        self._check_positive(lr=lr)
+        check_positive(lr=lr)
         _check_int(1, ref_interval=ref_interval)
         _check_int(0, generator_warmup=generator_warmup, generator_steps=generator_steps)
         if not isinstance(batch_size, int) or batch_size < 2 or batch_size % 2:
@@ -104,14 +105,11 @@ class RDSKDSynthesizer(Synthesizer):
             )
         if generator_warmup == 0 and generator_steps == 0:
             raise ConfigError(
-                "synthesizer.generator_warmup and synthesizer.generator_steps are both 0, so the generator never learns; "
+                "synthesizer.generator_warmup and synthesizer.generator_steps are both 0, "
+                "so the generator never learns; "
                 "set synthesizer.generator_warmup=<steps> (paper: 2400) or synthesizer.generator_steps=1"
             )
-        betas = tuple(betas)
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ConfigError(
-                f"synthesizer.betas must be two numbers in [0, 1) (got {list(betas)}); set synthesizer.betas=[0.9,0.999]"
-            )
+        betas = check_betas(betas)
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size = batch_size
         self.generator_warmup, self.generator_steps = generator_warmup, generator_steps
@@ -210,5 +208,6 @@ def _check_int(minimum: int, **values: int) -> None:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(
-                f"synthesizer.{key} must be an integer >= {minimum} (got {value}); set synthesizer.{key}=<integer >= {minimum}>"
+                f"synthesizer.{key} must be an integer >= {minimum} (got {value}); "
+                f"set synthesizer.{key}=<integer >= {minimum}>"
             )

@@ -57,6 +57,7 @@ from torch import nn
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import gaussian_kl, teacher_agreement, vae_reconstruction
 from fedkd.datafree.synthesizers.base import Synthesizer
+from fedkd.datafree.synthesizers.checks import check_positive
 from fedkd.datafree.synthesizers.wrapper import SynthesizerWrapper
 from fedkd.datafree.teacher import as_teacher
 from fedkd.datafree.vae import ConvDecoder, ConvVAE, memory_bytes
@@ -116,15 +117,20 @@ class PseudoReplaySynthesizer(SynthesizerWrapper):
         **base_overrides: Any,
     ) -> None:
         super().__init__(spec, device, base, base_overrides)
-        self._check_positive(refresh_every=refresh_every, vae_steps=vae_steps, vae_batch_size=vae_batch_size, vae_lr=vae_lr)
+        check_positive(refresh_every=refresh_every, vae_steps=vae_steps, vae_batch_size=vae_batch_size, vae_lr=vae_lr)
         for key, value in {"replay_share": replay_share, "vae_replay_share": vae_replay_share}.items():
             if not 0 <= value < 1:
-                raise ConfigError(f"synthesizer.{key} must be in [0, 1) (got {value}); set synthesizer.{key}=<fraction, e.g. 0.2>")
+                raise ConfigError(
+                    f"synthesizer.{key} must be in [0, 1) (got {value}); set synthesizer.{key}=<fraction, e.g. 0.2>"
+                )
         for key, value in {"teacher_weight": teacher_weight, "kl_weight": kl_weight}.items():
             if value < 0:
-                raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>")
+                raise ConfigError(
+                    f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>"
+                )
         self.replay_share, self.refresh_every = float(replay_share), int(refresh_every)
-        self.vae_steps, self.vae_batch_size, self.vae_replay_share = int(vae_steps), int(vae_batch_size), float(vae_replay_share)
+        self.vae_steps, self.vae_batch_size = int(vae_steps), int(vae_batch_size)
+        self.vae_replay_share = float(vae_replay_share)
         self.weights = {"teacher": float(teacher_weight), "kl": float(kl_weight)}
         try:
             self.vae = ConvVAE(spec, **dict(vae or {})).to(self.device)
@@ -225,7 +231,9 @@ class PseudoReplaySynthesizer(SynthesizerWrapper):
             "base": self.base.state_dict(),
             "vae": {k: v.detach().cpu() for k, v in self.vae.state_dict().items()},
             "vae_optimizer": self.optimizer.state_dict(),
-            "memory": None if self.memory is None else {k: v.detach().cpu() for k, v in self.memory.state_dict().items()},
+            "memory": None if self.memory is None else {
+                k: v.detach().cpu() for k, v in self.memory.state_dict().items()
+            },
             "calls": int(self.calls),
             "replayed": int(self.replayed),
         }

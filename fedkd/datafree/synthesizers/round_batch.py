@@ -22,7 +22,7 @@ import torch
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
-from fedkd.errors import ConfigError
+from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.utils.device import autocast
 
 
@@ -50,15 +50,12 @@ class RoundBatchSynthesizer(Synthesizer):
         reuse_batch: bool,
     ) -> None:
         super().__init__(spec, device)
-        self._check_positive(
-            batch_size=batch_size, lr=lr, generator_steps=generator_steps
-        )
-        if len(tuple(betas)) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ConfigError(f"synthesizer.betas must be two numbers in [0, 1) (got {betas}); set e.g. synthesizer.betas=[0.9,0.999]")
+        check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps)
+        betas = check_betas(betas)
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size, self.generator_steps, self.reuse_batch = batch_size, generator_steps, bool(reuse_batch)
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=tuple(betas))
+        self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=betas)
         # The round's shared student batch and the noise it comes from; both are reset by every
         # synthesize() call, so they are not carried between calls (nor checkpointed).
         self._z: torch.Tensor | None = None

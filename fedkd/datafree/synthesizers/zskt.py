@@ -35,6 +35,7 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import adversarial_kl
 from fedkd.datafree.student_terms import StudentTerm
 from fedkd.datafree.student_terms.attention import AttentionTransfer
+from fedkd.datafree.synthesizers.checks import check_positive
 from fedkd.datafree.synthesizers.round_batch import RoundBatchSynthesizer
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
@@ -80,18 +81,23 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
         super().__init__(
             spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch
         )
-        self._check_positive(kl_temperature=kl_temperature)
+        check_positive(kl_temperature=kl_temperature)
         self.kl_temperature = float(kl_temperature)
         if clip_grad_norm is not None and not clip_grad_norm >= 0:
             raise ConfigError(
-                f"synthesizer.clip_grad_norm must be >= 0 or null (got {clip_grad_norm}); set synthesizer.clip_grad_norm=5 (paper) or null"
+                f"synthesizer.clip_grad_norm must be >= 0 or null (got {clip_grad_norm}); "
+                "set synthesizer.clip_grad_norm=5 (paper) or null"
             )
         if at_weight is None or not at_weight >= 0:
-            raise ConfigError(f"synthesizer.at_weight must be >= 0 (got {at_weight}); set synthesizer.at_weight=250 (paper) or 0")
+            raise ConfigError(
+                f"synthesizer.at_weight must be >= 0 (got {at_weight}); set synthesizer.at_weight=250 (paper) or 0"
+            )
         self.clip_grad_norm = clip_grad_norm or None
-        self.attention = (
-            AttentionTransfer(at_weight, at_student_layers, at_teacher_layers, key_prefix="synthesizer.at_") if at_weight > 0 else None
-        )
+        self.attention = None
+        if at_weight > 0:
+            self.attention = AttentionTransfer(
+                at_weight, at_student_layers, at_teacher_layers, key_prefix="synthesizer.at_"
+            )
 
     def student_terms(self) -> list[StudentTerm]:
         """Attention transfer (unless ``at_weight`` is 0), added to every student step."""
