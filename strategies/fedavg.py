@@ -32,6 +32,7 @@ from fedkd.federated import records as R
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.robust import all_finite, check_options, clip_update_norms, combine
 from fedkd.federated.server_run import ServerRun
+from fedkd.strategies.messages import build_messages, split_replies
 from fedkd.strategies.partition_directory import PartitionDirectory
 from fedkd.strategies.round_loop import EvaluateFn, run_rounds
 from fedkd.strategies.round_stats import RoundStats, client_stats, metrics_row
@@ -104,7 +105,7 @@ class FedAvg(FlowerFedAvg):
         self.evaluate_fn = evaluate_fn
         self.recorder = recorder
         self.node_timeout = node_timeout
-        self.partitions = PartitionDirectory(num_clients, node_timeout, self._construct_messages)
+        self.partitions = PartitionDirectory(num_clients, node_timeout, build_messages)
         self.client_label_counts: dict[int, np.ndarray] = {}  # partition id -> label histogram
         self.min_replies = int(min_replies)
         self.aggregation = aggregation
@@ -143,7 +144,8 @@ class FedAvg(FlowerFedAvg):
         """What the strategy keeps across rounds, as tensors and plain values (``torch.load(weights_only=True)``
         reads it back). FedAvg: the clients' label histograms. Subclasses with more state (a
         generator, its optimiser, per-client models) extend the dict: ``{**super().state_dict(), ...}``."""
-        return {"client_label_counts": {str(pid): torch.as_tensor(counts) for pid, counts in self.client_label_counts.items()}}
+        counts = self.client_label_counts
+        return {"client_label_counts": {str(pid): torch.as_tensor(c) for pid, c in counts.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (on resume, before the first resumed round)."""
@@ -189,21 +191,28 @@ class FedAvg(FlowerFedAvg):
         if stream == TRAIN_STREAM:
             self._round.sampled = chosen
         self._round.bytes_sent += R.payload_bytes(record) * len(chosen)
-        return list(self._construct_messages(record, [online[p] for p in chosen], message_type))
+        return build_messages(record, [online[p] for p in chosen], message_type)
 
     # ------------------------------------------------------------------ training
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Start the round's clock; send the global model to the clients sampled for this round."""
         self._round = RoundStats(global_arrays=arrays)
         return self._messages(
-            server_round, arrays, config, grid, self.fraction_train, self.min_train_nodes, TRAIN_STREAM, MessageType.TRAIN
+            server_round, arrays, config, grid, self.fraction_train, self.min_train_nodes,
+            TRAIN_STREAM, MessageType.TRAIN,
         )
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Check the replies, sort them by partition id, record their stats, then :meth:`aggregate`."""
         replies = list(replies)
-        valid, failed = self._check_and_log_replies(replies, is_train=True, validate=False)
-        screened = screen_replies(server_round, valid, failed, len(self._round.sampled), self.reference_arrays, self.weighted_by_key)
+        valid, failed = split_replies(replies, "train")
+        screened = screen_replies(
+            server_round, valid, failed, len(self._round.sampled), self.reference_arrays, self.weighted_by_key
+        )
         usable, counts = screened.usable, screened.counts
         self._round.replies = counts
         if len(usable) < self.min_replies:
@@ -225,7 +234,9 @@ class FedAvg(FlowerFedAvg):
         arrays, metrics = self.aggregate(server_round, updates)
         self._round.aggregate_seconds = time.perf_counter() - start
         if arrays is not None and not all_finite(arrays):  # e.g. overflow from huge (but finite) updates
-            log.warning("round %d skipped: the aggregate holds NaN or Inf; the global model stays as it was", server_round)
+            log.warning(
+                "round %d skipped: the aggregate holds NaN or Inf; the global model stays as it was", server_round
+            )
             self._round.skipped = True
             return None, metrics
         return arrays, metrics
@@ -275,7 +286,9 @@ class FedAvg(FlowerFedAvg):
         return self.average(updates), self.train_metrics_aggr_fn(contents, self.weighted_by_key)
 
     # ------------------------------------------------------------------ federated evaluation (optional)
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """Client-side evaluation on clients sampled by partition id (off with ``fraction_evaluate=0``)."""
         return self._messages(
             server_round, arrays, config, grid, self.fraction_evaluate, self.min_evaluate_nodes,

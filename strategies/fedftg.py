@@ -175,12 +175,10 @@ class FedFTG(FedAvg):
         self.student_terms = check_student_terms(student_terms, "strategy.student_terms")
         self.synthesizer: Synthesizer | None = None
         self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
-        self.run: ServerRun | None = None
 
     def bind(self, run: ServerRun) -> None:
         """Build the persistent synthesizer for the run's data spec and device."""
         super().bind(run)
-        self.run = run
         self.synthesizer = self.make_synthesizer(spec=run.spec, device=run.device)
         if not self.synthesizer.keeps_learning():
             raise ConfigError(
@@ -337,6 +335,6 @@ class FedFTG(FedAvg):
         )
 
     def _require_run(self) -> ServerRun:
-        if self.run is None or self.synthesizer is None:
+        if self.server_run is None or self.synthesizer is None:
             raise RuntimeError("FedFTG.bind(run) must be called before the first round (run_server does this)")
-        return self.run
+        return self.server_run

@@ -109,12 +109,10 @@ class FedGen(FedAvg):
         self.optimizer: torch.optim.Optimizer | None = None
         self.label_prior: np.ndarray | None = None  # label counts the generator was last trained for
         self.rounds_trained = 0
-        self.run: ServerRun | None = None
 
     def bind(self, run: ServerRun) -> None:
         """Build the generator for the clients' head (its input size) on the run's device."""
         super().bind(run)
-        self.run = run
         (model_cfg,) = run.model_configs.values()  # FedAvg's ServerApp check: one architecture
         # The head's input size, by inspection, so your own model (model._target_) works too.
         feature_dim = linear_head(build_from_config(model_cfg, run.spec), "FedGen").in_features
@@ -129,11 +127,17 @@ class FedGen(FedAvg):
         decay = self.regularizer_decay ** max(server_round - 2, 0)
         return self.regularizer_weight * decay, self.kl_weight * decay
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """FedAvg's train instructions plus, once the generator has been trained, the generator and
         the ``generator-*`` config its regulariser needs."""
         generator = self._require_generator()
-        for key in (R.GENERATOR_WEIGHT, R.GENERATOR_KL_WEIGHT, R.GENERATOR_LABEL_PRIOR, R.GENERATOR_MODEL, R.GENERATOR_BATCH_SIZE):
+        generator_keys = (
+            R.GENERATOR_WEIGHT, R.GENERATOR_KL_WEIGHT, R.GENERATOR_LABEL_PRIOR,
+            R.GENERATOR_MODEL, R.GENERATOR_BATCH_SIZE,
+        )
+        for key in generator_keys:
             config.pop(key, None)
         if self.rounds_trained > 0:
             weight, kl_weight = self.regularizer_weights(server_round)
@@ -174,7 +178,9 @@ class FedGen(FedAvg):
             weight = [torch.from_numpy(u.arrays["head.weight"].numpy()) for u in updates]
             bias = [torch.from_numpy(u.arrays["head.bias"].numpy()) for u in updates]
         except KeyError:
-            raise ConfigError("FedGen needs clients whose model ends in the linear layer 'head' (a registry classifier)") from None
+            raise ConfigError(
+                "FedGen needs clients whose model ends in the linear layer 'head' (a registry classifier)"
+            ) from None
         return torch.stack(weight).float().to(run.device), torch.stack(bias).float().to(run.device)
 
     def class_weights(self, label_counts: np.ndarray) -> torch.Tensor:
@@ -199,7 +205,8 @@ class FedGen(FedAvg):
             labels = torch.multinomial(prior, self.generator_batch_size, replacement=True)
             noise = generator.sample_noise(len(labels))
             features = generator(labels, noise=noise)
-            logits = torch.einsum("nd,kcd->knc", features, head_weight) + head_bias.unsqueeze(1)  # (clients, batch, classes)
+            # (clients, batch, classes)
+            logits = torch.einsum("nd,kcd->knc", features, head_weight) + head_bias.unsqueeze(1)
             ce = weighted_member_cross_entropy(logits, labels, weights)
             div = diversity_loss(noise, features)
             loss = ce + self.diversity * div
@@ -238,9 +245,9 @@ class FedGen(FedAvg):
         self.rounds_trained = int(state.get("rounds_trained", 0))
 
     def _require_run(self) -> ServerRun:
-        if self.run is None:
+        if self.server_run is None:
             raise RuntimeError("FedGen.bind(run) must be called before the first round (run_server does this)")
-        return self.run
+        return self.server_run
 
     def _require_generator(self) -> nn.Module:
         self._require_run()

@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 from fedkd.errors import FedkdError
 from fedkd.federated import records as R
 
-#: ``construct(record, node_ids, message_type) -> messages`` (Flower's ``Strategy._construct_messages``).
+#: ``construct(record, node_ids, message_type) -> messages`` (:func:`fedkd.strategies.messages.build_messages`).
 MessageBuilder = Callable[[RecordDict, list[int], str], Iterable[Message]]
 
 
@@ -22,7 +22,7 @@ class PartitionDirectory:
     Args:
         num_clients: partitions ``0..num_clients-1``; every node must report this count.
         node_timeout: seconds to wait for enough clients (and for the query replies).
-        construct: builds the query messages (the strategy's ``_construct_messages``).
+        construct: builds the query messages (:func:`fedkd.strategies.messages.build_messages`).
     """
 
     def __init__(self, num_clients: int, node_timeout: float, construct: MessageBuilder) -> None:
@@ -65,7 +65,8 @@ class PartitionDirectory:
 
     def _query(self, grid: Grid, nodes: Sequence[int]) -> None:
         query = RecordDict({R.CONFIG: ConfigRecord({"query": "partition"})})
-        replies = grid.send_and_receive(self.construct(query, list(nodes), MessageType.QUERY), timeout=self.node_timeout)
+        messages = self.construct(query, list(nodes), MessageType.QUERY)
+        replies = grid.send_and_receive(messages, timeout=self.node_timeout)
         for reply in replies:
             if reply.has_error():
                 raise FedkdError(

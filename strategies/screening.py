@@ -39,7 +39,8 @@ def screen_replies(
     """Drop the replies a round cannot use and count why.
 
     Args:
-        valid, failed: Flower's split of the replies (``_check_and_log_replies``).
+        valid, failed: the replies with content and those with an error
+            (:func:`fedkd.strategies.messages.split_replies`).
         sampled: how many clients were asked (the rest are late).
         reference: the global weights a reply must match (keys, shapes, dtypes).
 

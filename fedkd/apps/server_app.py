@@ -54,22 +54,22 @@ class CentralEvaluator:
     """
 
     def __init__(self, run: ServerRun, batch_size: int) -> None:
-        self.run = run
+        self.server_run = run
         self.models = {key: build_from_config(c, run.spec).to(run.device) for key, c in run.model_configs.items()}
         self.batch_size = batch_size
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         results = {}
         for key, model in self.models.items():
-            own = R.unpack_group(arrays, key) if self.run.mixed else arrays
+            own = R.unpack_group(arrays, key) if self.server_run.mixed else arrays
             model.load_state_dict(R.state_dict(own))
-            results[key] = evaluate(model, self.run.test, self.run.device, self.batch_size)
-        name = self.run.eval_name
+            results[key] = evaluate(model, self.server_run.test, self.server_run.device, self.batch_size)
+        name = self.server_run.eval_name
         out = MetricRecord({
             f"{name}_accuracy": sum(r["accuracy"] for r in results.values()) / len(results),
             f"{name}_loss": sum(r["loss"] for r in results.values()) / len(results),
         })
-        if self.run.mixed:
+        if self.server_run.mixed:
             for key, r in results.items():
                 out[f"{key}/{name}_accuracy"] = r["accuracy"]
         return out
@@ -78,7 +78,11 @@ class CentralEvaluator:
 def train_config(cfg: DictConfig) -> ConfigRecord:
     """What every train instruction tells clients (strategies may change it per round)."""
     return ConfigRecord(
-        {R.LOCAL_EPOCHS: int(cfg.local_epochs), R.BATCH_SIZE: int(cfg.local_batch_size), R.LEARNING_RATE: float(cfg.optim.lr)}
+        {
+            R.LOCAL_EPOCHS: int(cfg.local_epochs),
+            R.BATCH_SIZE: int(cfg.local_batch_size),
+            R.LEARNING_RATE: float(cfg.optim.lr),
+        }
     )
 
 
@@ -112,7 +116,8 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
     ctx = RunContext.create(cfg, out_dir)
     with ctx.logger:
         data = load_data(cfg)
-        write_partition_plot(partition_label_counts(cfg), cfg, ctx.out_dir)  # partition.png: label counts per client, before round 1
+        # partition.png: label counts per client, before round 1
+        write_partition_plot(partition_label_counts(cfg), cfg, ctx.out_dir)
         # Initial models are built first, with the RNG seeded by RunContext: same start every run.
         eval_name, eval_split = evaluation_split(cfg)
         server_run = ServerRun.create(
@@ -172,7 +177,10 @@ def save_global_models(run: ServerRun, arrays: ArrayRecord, out_dir: Path, **met
 def summary_line(summary: Mapping[str, Any]) -> str:
     name = "holdout" if "final_holdout_accuracy" in summary else "test"
     if summary.get(f"final_{name}_accuracy") is None:
-        return f"{summary.get('rounds_completed', 0)} rounds completed, no central evaluation; checkpoint {summary.get('checkpoint')}"
+        return (
+            f"{summary.get('rounds_completed', 0)} rounds completed, no central evaluation; "
+            f"checkpoint {summary.get('checkpoint')}"
+        )
     return (
         f"final {name} accuracy {summary[f'final_{name}_accuracy']:.4f} after {summary['rounds_completed']} rounds; "
         f"best {summary[f'best_{name}_accuracy']:.4f} at round {summary['best_round']}; "

@@ -8,18 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import FEDFTG_BUDGET, SMALL_SIM, bound_strategy, client_updates, run_cli
 from flwr.app import ConfigRecord, Message, RecordDict
 
+from fedkd.apps.simulation import simulate
 from fedkd.clients.handlers import _start_model
 from fedkd.data import load_dataset
 from fedkd.datafree import StudentRecipe, class_weights_from_counts
 from fedkd.federated import records as R
 from fedkd.federated.config import compose_sim_config
 from fedkd.federated.data import partition_label_counts
-from fedkd.apps.simulation import simulate
 from fedkd.models.checkpoint import model_from_checkpoint
 from fedkd.utils.run_logger import read_metrics
-from conftest import FEDFTG_BUDGET, SMALL_SIM, bound_strategy, client_updates, run_cli
 
 CHANCE = 0.1
 SMALL, BUDGET = SMALL_SIM, FEDFTG_BUDGET
@@ -31,9 +31,10 @@ def test_fedftg_run_learns_and_logs_server_metrics(compare_dir):
     assert [r["step"] for r in rows] == [1, 2]
     last = rows[-1]
     assert last["test_accuracy"] > 3 * CHANCE
-    for key in ("teacher_mean_accuracy", "teacher_logit_weighted_accuracy", "teacher_label_weighted_accuracy_true_label",
-                "teacher_intended_label_agreement", "student_accuracy_before", "student_accuracy_after",
-                "distillation_gain", "server_seconds", "generator_loss", "student_loss", "loss_ce"):
+    for key in ("teacher_mean_accuracy", "teacher_logit_weighted_accuracy",
+                "teacher_label_weighted_accuracy_true_label", "teacher_intended_label_agreement",
+                "student_accuracy_before", "student_accuracy_after", "distillation_gain", "server_seconds",
+                "generator_loss", "student_loss", "loss_ce"):
         assert key in last and np.isfinite(last[key]), key
     # The server's seconds, split by job, add up to its total, which the round's aggregation time holds.
     for row in rows:
@@ -41,7 +42,8 @@ def test_fedftg_run_learns_and_logs_server_metrics(compare_dir):
         assert {"server_seconds_ensemble", "server_seconds_diagnostics", "server_seconds_synthesis"} <= set(parts)
         assert sum(parts.values()) == pytest.approx(row["server_seconds"], abs=1e-6)
         assert row["server_seconds"] <= row["aggregate_seconds"] + 1e-6
-    assert rows[-1]["server_seconds_distillation"] > 0 and rows[0].get("server_seconds_distillation", 0) == 0  # round 1: warm-up
+    # round 1: warm-up
+    assert rows[-1]["server_seconds_distillation"] > 0 and rows[0].get("server_seconds_distillation", 0) == 0
     # The global model is the distilled student: its accuracy is what the server evaluated.
     assert last["test_accuracy"] == pytest.approx(last["student_accuracy_after"], abs=1e-6)
     model, meta = model_from_checkpoint(run / "model.pt", load_dataset("digits").spec)
@@ -104,8 +106,8 @@ def test_batched_ensemble_gives_the_same_logits_as_the_loop(cfg, trained, tmp_pa
 
 def test_generator_persists_and_learns_across_rounds(cfg, trained, tmp_path):
     strategy, run = _strategy(cfg, tmp_path)
-    # The student's recipe is the strategy's (conf/synthesizer/fedftg.yaml: 2 steps), not the synthesizer's.
-    assert strategy.recipe == StudentRecipe(steps=2, loss="kl", temperature=1.0)
+    # The student's recipe is the synthesizer's student node (conf/synthesizer/fedftg.yaml: 2 steps).
+    assert strategy.synthesizer.recipe == StudentRecipe(steps=2, loss="kl", temperature=1.0)
     assert not hasattr(strategy.synthesizer, "student_steps")
     generator = strategy.synthesizer.generator
     snapshots = [{k: v.clone() for k, v in generator.state_dict().items()}]
@@ -144,7 +146,10 @@ def test_mixed_architectures_each_client_gets_its_own_architecture(tmp_path):
         assert meta["model_config"]["name"] in key
     # What the server broadcasts: every client takes back a model of its own architecture.
     final = R.pack_groups(
-        {name[len("model-"):-len(".pt")]: R.to_arrays(model_from_checkpoint(tmp_path / name, spec)[0]) for name in groups}
+        {
+            name[len("model-"):-len(".pt")]: R.to_arrays(model_from_checkpoint(tmp_path / name, spec)[0])
+            for name in groups
+        }
     )
     for pid in range(cfg.num_clients):
         msg = Message(RecordDict({R.ARRAYS: final, R.CONFIG: ConfigRecord()}), dst_node_id=1, message_type="train")
@@ -168,16 +173,18 @@ def test_fedavg_refuses_mixed_architectures_with_one_line_error(tmp_path):
         f"hydra.run.dir={tmp_path}",
     )
     assert done.returncode == 2
-    errors = [l for l in done.stderr.splitlines() if l.startswith("fedkd: error:")]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("fedkd: error:")]
     assert len(errors) == 1 and "mixed architectures" in errors[0], done.stderr[-1500:]
 
 
 # ----------------------------------------------------------------------------- the options that decide whether it pays
 # A pool synthesizer (its samples carry their target labels, so the label-weighted teacher applies) and
 # the student's gradient clipping ride along as options too.
-POOL = "synthesizer@strategy.synthesizer=fast_meta,strategy.synthesizer.batch_size=32,strategy.synthesizer.student.grad_clip=2.0"
+POOL = ("synthesizer@strategy.synthesizer=fast_meta,strategy.synthesizer.batch_size=32,"
+        "strategy.synthesizer.student.grad_clip=2.0")
 COBOOST = "synthesizer@strategy.synthesizer=coboost,strategy.synthesizer.batch_size=32"
-NAYER = "synthesizer@strategy.synthesizer=nayer,strategy.synthesizer.batch_size=30,strategy.synthesizer.synthesis_steps=2"
+NAYER = ("synthesizer@strategy.synthesizer=nayer,strategy.synthesizer.batch_size=30,"
+         "strategy.synthesizer.synthesis_steps=2")
 
 
 @pytest.mark.parametrize("option", ["strategy.global_teacher_weight=0.5", "strategy.ensemble_weighting=confidence",
@@ -251,6 +258,7 @@ def test_bad_fedftg_options_end_in_one_line(bad, match, tmp_path):
     cfg = compose_sim_config(SMALL + BUDGET + ["strategy=fedftg", bad])
     with pytest.raises(Exception) as raised:  # noqa: PT011 -- Hydra's instantiate wraps it; the CLI unwraps it
         strategy, _ = bound_strategy(cfg, tmp_path)
-        strategy.ensemble(client_updates(cfg, strategy.run)[:2])  # the weighting is checked when the teacher is built
+        # the weighting is checked when the teacher is built
+        strategy.ensemble(client_updates(cfg, strategy.server_run)[:2])
     error = _user_error(raised.value)
     assert error is not None and match in str(error) and "\n" not in str(error)
