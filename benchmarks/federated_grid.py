@@ -6,6 +6,10 @@ Fashion-MNIST from Debian's package folder (a 12,000-image training subset, the 
 - partitions: Dirichlet 0.1, Dirichlet 0.5, shards with 2 classes per client;
 - clients: 10 all taking part, and 50 with 20 % sampled per round (by partition id, seeded);
 - rows: FedAvg, FedProx, FedGen, FedFTG (its settings in ``ROWS``), 3 seeds each;
+- FedDF rows (``feddf``, ``feddf_memory``): not data-free, they distil on real unlabeled images.
+  Their ``proxy_size=2000`` keeps 2,000 training images from every client for the server, so their
+  clients share 10,000 images where every other row's share all 12,000: FedDF pays for its proxy
+  with client data (the other rows' partitions stay as they were, and their results valid);
 - one-shot (DENSE-style) as its own row set: one round, 10 local epochs, on the 10-client settings.
 
 Each setting x row x seed is one run folder of ``fedkd-compare``'s machinery
@@ -62,6 +66,10 @@ ONE_SHOT = ["experiment=one_shot", "local_epochs=10", "rounds=1"]
 FEDFTG_BUDGET = ["strategy=fedftg", "strategy.iterations_per_round=5", "strategy.synthesizer.batch_size=64",
                  "strategy.student_batch_size=64", "strategy.diagnostics_every=2", "strategy.diagnostics_samples=1000"]
 FEDFTG = [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=1"]  # the paper's teacher: the round's clients only
+# FedDF distils on real images: 2,000 of the 12,000 training images form the server's unlabeled proxy,
+# which no client holds (so its clients share 10,000), at FedFTG's server budget: 10 student steps of 64.
+FEDDF = ["strategy=feddf", "proxy_size=2000", "strategy.iterations_per_round=10", "strategy.student_batch_size=64",
+         "strategy.diagnostics_every=2", "strategy.diagnostics_samples=1000"]
 ROWS: dict[str, list[str]] = {
     "fedavg": ["strategy=fedavg"],
     "fedprox": ["strategy=fedprox"],
@@ -73,6 +81,15 @@ ROWS: dict[str, list[str]] = {
     # The teacher keeps every client's latest model for 10 rounds (holdout: 78.20 % against
     # 66.43 % with the round's ten clients, FedAvg 62.90 %); with full participation it changes nothing
     "fedftg_memory": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10"],
+    # FedDF (Lin et al., NeurIPS 2020): the average distilled from the mean of the clients' logits on the
+    # proxy; the paper's teacher (the round's clients), and with fedftg_memory's 10-round client memory
+    "feddf": [*FEDDF, "strategy.teacher_memory_rounds=1"],
+    "feddf_memory": [*FEDDF, "strategy.teacher_memory_rounds=10"],
+    # MIFA (Gu et al., NeurIPS 2021): the mean of every client's latest update, absent clients' stale ones
+    # included, with fedftg_memory's 10-round window (the paper keeps them for good: memory_rounds=null)
+    "mifa": ["strategy=mifa", "strategy.memory_rounds=10"],
+    # the same memory in FedAvg's plain form: the example-weighted mean of the remembered models
+    "fedavg_memory": ["strategy=fedavg_memory", "strategy.memory_rounds=10"],
 }
 ONE_SHOT_ROWS: dict[str, list[str]] = {
     "fedavg": ["strategy=fedavg"],
@@ -124,7 +141,8 @@ MEANS = ("aggregate_seconds", "train_phase_seconds", "client_train_seconds_criti
          "server_seconds", "server_seconds_average", "server_seconds_ensemble", "server_seconds_diagnostics",
          "server_seconds_synthesis", "server_seconds_distillation", "server_seconds_images", "server_seconds_other",
          "teacher_mean_accuracy", "teacher_logit_weighted_accuracy", "teacher_label_weighted_accuracy_true_label",
-         "teacher_confidence_weighted_accuracy_true_label", "teacher_intended_label_agreement", "teacher_boosted_accuracy",
+         "teacher_confidence_weighted_accuracy_true_label", "teacher_intended_label_agreement",
+         "teacher_boosted_accuracy",
          "member_weight_min", "member_weight_max", "teacher_members",
          "student_accuracy_before", "student_accuracy_after", "distillation_gain", "average_teacher_agreement",
          "student_teacher_agreement")
@@ -133,7 +151,8 @@ MEANS = ("aggregate_seconds", "train_phase_seconds", "client_train_seconds_criti
 def cells(mode: str) -> dict[str, tuple[list[str], dict[str, list[str]]]]:
     """``{setting name: (overrides, rows)}`` of the grid, its one-shot row set, or the tuning runs."""
     if mode == "one_shot":
-        return {f"one_shot_{name}": ([*o, *ONE_SHOT], ONE_SHOT_ROWS) for name, o in SETTINGS.items() if name.endswith("_c10")}
+        return {f"one_shot_{name}": ([*o, *ONE_SHOT], ONE_SHOT_ROWS)
+                for name, o in SETTINGS.items() if name.endswith("_c10")}
     if mode == "tune":
         return {name: (o, TUNE_ROWS) for name, o in TUNE_SETTING.items()}
     if mode == "tune_one_shot":
@@ -173,7 +192,8 @@ def collect(run_dir: Path, setting: str, row: str, seed: int, overrides: list[st
         means["server_seconds_without_diagnostics"] = statistics.fmean(server)
     gains = [r["distillation_gain"] for r in rows if "distillation_gain" in r and r.get("student_loss") is not None]
     return {
-        "setting": setting, "row": row, "seed": seed, "overrides": overrides, "evaluated_on": key.removesuffix("_accuracy"),
+        "setting": setting, "row": row, "seed": seed, "overrides": overrides,
+        "evaluated_on": key.removesuffix("_accuracy"),
         "curve": [r[key] for r in rows if key in r], "final_accuracy": rows[-1][key], "means": means,
         "distillation_helped_share": (sum(g > 0 for g in gains) / len(gains)) if gains else None,
         "distilled_rounds": len(gains), "total_seconds": summary.get("total_seconds"),
@@ -191,16 +211,16 @@ def run_grid(args: argparse.Namespace) -> None:
                 target = result_path(args.results, setting, row, seed)
                 run_dir = args.out / setting / "runs" / row / f"seed{seed}"
                 if args.recollect and target.exists() and (run_dir / "summary.json").exists():
-                    target.write_text(json.dumps(collect(run_dir, setting, row, seed, [*COMMON, *overrides, *row_overrides]),
-                                                 indent=1) + "\n")
+                    collected = collect(run_dir, setting, row, seed, [*COMMON, *overrides, *row_overrides])
+                    target.write_text(json.dumps(collected, indent=1) + "\n")
                     continue
                 if target.exists():
                     continue
                 if args.recollect:
                     continue
                 started = time.perf_counter()
-                proc = subprocess.run([sys.executable, __file__, "--one", setting, row, str(seed), "--out", str(args.out)],
-                                      cwd=REPO, check=False)
+                one = [sys.executable, __file__, "--one", setting, row, str(seed), "--out", str(args.out)]
+                proc = subprocess.run(one, cwd=REPO, check=False)
                 if proc.returncode != 0 or not (run_dir / "summary.json").exists():
                     print(f"FAILED {setting} {row} seed {seed} (exit {proc.returncode})", flush=True)
                     continue

@@ -1,4 +1,4 @@
-"""The server's memory of recent client models: a teacher that outlives one round's sample.
+"""The server's memory of each client's latest reply: what outlives one round's sample.
 
 With partial participation (50 clients, 20 % a round) FedFTG's teacher holds only the round's
 sampled clients: ten small experts, together a weaker classifier than the global model, and a
@@ -6,10 +6,15 @@ different ten every round. :class:`ClientMemory` keeps each client's latest repl
 and label histogram) for ``rounds`` rounds, so the teacher is the ensemble of every client heard
 from recently -- an older reply is replaced when that client trains again. With full participation
 it holds exactly the round's replies, whatever ``rounds`` is.
+
+MIFA (:mod:`fedkd.strategies.mifa`) keeps the same memory of another payload: each client's
+latest update (its weights minus the global model it trained from), and keeps it for good
+(``rounds=None``), as the paper does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,30 +29,37 @@ from fedkd.strategies.updates import ClientUpdate
 
 @dataclass
 class RememberedUpdate:
-    """What the teacher needs of a reply (the names :class:`ClientUpdate` uses), and when it came."""
+    """What the server keeps of a reply (the names :class:`ClientUpdate` uses), and when it came."""
 
     partition_id: int
-    arrays: ArrayRecord
+    arrays: ArrayRecord  # the client's weights, or what the strategy keeps instead (MIFA: its update)
     label_counts: np.ndarray
     server_round: int
 
 
 class ClientMemory:
-    """Each client's latest reply from the last ``rounds`` rounds (1: only the current round's)."""
+    """Each client's latest reply from the last ``rounds`` rounds (1: only the current round's;
+    ``None``: every client ever heard from). ``option`` names the setting in error messages."""
 
-    def __init__(self, rounds: int = 1) -> None:
-        if rounds < 1:
-            raise ConfigError(f"strategy.teacher_memory_rounds must be >= 1 (got {rounds}); 1 keeps only the round's clients")
+    def __init__(self, rounds: int | None = 1, option: str = "strategy.teacher_memory_rounds") -> None:
+        if rounds is not None and rounds < 1:
+            raise ConfigError(f"{option} must be >= 1 or null (got {rounds}); 1 keeps the round's clients, null all")
         self.rounds = rounds
         self.entries: dict[int, RememberedUpdate] = {}
 
-    def remember(self, server_round: int, updates: list[ClientUpdate]) -> list[RememberedUpdate]:
+    def remember(
+        self, server_round: int, updates: list[ClientUpdate], arrays: Sequence[ArrayRecord] | None = None
+    ) -> list[RememberedUpdate]:
         """Store the round's replies, forget those older than the window; the remembered replies,
-        the round's first (in reply order), then older ones by partition id."""
-        for u in updates:
-            self.entries[u.partition_id] = RememberedUpdate(u.partition_id, u.arrays, u.label_counts, server_round)
-        oldest = server_round - self.rounds + 1
-        self.entries = {pid: e for pid, e in self.entries.items() if e.server_round >= oldest}
+        the round's first (in reply order), then older ones by partition id.
+
+        ``arrays``: what to keep of each reply, in the replies' order (default: their weights)."""
+        kept = [u.arrays for u in updates] if arrays is None else list(arrays)
+        for u, a in zip(updates, kept, strict=True):
+            self.entries[u.partition_id] = RememberedUpdate(u.partition_id, a, u.label_counts, server_round)
+        if self.rounds is not None:
+            oldest = server_round - self.rounds + 1
+            self.entries = {pid: e for pid, e in self.entries.items() if e.server_round >= oldest}
         current = [self.entries[u.partition_id] for u in updates]
         fresh = {u.partition_id for u in updates}
         return current + [self.entries[pid] for pid in sorted(self.entries) if pid not in fresh]

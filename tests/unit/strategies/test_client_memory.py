@@ -61,11 +61,30 @@ def test_state_round_trip_restores_the_same_members():
     restored.load_state_dict(torch.load(buffer, weights_only=True))
     a = memory.remember(3, [reply(7, 3.0)])
     b = restored.remember(3, [reply(7, 3.0)])
-    assert [(m.partition_id, m.server_round, weight(m)) for m in a] == [(m.partition_id, m.server_round, weight(m)) for m in b]
+    seen = [[(m.partition_id, m.server_round, weight(m)) for m in members] for members in (a, b)]
+    assert seen[0] == seen[1]
     assert [m.label_counts.tolist() for m in a] == [m.label_counts.tolist() for m in b]
 
 
 def test_a_window_below_one_round_is_a_one_line_error():
     with pytest.raises(ConfigError, match="teacher_memory_rounds") as raised:
         ClientMemory(0)
+    assert "\n" not in str(raised.value)
+
+
+def test_an_unbounded_memory_keeps_every_client_and_can_keep_another_payload():
+    memory = ClientMemory(None, option="strategy.memory_rounds")
+    memory.remember(1, [reply(0, 1.0)])
+    kept = [R.to_arrays(torch.nn.Linear(2, 1))]  # what the strategy keeps instead of the weights (MIFA: the update)
+    members = memory.remember(50, [reply(1, 2.0)], kept)
+    assert [(m.partition_id, m.server_round) for m in members] == [(1, 50), (0, 1)]
+    assert members[0].arrays is kept[0] and weight(members[1]) == 1.0
+    np.testing.assert_array_equal(members[0].label_counts, [1, 1, 0])
+    with pytest.raises(ValueError):  # one payload per reply
+        memory.remember(51, [reply(2, 1.0), reply(3, 1.0)], kept)
+
+
+def test_the_window_error_names_the_strategys_own_option():
+    with pytest.raises(ConfigError, match="strategy.memory_rounds") as raised:
+        ClientMemory(0, option="strategy.memory_rounds")
     assert "\n" not in str(raised.value)
