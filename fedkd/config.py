@@ -2,8 +2,10 @@
 
 Hydra validates types against these dataclasses when it composes a config (``epochs=abc`` fails
 at start, naming the key). Groups whose fields depend on the chosen option (``model``,
-``partition``, ...) stay untyped here; their builders check their own values.
-:func:`check` adds the range checks a type cannot express.
+``partition``, ...) are ``Any`` here: each of their nodes names its ``_target_``, whose signature is
+its schema (:mod:`fedkd.utils.option_schema`). The ``check_*`` functions add the range checks a type
+cannot express and check every option node; :func:`check_composed` runs them before Hydra writes
+anything (:func:`fedkd.cli.guard.preflight`).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from fedkd.errors import ConfigError
+from fedkd.utils.option_schema import check_nested, check_option_node
+from fedkd.utils.option_types import Range
 
 #: The Hydra config folder (``conf/`` at the repository root; a Flower app bundle carries it too).
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -28,7 +32,7 @@ def ranged(default: Any = NO_DEFAULT, low: float | None = None, high: float | No
     ``low_open``/``high_open``); a ``None`` bound is no bound. :func:`check_ranges` enforces it for
     every entry point, so no numeric setting goes unchecked (tests/unit/test_config.py walks the
     schemas and fails for a numeric field without a range)."""
-    metadata = {"range": (low, high, low_open, high_open)}
+    metadata = {"range": Range(low, high, low_open, high_open)}
     if factory is not NO_DEFAULT:  # a list of numbers (each is checked)
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -139,13 +143,15 @@ class SimConfig(RunConfig):
     local_batch_size: int = ranged(32, low=1)  # a client's local training batch
     eval_batch_size: int = ranged(1024, low=1)
     keep_local_model: bool = False  # clients keep their trained weights in Context.state
-    node_timeout: float = ranged(300.0, low=0, low_open=True)  # seconds the server waits for all clients to connect (Ray workers on a busy machine start slowly)
+    # seconds the server waits for all clients to connect (Ray workers on a busy machine start slowly)
+    node_timeout: float = ranged(300.0, low=0, low_open=True)
     round_timeout: float = ranged(3600.0, low=0, low_open=True)  # seconds the server waits for one round's replies
     client_resources: ClientResourcesConfig = field(default_factory=ClientResourcesConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
     resume: str | None = None  # a run folder: continue that run after its last complete round
-    evaluate_on: str = "test"  # test, or holdout: the last holdout_size training images, no client's (to choose settings)
+    # test, or holdout: the last holdout_size training images, no client's (to choose settings)
+    evaluate_on: str = "test"
     holdout_size: int = ranged(5000, low=1)
 
 
@@ -206,15 +212,6 @@ def register_schemas() -> None:
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
 
 
-def _bounds_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low}")
-    if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high}")
-    return " and ".join(parts)
-
-
 def check_ranges(cfg: DictConfig, schema: type, prefix: str = "") -> None:
     """Raise a one-line :class:`ConfigError` for the first numeric value of ``cfg`` outside the
     range its ``schema`` field declares (:func:`ranged`); nested schemas are checked too."""
@@ -225,17 +222,8 @@ def check_ranges(cfg: DictConfig, schema: type, prefix: str = "") -> None:
         if f.default_factory is not NO_DEFAULT and is_dataclass(f.default_factory) and isinstance(value, DictConfig):
             check_ranges(value, f.default_factory, f"{key}.")
             continue
-        if "range" not in f.metadata or value is None or isinstance(value, bool):
-            continue
-        low, high, low_open, high_open = f.metadata["range"]
-        for item in value if isinstance(value, ListConfig) else [value]:
-            below = low is not None and (item <= low if low_open else item < low)
-            above = high is not None and (item >= high if high_open else item > high)
-            if below or above:
-                raise ConfigError(
-                    f"{key} must be {_bounds_text(low, high, low_open, high_open)} (got {item}); "
-                    f"set {key}=<a value in that range>"
-                )
+        if "range" in f.metadata:
+            f.metadata["range"].check(key, list(value) if isinstance(value, ListConfig) else value)
 
 
 def require_positive(cfg: DictConfig, *keys: str) -> None:
@@ -248,13 +236,60 @@ def require_positive(cfg: DictConfig, *keys: str) -> None:
             raise ConfigError(f"{key} must be > 0 (got {value}); set {key}=<positive number>")
 
 
+#: Fields that hold model configs, built by fedkd.models.build_from_config rather than instantiate:
+#: a registry model (``name``, with or without the registry's ``_target_``) is checked against its
+#: builder here; your own class (``model._target_``) when it is built, where the data's arguments
+#: are filled in and ``name`` is only a label.
+MODEL_FIELDS = ("model", "student", "client_models")
+REGISTRY_BUILDERS = ("fedkd.models.build_model", "fedkd.models.registry.build_model")  # as fedkd.models.registry
+
+
+def _check_model(node: Any, key: str) -> None:
+    if isinstance(node, DictConfig) and node.get("_target_", REGISTRY_BUILDERS[0]) in REGISTRY_BUILDERS:
+        check_option_node(node, key, default_target=REGISTRY_BUILDERS[0])
+
+
+def check_options(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Raise a one-line :class:`ConfigError` for the first key of an option node of ``cfg`` (the
+    schema's ``Any`` fields: ``model``, ``strategy``, ...) that its target does not take, or whose
+    value has the wrong type or lies outside its range; nested schemas are checked too."""
+    hints = get_type_hints(schema)
+    for f in fields(schema):
+        if f.name not in cfg or OmegaConf.is_missing(cfg, f.name):
+            continue
+        value, key = cfg[f.name], f"{prefix}{f.name}"
+        if f.default_factory is not NO_DEFAULT and is_dataclass(f.default_factory) and isinstance(value, DictConfig):
+            check_options(value, f.default_factory, f"{key}.")
+        elif hints[f.name] is Any and f.name in MODEL_FIELDS:
+            if isinstance(value, ListConfig):
+                for i, entry in enumerate(value):
+                    _check_model(entry, f"{key}[{i}]")
+            elif isinstance(value, DictConfig) and ("_target_" in value or "name" in value):
+                _check_model(value, key)
+            elif isinstance(value, DictConfig):  # client_models as {partition_id: model config}
+                for pid, entry in value.items():
+                    _check_model(entry, f"{key}.{pid}")
+        elif hints[f.name] is Any:
+            check_nested(value, key)
+
+
 def check_train(cfg: DictConfig) -> None:
     check_ranges(cfg, TrainConfig)
+    check_options(cfg, TrainConfig)
 
 
 def check_sim(cfg: DictConfig) -> None:
     check_ranges(cfg, SimConfig)
+    check_options(cfg, SimConfig)
 
 
 def check_centralized(cfg: DictConfig) -> None:
     check_ranges(cfg, CentralizedConfig)
+    check_options(cfg, CentralizedConfig)
+
+
+def check_composed(config_name: str, cfg: DictConfig) -> None:
+    """The check of the entry point whose config is ``conf/<config_name>.yaml`` (none for others)."""
+    checks = {"train": check_train, "sim": check_sim, "centralized": check_centralized}
+    if config_name in checks:
+        checks[config_name](cfg)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from fedkd.strategies.round_stats import RoundStats, client_stats, metrics_row
 from fedkd.strategies.sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_partitions
 from fedkd.strategies.screening import screen_replies
 from fedkd.strategies.updates import ClientUpdate, weighted_client_metrics
+from fedkd.utils.option_types import NonNegativeInt, PositiveFloat, PositiveInt, Range, Supplied, UnitFloat
 
 __all__ = ["ClientUpdate", "EvaluateFn", "FedAvg", "weighted_client_metrics"]
 
@@ -64,21 +65,21 @@ class FedAvg(FlowerFedAvg):
     def __init__(
         self,
         *,
-        num_clients: int,
-        seed: int = 0,
-        fraction_train: float = 1.0,
-        min_train_clients: int = 2,
-        fraction_evaluate: float = 0.0,
-        min_evaluate_clients: int = 0,
-        min_available_clients: int | None = None,
-        evaluate_fn: EvaluateFn | None = None,
-        recorder: RoundRecorder | None = None,
-        node_timeout: float = 120.0,
-        min_replies: int = 1,
+        num_clients: Supplied[PositiveInt],
+        seed: Supplied[NonNegativeInt] = 0,
+        fraction_train: Annotated[float, Range(0, 1, low_open=True)] = 1.0,
+        min_train_clients: NonNegativeInt = 2,
+        fraction_evaluate: UnitFloat = 0.0,
+        min_evaluate_clients: NonNegativeInt = 0,
+        min_available_clients: NonNegativeInt | None = None,
+        evaluate_fn: Supplied[EvaluateFn | None] = None,
+        recorder: Supplied[RoundRecorder | None] = None,
+        node_timeout: Supplied[PositiveFloat] = 120.0,
+        min_replies: PositiveInt = 1,
         aggregation: str = "mean",
-        trim_fraction: float = 0.2,
-        num_malicious: int = 1,
-        clip_norm: float | None = None,
+        trim_fraction: Annotated[float, Range(0, 0.5, high_open=True)] = 0.2,
+        num_malicious: NonNegativeInt = 1,
+        clip_norm: PositiveFloat | None = None,
     ) -> None:
         check_options(aggregation, trim_fraction, num_malicious, clip_norm)
         if min_replies < 1:

@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from fedkd.config import check_composed
 from fedkd.errors import ConfigError, FedkdError
 
 #: Files whose presence at the top of a folder means a run already wrote there.
@@ -138,6 +139,7 @@ def preflight(config_dir: str, config_name: str, argv: Sequence[str]) -> list[st
     if any(arg.startswith("-") for arg in argv):
         return []
     cfg = compose_checked(config_dir, config_name, argv)
+    check_composed(config_name, cfg)  # every key's type and range, those of option nodes too
     resume = cfg.get("resume")
     if resume:
         folder = Path(str(resume)).expanduser().resolve()

@@ -18,12 +18,13 @@ use every sample); every sample still goes to at most one client.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
 from fedkd.data.partitions import Partition, _check_sizes
 from fedkd.errors import ConfigError
+from fedkd.utils.option_types import Forward, NonNegativeInt, PositiveInt, Supplied
 
 LABEL_COLUMN = "label"
 INDEX_COLUMN = "fedkd_index"
@@ -54,12 +55,12 @@ def partitioner_class(name: str) -> type:
 
 def flower(
     labels: np.ndarray,
-    num_clients: int,
-    seed: int = 0,
-    min_size: int = 1,
+    num_clients: Supplied[PositiveInt],
+    seed: Supplied[NonNegativeInt] = 0,
+    min_size: NonNegativeInt = 1,
     partitioner: str = "IidPartitioner",
     shuffle_dataset: bool = True,
-    **options: Any,
+    **options: Annotated[Any, Forward(choice="partitioner", lookup=partitioner_class)],
 ) -> Partition:
     """Split ``labels``' indices among ``num_clients`` with flwr-datasets' ``partitioner``.
 

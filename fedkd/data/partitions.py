@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedkd.errors import ConfigError
+from fedkd.utils.option_types import NonNegativeInt, PositiveFloat, PositiveInt, Supplied
 
 Partition = list[np.ndarray]
 
@@ -32,7 +33,10 @@ def _check_sizes(n: int, num_clients: int, min_size: int) -> None:
         )
 
 
-def iid(labels: np.ndarray, num_clients: int, seed: int = 0, min_size: int = 1) -> Partition:
+def iid(
+    labels: np.ndarray, num_clients: Supplied[PositiveInt], seed: Supplied[NonNegativeInt] = 0,
+    min_size: NonNegativeInt = 1,
+) -> Partition:
     """Shuffle and deal out equal shares (sizes differ by at most one)."""
     labels = np.asarray(labels)
     _check_sizes(len(labels), num_clients, min_size)
@@ -41,7 +45,8 @@ def iid(labels: np.ndarray, num_clients: int, seed: int = 0, min_size: int = 1) 
 
 
 def dirichlet(
-    labels: np.ndarray, num_clients: int, seed: int = 0, min_size: int = 1, alpha: float = 0.5
+    labels: np.ndarray, num_clients: Supplied[PositiveInt], seed: Supplied[NonNegativeInt] = 0,
+    min_size: NonNegativeInt = 1, alpha: PositiveFloat = 0.5,
 ) -> Partition:
     """Label skew: each class is split among clients with proportions ~ Dir(alpha).
 
@@ -71,7 +76,8 @@ def dirichlet(
 
 
 def shards(
-    labels: np.ndarray, num_clients: int, seed: int = 0, min_size: int = 1, classes_per_client: int = 2
+    labels: np.ndarray, num_clients: Supplied[PositiveInt], seed: Supplied[NonNegativeInt] = 0,
+    min_size: NonNegativeInt = 1, classes_per_client: PositiveInt = 2,
 ) -> Partition:
     """Pathological non-IID (McMahan et al.): sort by label, cut into ``num_clients * k`` shards,
     give each client ``k`` random shards, so each client sees about ``k`` classes."""
@@ -95,7 +101,8 @@ def shards(
 
 
 def quantity(
-    labels: np.ndarray, num_clients: int, seed: int = 0, min_size: int = 1, beta: float = 0.5
+    labels: np.ndarray, num_clients: Supplied[PositiveInt], seed: Supplied[NonNegativeInt] = 0,
+    min_size: NonNegativeInt = 1, beta: PositiveFloat = 0.5,
 ) -> Partition:
     """Quantity skew: labels IID, client sizes ~ Dir(beta) (each at least ``min_size``)."""
     if not beta > 0:

@@ -8,6 +8,7 @@ from torch import nn
 from fedkd.data.specs import DatasetSpec
 from fedkd.models.base import Classifier, flat_size
 from fedkd.models.registry import register_model
+from fedkd.utils.option_types import PositiveFloat, PositiveInt
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int, padding: int, batch_norm: bool) -> list[nn.Module]:
@@ -34,7 +35,9 @@ class LeNet5(Classifier):
     the statistics of the high-level features too (2 BN layers with 22 channels become 4 with 226).
     """
 
-    def __init__(self, spec: DatasetSpec, width: float = 1.0, batch_norm: bool = True, fc_batch_norm: bool = False) -> None:
+    def __init__(
+        self, spec: DatasetSpec, width: PositiveFloat = 1.0, batch_norm: bool = True, fc_batch_norm: bool = False
+    ) -> None:
         super().__init__()
         c1, c2, f1, f2 = (max(1, round(v * width)) for v in (6, 16, 120, 84))
         # Pad the first conv on 28x28 inputs so the feature map matches the classic 32x32 path.
@@ -57,7 +60,9 @@ class LeNet5(Classifier):
 class SmallCNN(Classifier):
     """Two 3x3 conv blocks (conv-BN-ReLU-pool) and one hidden layer; the usual FL benchmark CNN."""
 
-    def __init__(self, spec: DatasetSpec, channels: int = 32, hidden: int = 128, batch_norm: bool = True) -> None:
+    def __init__(
+        self, spec: DatasetSpec, channels: PositiveInt = 32, hidden: PositiveInt = 128, batch_norm: bool = True
+    ) -> None:
         super().__init__()
         self.conv = nn.Sequential(
             *_conv_block(spec.channels, channels, 3, 1, batch_norm),
@@ -82,5 +87,7 @@ def lenet5_half(spec: DatasetSpec, batch_norm: bool = True, fc_batch_norm: bool 
 
 
 @register_model("small_cnn")
-def small_cnn(spec: DatasetSpec, channels: int = 32, hidden: int = 128, batch_norm: bool = True) -> SmallCNN:
+def small_cnn(
+    spec: DatasetSpec, channels: PositiveInt = 32, hidden: PositiveInt = 128, batch_norm: bool = True
+) -> SmallCNN:
     return SmallCNN(spec, channels=channels, hidden=hidden, batch_norm=batch_norm)

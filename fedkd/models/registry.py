@@ -7,11 +7,13 @@ configuration picks the name (``model.name``) and code never branches on it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated, Any
 
 from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.errors import ConfigError
+from fedkd.utils.option_types import Forward
 
 ModelBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelBuilder] = {}
@@ -53,17 +55,24 @@ def list_models(kind: str | None = None) -> list[str]:
     return sorted(n for n in _REGISTRY if kind is None or _KINDS[n] == kind)
 
 
-def build_model(name: str, spec: DatasetSpec, **kwargs) -> nn.Module:
-    """Build registered model ``name`` for inputs and classes described by ``spec``."""
+def registered(name: str) -> ModelBuilder:
+    """The builder registered as ``name``; a one-line error lists the registered names."""
     if name not in _REGISTRY:
         _load_builtins()
     try:
-        builder = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise ConfigError(
             f"model name '{name}' is not registered; choose one of: {', '.join(list_models())}"
         ) from None
-    return builder(spec, **kwargs)
+
+
+def build_model(
+    name: str, spec: DatasetSpec, **kwargs: Annotated[Any, Forward(choice="name", lookup=registered)]
+) -> nn.Module:
+    """Build registered model ``name`` for inputs and classes described by ``spec`` (``kwargs``: the
+    options of that model's builder, which is also the schema its config node is checked against)."""
+    return registered(name)(spec, **kwargs)
 
 
 #: ``_target_`` values that mean "the registry builder": the model is looked up by ``name``.

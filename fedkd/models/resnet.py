@@ -7,6 +7,8 @@ Zagoruyko & Komodakis' pre-activation wide network.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +17,9 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.errors import ConfigError
 from fedkd.models.base import Classifier
 from fedkd.models.registry import register_model
+from fedkd.utils.option_types import PositiveInt, Range
+
+Dropout = Annotated[float, Range(0, 1, high_open=True)]  # a share of units dropped in training
 
 
 class BasicBlock(nn.Module):
@@ -35,7 +40,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(Classifier):
-    def __init__(self, spec: DatasetSpec, widths: list[int], blocks: list[int]) -> None:
+    def __init__(
+        self, spec: DatasetSpec, widths: Annotated[list[int], Range(1)], blocks: Annotated[list[int], Range(1)]
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(spec.channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True)
@@ -74,7 +81,7 @@ class WideBlock(nn.Module):
 
 
 class WideResNet(Classifier):
-    def __init__(self, spec: DatasetSpec, depth: int, widen: int, dropout: float = 0.0) -> None:
+    def __init__(self, spec: DatasetSpec, depth: PositiveInt, widen: PositiveInt, dropout: Dropout = 0.0) -> None:
         super().__init__()
         if (depth - 4) % 6:
             raise ConfigError(f"model depth {depth} is not a valid WRN depth; use 6n+4 (16, 22, 28, 40)")
@@ -112,7 +119,7 @@ def resnet34(spec: DatasetSpec) -> ResNet:
 
 def _register_wrn(depth: int, widen: int) -> None:
     @register_model(f"wrn{depth}_{widen}")
-    def build(spec: DatasetSpec, dropout: float = 0.0) -> WideResNet:
+    def build(spec: DatasetSpec, dropout: Dropout = 0.0) -> WideResNet:
         return WideResNet(spec, depth, widen, dropout)
 
 

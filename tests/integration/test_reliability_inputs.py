@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from fedkd.data import get_spec
 from fedkd.models import build_model
 from fedkd.models.checkpoint import model_meta
 from fedkd.utils.checkpoint import save_model
-from conftest import run_cli
 
-FASHION = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FASHION = (
+    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+)
 
 
 class NotAWeight:
@@ -82,7 +85,8 @@ def inputs(tmp_path_factory) -> Path:
     with open(ckpt / "pickled_object.pt", "wb") as handle:  # arbitrary code on load, if it were unpickled
         pickle.dump({"format": "fedkd-model-v1", "meta": {}, "state_dict": NotAWeight()}, handle, protocol=2)
     cifar100 = get_spec("cifar100")
-    save_model(ckpt / "cifar100_classes.pt", build_model("lenet5", cifar100), **model_meta({"name": "lenet5"}, cifar100))
+    save_model(ckpt / "cifar100_classes.pt", build_model("lenet5", cifar100),
+               **model_meta({"name": "lenet5"}, cifar100))
     cifar10 = get_spec("cifar10")
     save_model(ckpt / "three_channels.pt", build_model("lenet5", cifar10), **model_meta({"name": "lenet5"}, cifar10))
     # Says lenet5 in its meta but holds small_cnn's weights: another architecture.
@@ -111,16 +115,20 @@ def inputs(tmp_path_factory) -> Path:
 
     sim_cfg = compose_sim_config(SMALL["fedkd-sim"])
     (root / "resumable").mkdir()
-    ServerCheckpointer(root / "resumable", sim_cfg, FedAvg(num_clients=3), Rows())(1, ArrayRecord({"w": torch.zeros(2)}))
+    checkpointer = ServerCheckpointer(root / "resumable", sim_cfg, FedAvg(num_clients=3), Rows())
+    checkpointer(1, ArrayRecord({"w": torch.zeros(2)}))
     (root / "damaged_state").mkdir()
     (root / "damaged_state" / STATE_FILE).write_bytes(good[:100])
 
     # A fedkd-train run folder checkpointed after epoch 1 (of the default config, seed=0).
-    from fedkd.config import CONF_DIR
-    from fedkd.cli.guard import compose_checked
+    from hydra import compose, initialize_config_dir
+
+    from fedkd.config import CONF_DIR, register_schemas
     from fedkd.utils.run_state import RunCheckpointer
 
-    train_cfg = compose_checked(CONF_DIR, "train", [])
+    register_schemas()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        train_cfg = compose(config_name="train")
     RunCheckpointer(root / "train_resumable", train_cfg, "train").save(1, {"model": lenet.state_dict()})
     return root
 
@@ -153,44 +161,86 @@ ROWS: dict[str, tuple[str, list[str], list[str]]] = {
     "more clients than samples": ("fedkd-sim", ["num_clients=5000"], ["num_clients=5000", "lower num_clients"]),
     "zero clients": ("fedkd-sim", ["num_clients=0"], ["num_clients must be >= 1"]),
     "zero rounds": ("fedkd-sim", ["rounds=0"], ["rounds must be >= 1"]),
-    "negative learning rate": ("fedkd-train", ["optim.lr=-1"], ["optim cannot build its optimiser", "Invalid learning rate"]),
-    "fault fraction above 1": ("fedkd-sim", ["faults.raise_fraction=1.5"], ["faults.raise_fraction must be >= 0 and <= 1"]),
+    "negative learning rate": ("fedkd-train", ["optim.lr=-1"], ["optim.lr must be > 0 (got -1)"]),
+    "fault fraction above 1": (
+        "fedkd-sim", ["faults.raise_fraction=1.5"], ["faults.raise_fraction must be >= 0 and <= 1"]
+    ),
     "unknown client model": ("fedkd-sim", ["client_models=[{name:vgg99}]"], ["vgg99"]),
     "unknown strategy in a comparison": ("fedkd-compare", ["strategies=[nosuch]", "seeds=[0]"], ["strategy/nosuch"]),
     "empty comparison": ("fedkd-compare", ["strategies=[]"], ["strategies and seeds"]),
     "report of a folder with no runs": ("fedkd-compare", ["report_only={in}/empty_folder"], ["no finished runs"]),
     # --- data files
     "missing data folder": ("fedkd-train", ["dataset=mnist", "dataset.root={in}/no_such_folder"], ["does not exist"]),
-    "data folder without the files": ("fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/empty"], ["not found"]),
-    "truncated idx.gz file": ("fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/truncated_gzip"], ["corrupted or truncated"]),
-    "idx file shorter than its header says": ("fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/short_data"], ["header says"]),
-    "idx file with a corrupted header": ("fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/bad_header"], ["no valid unsigned-byte idx header"]),
-    "idx.gz that is not gzip": ("fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/not_gzip"], ["corrupted or truncated"]),
-    "data folder in a simulation": ("fedkd-sim", ["dataset=mnist", "dataset.root={in}/no_such_folder"], ["does not exist"]),
+    "data folder without the files": (
+        "fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/empty"], ["not found"]
+    ),
+    "truncated idx.gz file": (
+        "fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/truncated_gzip"], ["corrupted or truncated"]
+    ),
+    "idx file shorter than its header says": (
+        "fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/short_data"], ["header says"]
+    ),
+    "idx file with a corrupted header": (
+        "fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/bad_header"],
+        ["no valid unsigned-byte idx header"]
+    ),
+    "idx.gz that is not gzip": (
+        "fedkd-train", ["dataset=fashion_mnist", "dataset.root={in}/data/not_gzip"], ["corrupted or truncated"]
+    ),
+    "data folder in a simulation": (
+        "fedkd-sim", ["dataset=mnist", "dataset.root={in}/no_such_folder"], ["does not exist"]
+    ),
     # --- checkpoints
     "missing checkpoint": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/missing.pt"], ["does not exist"]),
-    "truncated checkpoint": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/truncated.pt"], ["cannot be read", "truncated"]),
+    "truncated checkpoint": (
+        "fedkd-distill", ["teacher.checkpoint={in}/checkpoints/truncated.pt"], ["cannot be read", "truncated"]
+    ),
     "empty checkpoint": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/empty.pt"], ["cannot be read"]),
-    "random bytes as checkpoint": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/random.pt"], ["cannot be read"]),
-    "foreign checkpoint (bare state_dict)": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/bare_state_dict.pt"], ["not a fedkd model checkpoint"]),
-    "pickled object in a checkpoint": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/pickled_object.pt"], ["refused", "GLOBAL print"]),
-    "checkpoint with another class count": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/cifar100_classes.pt"], ["num_classes=100", "num_classes=10"]),
-    "checkpoint with another input shape": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/three_channels.pt"], ["channels=3"]),
-    "checkpoint of another architecture": ("fedkd-distill", ["teacher.checkpoint={in}/checkpoints/other_arch.pt"], ["does not fit the model"]),
+    "random bytes as checkpoint": (
+        "fedkd-distill", ["teacher.checkpoint={in}/checkpoints/random.pt"], ["cannot be read"]
+    ),
+    "foreign checkpoint (bare state_dict)": (
+        "fedkd-distill", ["teacher.checkpoint={in}/checkpoints/bare_state_dict.pt"], ["not a fedkd model checkpoint"]
+    ),
+    "pickled object in a checkpoint": (
+        "fedkd-distill", ["teacher.checkpoint={in}/checkpoints/pickled_object.pt"], ["refused", "GLOBAL print"]
+    ),
+    "checkpoint with another class count": (
+        "fedkd-distill", ["teacher.checkpoint={in}/checkpoints/cifar100_classes.pt"],
+        ["num_classes=100", "num_classes=10"]
+    ),
+    "checkpoint with another input shape": (
+        "fedkd-distill", ["teacher.checkpoint={in}/checkpoints/three_channels.pt"], ["channels=3"]
+    ),
+    "checkpoint of another architecture": (
+        "fedkd-distill", ["teacher.checkpoint={in}/checkpoints/other_arch.pt"], ["does not fit the model"]
+    ),
     # --- output folders
     "output folder under a file": ("fedkd-train", ["hydra.run.dir={in}/a_file/run"], ["is a file", "hydra.run.dir"]),
-    "output folder holds a finished run": ("fedkd-train", ["hydra.run.dir={in}/previous_run"], ["already holds a run", "hydra.run.dir"]),
+    "output folder holds a finished run": (
+        "fedkd-train", ["hydra.run.dir={in}/previous_run"], ["already holds a run", "hydra.run.dir"]
+    ),
     "simulation into a finished run": ("fedkd-sim", ["hydra.run.dir={in}/previous_run"], ["already holds a run"]),
     "distillation into a finished run": ("fedkd-distill", ["hydra.run.dir={in}/previous_run"], ["already holds a run"]),
     # --- resume
-    "resume of a folder that holds no run": ("fedkd-sim", ["resume={in}/empty_folder"], ["holds no run to resume", "server_state.pt"]),
+    "resume of a folder that holds no run": (
+        "fedkd-sim", ["resume={in}/empty_folder"], ["holds no run to resume", "server_state.pt"]
+    ),
     "resume of a missing folder": ("fedkd-sim", ["resume={in}/no_such_folder"], ["is not a folder"]),
     "resume with a damaged server state": ("fedkd-sim", ["resume={in}/damaged_state"], ["cannot be read", "truncated"]),
     "resume with another config": ("fedkd-sim", ["resume={in}/resumable", "seed=5"], ["config differs", "seed"]),
-    "resume into another output folder": ("fedkd-sim", ["resume={in}/resumable", "hydra.run.dir={in}/elsewhere"], ["leave hydra.run.dir out"]),
-    "resume of a training folder that holds no run": ("fedkd-train", ["resume={in}/empty_folder"], ["holds no run to resume", "train_state.pt"]),
-    "resume of a training with another config": ("fedkd-train", ["resume={in}/train_resumable", "seed=5"], ["config differs", "seed"]),
-    "resume of a training run with fedkd-distill": ("fedkd-distill", ["resume={in}/train_resumable"], ["is a fedkd-train run"]),
+    "resume into another output folder": (
+        "fedkd-sim", ["resume={in}/resumable", "hydra.run.dir={in}/elsewhere"], ["leave hydra.run.dir out"]
+    ),
+    "resume of a training folder that holds no run": (
+        "fedkd-train", ["resume={in}/empty_folder"], ["holds no run to resume", "train_state.pt"]
+    ),
+    "resume of a training with another config": (
+        "fedkd-train", ["resume={in}/train_resumable", "seed=5"], ["config differs", "seed"]
+    ),
+    "resume of a training run with fedkd-distill": (
+        "fedkd-distill", ["resume={in}/train_resumable"], ["is a fedkd-train run"]
+    ),
 }
 
 # Rows that need a bit more than the default tiny config to stay quick and specific.
@@ -203,7 +253,9 @@ SMALL = {
 def _entry(cmd: str):
     from fedkd.cli import compare, distill, sim, train
 
-    return {"fedkd-train": train.main, "fedkd-sim": sim.main, "fedkd-distill": distill.main, "fedkd-compare": compare.main}[cmd]
+    entries = {"fedkd-train": train.main, "fedkd-sim": sim.main, "fedkd-distill": distill.main,
+               "fedkd-compare": compare.main}
+    return entries[cmd]
 
 
 def _argv(name: str, inputs: Path, out: Path) -> tuple[str, list[str]]:

@@ -39,6 +39,7 @@ from torch import nn
 from fedkd.datafree.losses import activation_boundary_loss, decision_boundary_loss
 from fedkd.datafree.student_terms.base import ForwardCapture, StudentBatch, StudentTerm
 from fedkd.errors import ConfigError
+from fedkd.utils.option_types import NonNegativeFloat, PositiveFloat
 
 KEY = "student_terms.activation"
 
@@ -127,12 +128,12 @@ class ActivationRegularizer(StudentTerm):
 
     def __init__(
         self,
-        weight: float = 1.0,
-        margin: float = 1.0,
-        logit_weight: float = 1.0,
+        weight: NonNegativeFloat = 1.0,
+        margin: NonNegativeFloat = 1.0,
+        logit_weight: NonNegativeFloat = 1.0,
         teacher_layers: Sequence[str] | None = None,
         student_layers: Sequence[str] | None = None,
-        connector_lr: float = 1e-3,
+        connector_lr: PositiveFloat = 1e-3,
     ) -> None:
         super().__init__(weight)
         for key, value in (("margin", margin), ("logit_weight", logit_weight)):

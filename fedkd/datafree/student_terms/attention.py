@@ -26,6 +26,7 @@ from torch import nn
 from fedkd.datafree.losses import attention_transfer
 from fedkd.datafree.student_terms.base import ForwardCapture, StudentBatch, StudentTerm
 from fedkd.errors import ConfigError
+from fedkd.utils.option_types import NonNegativeFloat
 
 KEY = "student_terms.attention"
 Size = tuple[int, int]
@@ -100,7 +101,7 @@ class AttentionTransfer(StudentTerm):
 
     def __init__(
         self,
-        weight: float = 250.0,
+        weight: NonNegativeFloat = 250.0,
         student_layers: Sequence[str] | None = None,
         teacher_layers: Sequence[str] | None = None,
         key_prefix: str = f"{KEY}.",

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from fedkd.errors import ConfigError
+from fedkd.utils.option_types import NonNegativeFloat
 
 
 @dataclass
@@ -67,7 +68,7 @@ class StudentTerm(ABC):
     name: str = "term"
     calls_models: bool = False
 
-    def __init__(self, weight: float = 1.0) -> None:
+    def __init__(self, weight: NonNegativeFloat = 1.0) -> None:
         if weight is None or not weight >= 0:
             raise ConfigError(f"the {self.name} term's weight must be >= 0 (got {weight}); set weight=<non-negative number>")
         self.weight = float(weight)

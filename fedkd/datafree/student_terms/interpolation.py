@@ -22,6 +22,7 @@ from fedkd.datafree.losses import convex_mix, soft_target_kl
 from fedkd.datafree.student_terms.base import StudentBatch, StudentTerm
 from fedkd.errors import ConfigError, check_choice
 from fedkd.utils.device import autocast
+from fedkd.utils.option_types import NonNegativeFloat, PositiveFloat
 
 KEY = "student_terms.interpolation"
 LABEL_SPACES = ("probs", "logits")
@@ -61,7 +62,7 @@ class VirtualInterpolation(StudentTerm):
     name = "interpolation"
     calls_models = True
 
-    def __init__(self, weight: float = 1.0, alpha: float = 1.0, label_space: str = "probs") -> None:
+    def __init__(self, weight: NonNegativeFloat = 1.0, alpha: PositiveFloat = 1.0, label_space: str = "probs") -> None:
         super().__init__(weight)
         if alpha is None or not alpha > 0:
             raise ConfigError(f"{KEY}.alpha must be > 0 (got {alpha}); set alpha=<positive number> (1.0: lam uniform)")
