@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
-from fedkd.datafree import EnsembleTeacher, Synthesizer, distill, split_recipe
+from fedkd.datafree import EnsembleTeacher, Synthesizer, distill
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError, check_choice
@@ -61,7 +61,7 @@ class FedFTG(FedAvg):
     Parameters beyond :class:`fedkd.strategies.fedavg.FedAvg`:
         synthesizer: ``synthesizer(spec, device) -> Synthesizer`` (a Hydra partial from
             ``conf/synthesizer/``); built once, so its generator persists across rounds. Its
-            ``student`` node is split off (:func:`fedkd.datafree.split_recipe`): the recipe the
+            ``student`` node is its :attr:`~fedkd.datafree.Synthesizer.recipe`: the recipe the
             server's student is distilled with.
         optimizer: ``optimizer(params) -> Optimizer`` for the student (fresh each round).
         iterations_per_round: distillation iterations per round (each: the synthesizer's generator step(s)
@@ -142,7 +142,7 @@ class FedFTG(FedAvg):
                 f"strategy.iterations_per_round and strategy.student_batch_size must be >= 1 "
                 f"(got {iterations_per_round}, {student_batch_size}); raise them"
             )
-        self.make_synthesizer, self.recipe = split_recipe(synthesizer, "strategy.synthesizer")
+        self.make_synthesizer = synthesizer
         self.make_optimizer = optimizer_factory(optimizer, "strategy.optimizer")
         self.iterations_per_round = iterations_per_round
         self.student_batch_size = student_batch_size
@@ -265,7 +265,7 @@ class FedFTG(FedAvg):
         with laps("synthesis" if warmup else "distillation"):
             result = distill(
                 student, teacher, self.synthesizer, None if warmup else self.make_optimizer(student.parameters()),
-                self.iterations_per_round, recipe=self.recipe, student_batch_size=self.student_batch_size,
+                self.iterations_per_round, recipe=self.synthesizer.recipe, student_batch_size=self.student_batch_size,
                 progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
                 terms=list(self.student_terms.values()), train_student=not warmup,
             )

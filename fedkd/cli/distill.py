@@ -31,7 +31,7 @@ from fedkd.config import check_centralized
 from fedkd.data import DataBundle, Split
 from fedkd.data.augment import batch_augmenter
 from fedkd.data.evaluation import evaluation_split as data_evaluation_split
-from fedkd.datafree import StudentRecipe, Synthesizer, Teacher, distill, split_recipe
+from fedkd.datafree import StudentRecipe, Synthesizer, Teacher, distill
 from fedkd.datafree.student_terms import check_student_terms
 from fedkd.datafree.synthesizers.base import state_bytes
 from fedkd.errors import ConfigError
@@ -60,16 +60,19 @@ def build_student(cfg: DictConfig, data: DataBundle) -> nn.Module:
 
 
 def build_synthesizer(cfg: DictConfig, data: DataBundle, device: torch.device) -> tuple[Synthesizer, StudentRecipe]:
-    """Instantiate ``conf/synthesizer/<method>.yaml`` for this dataset and device, without its
-    ``student`` node, which becomes the run's :class:`StudentRecipe`."""
-    factory, recipe = split_recipe(instantiate(cfg.synthesizer, _convert_="all"), "synthesizer")
+    """Instantiate ``conf/synthesizer/<method>.yaml`` for this dataset and device; its ``student``
+    node is the synthesizer's :attr:`~Synthesizer.recipe`, the run's :class:`StudentRecipe`."""
+    factory = instantiate(cfg.synthesizer, _convert_="all")
     kwargs: dict[str, Any] = {"spec": data.spec, "device": device}
     if getattr(getattr(factory, "func", factory), "needs_train_split", False):
         kwargs["train"] = data.train  # the data-driven reference (not data-free)
     try:
-        return factory(**kwargs), recipe
+        synth = factory(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"the synthesizer config has an option its synthesizer does not take ({exc}); fix conf/synthesizer") from None
+        raise ConfigError(
+            f"the synthesizer config has an option its synthesizer does not take ({exc}); fix conf/synthesizer"
+        ) from None
+    return synth, synth.recipe
 
 
 TEACHER_FILE = "teacher.pt"

@@ -5,16 +5,15 @@ server (an ensemble of client models as the teacher)::
 
     from fedkd.datafree import DFADSynthesizer, EnsembleTeacher, StudentRecipe, distill
     teacher = EnsembleTeacher(client_models, class_weights_from_counts(label_counts))
-    synth = DFADSynthesizer(spec, device)
-    distill(student, teacher, synth, optimizer, iterations_per_epoch=50,
-            recipe=StudentRecipe(steps=5, loss="l1"))
+    synth = DFADSynthesizer(spec, device, student=StudentRecipe(steps=5, loss="l1"))
+    distill(student, teacher, synth, optimizer, iterations_per_epoch=50, recipe=synth.recipe)
 """
 
 from fedkd.datafree import generators  # noqa: F401  (registers the generators in the model registry)
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.distiller import distill
 from fedkd.datafree.generators import ConditionalGenerator, FeatureGenerator, ImageGenerator, NoisyLayerGenerator
-from fedkd.datafree.recipe import StudentRecipe, split_recipe
+from fedkd.datafree.recipe import StudentRecipe
 from fedkd.datafree.student_terms import ActivationRegularizer, AttentionTransfer, VirtualInterpolation
 from fedkd.datafree.synthesizers import (
     CMISynthesizer,
@@ -69,6 +68,5 @@ __all__ = [
     "build_generator",
     "class_weights_from_counts",
     "distill",
-    "split_recipe",
     "uniform_class_weights",
 ]

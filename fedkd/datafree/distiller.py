@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fedkd.datafree.losses import STUDENT_LOSSES
@@ -47,7 +46,6 @@ def distill(
     recipe: StudentRecipe,
     epochs: int = 1,
     student_batch_size: int = 256,
-    label_weight: float = 0.0,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = True,
@@ -67,10 +65,9 @@ def distill(
         optimizer: the student's optimizer (``None`` only with ``train_student=False``).
         iterations_per_epoch: one synthesize call and ``recipe.steps`` updates each.
         recipe: how the student learns: updates per iteration, loss, temperature (the method's
-            ``student`` node, :func:`fedkd.datafree.split_recipe`).
+            ``student`` node: the synthesizer's :attr:`~fedkd.datafree.Synthesizer.recipe`).
         epochs: epochs; ``on_epoch`` runs after each.
         student_batch_size: samples per student step.
-        label_weight: weight of a cross-entropy term on the synthesizer's labels, when it gives any.
         scheduler: stepped once per iteration (e.g. cosine over ``epochs * iterations_per_epoch``).
         on_epoch: ``on_epoch(epoch, metrics) -> extra metrics`` (evaluation, logging, saving).
         freeze_bn_stats: keep the student's BatchNorm running statistics as they are (BN layers in
@@ -142,8 +139,6 @@ def distill(
                             t_logits = teacher(x, y)  # y: the labels x was generated for (None if unknown)
                         s_logits = student(x)
                         step_loss = loss_fn(s_logits, t_logits, temp)
-                        if y is not None and label_weight > 0:
-                            step_loss = step_loss + label_weight * F.cross_entropy(s_logits.float(), y)
                         if all_terms:
                             batch = StudentBatch(x, y, s_logits, t_logits, student, teacher,
                                                  lambda s, t: loss_fn(s, t, temp), temp)

@@ -9,15 +9,14 @@ next to the synthesizer's own settings::
       temperature: 1.0  # softmax temperature of the kl loss
       grad_clip: null   # largest norm of the student's gradient per update (null: no clipping)
 
-The entry points split that node off before the synthesizer is built (:func:`split_recipe`) and
-hand the :class:`StudentRecipe` to :func:`fedkd.datafree.distill`; the synthesizer never sees it.
-A wrapper (pseudo replay) carries its base method's recipe: its YAML interpolates the base's
-``student`` node key by key, and the base's own copy is dropped here.
+Like every other key of the YAML, the node is a constructor argument: the synthesizer validates it
+into its :attr:`~fedkd.datafree.Synthesizer.recipe`, which the entry points hand to
+:func:`fedkd.datafree.distill`. A wrapper (pseudo replay, ensemble boosting) has a node of its own,
+which its YAML interpolates from the base's key by key; the wrapper's recipe is the one that counts.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -51,19 +50,28 @@ class StudentRecipe:
     def __post_init__(self) -> None:
         k = self.key
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(f"{k}.steps must be an integer >= 1 (got {self.steps!r}); set {k}.steps=<student updates per step>")
+            raise ConfigError(
+                f"{k}.steps must be an integer >= 1 (got {self.steps!r}); set {k}.steps=<student updates per step>"
+            )
         if self.loss not in STUDENT_LOSSES:
             raise ConfigError(f"{k}.loss '{self.loss}' is unknown; set {k}.loss to one of: {', '.join(STUDENT_LOSSES)}")
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float) or not self.temperature > 0:
-            raise ConfigError(f"{k}.temperature must be > 0 (got {self.temperature!r}); set {k}.temperature=<positive number>")
+        temperature = self.temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not temperature > 0:
+            raise ConfigError(
+                f"{k}.temperature must be > 0 (got {temperature!r}); set {k}.temperature=<positive number>"
+            )
         clip = self.grad_clip
         if clip is not None and (isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0):
-            raise ConfigError(f"{k}.grad_clip must be > 0 or null (got {clip!r}); set {k}.grad_clip=<largest gradient norm>")
+            raise ConfigError(
+                f"{k}.grad_clip must be > 0 or null (got {clip!r}); set {k}.grad_clip=<largest gradient norm>"
+            )
 
     @classmethod
-    def from_config(cls, node: Mapping[str, Any] | None, key: str = "synthesizer.student") -> StudentRecipe:
-        """The recipe of a ``student`` config node (plain dict or Hydra node; ``None``: the defaults).
-        A key that is not a recipe setting is a one-line :class:`ConfigError` naming it."""
+    def from_config(cls, node: StudentNode, key: str = "synthesizer.student") -> StudentRecipe:
+        """The recipe of a ``student`` config node (plain dict or Hydra node; ``None``: the defaults;
+        a recipe: itself). A key that is not a recipe setting is a one-line :class:`ConfigError` naming it."""
+        if isinstance(node, StudentRecipe):
+            return node
         if node is None:
             return cls(key=key)
         if not isinstance(node, Mapping):
@@ -75,25 +83,5 @@ class StudentRecipe:
         return cls(**{str(k): v for k, v in node.items()}, key=key)
 
 
-def _without_student(factory: Any) -> Any:
-    """``factory`` (a Hydra partial) without its ``student`` keyword, nor its ``base``'s."""
-    if not isinstance(factory, functools.partial):
-        return factory
-    keywords = {k: v for k, v in factory.keywords.items() if k != "student"}
-    if "base" in keywords:
-        keywords["base"] = _without_student(keywords["base"])
-    return functools.partial(factory.func, *factory.args, **keywords)
-
-
-def split_recipe(factory: Any, key: str = "synthesizer") -> tuple[Any, StudentRecipe]:
-    """``(factory without the student node, its StudentRecipe)`` for an instantiated synthesizer
-    config (a Hydra partial, ``_partial_: true``); ``key`` is the config node's path, for messages
-    (``strategy.synthesizer`` under FedFTG).
-
-    A wrapper's ``base`` partial loses its ``student`` keyword too: the wrapper's node is the one
-    that counts (its YAML interpolates the base's). Anything but a partial (a built synthesizer, a
-    plain callable) comes back as it is, with the default recipe.
-    """
-    if not isinstance(factory, functools.partial):
-        return factory, StudentRecipe(key=f"{key}.student")
-    return _without_student(factory), StudentRecipe.from_config(factory.keywords.get("student"), f"{key}.student")
+#: What a synthesizer's ``student`` argument may be: a recipe, its config node, or ``None`` (the defaults).
+StudentNode = StudentRecipe | Mapping[str, Any] | None

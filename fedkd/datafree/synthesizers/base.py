@@ -8,12 +8,13 @@ A synthesizer supplies the inputs a student is distilled on. The distiller
         x, y = synthesizer.sample(batch_size)              # inputs (+ optional target labels)
         ... student step on recipe.loss(student(x), teacher(x), recipe.temperature) ...
 
-How the student learns (:class:`fedkd.datafree.StudentRecipe`: steps, loss, temperature) is not
-the synthesizer's: it is the ``student`` node of the method's YAML, handed to the distiller.
+How the student learns (:class:`fedkd.datafree.StudentRecipe`: steps, loss, temperature) is the
+method's ``student`` node: the synthesizer only keeps it (:attr:`Synthesizer.recipe`) for the entry
+points to hand to the distiller.
 
-Config: ``conf/synthesizer/<method>.yaml`` holds ``_target_`` (the class), its keyword arguments and
-the ``student`` node; entry points split the node off (:func:`fedkd.datafree.split_recipe`) and
-call the instantiated partial with ``spec`` and ``device``.
+Config: ``conf/synthesizer/<method>.yaml`` holds ``_target_`` (the class) and its keyword arguments,
+one key per constructor argument (``student`` included); entry points call the instantiated partial
+with ``spec`` and ``device``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree import generators as _generators  # noqa: F401  (registers the generators)
+from fedkd.datafree.recipe import StudentNode, StudentRecipe
 from fedkd.datafree.student_terms import StudentTerm
 from fedkd.errors import ConfigError
 from fedkd.models.registry import build_model, list_models, model_config
@@ -63,16 +65,24 @@ def state_bytes(state: Any) -> int:
 class Synthesizer(ABC):
     """Base class: produce training inputs for the student from the teacher (and the student).
 
-    Attributes read by the distiller:
+    Args:
+        spec, device: dataset spec and device.
+        student: how the distiller trains the student with this method: a
+            :class:`~fedkd.datafree.StudentRecipe`, the YAML's ``student`` node, or ``None`` (the defaults).
+            Every subclass takes it, keyword-only, and passes it on.
+
+    Attributes read by the distiller and the entry points:
         samples_generated: synthetic samples produced so far (every generator output counts).
         generator: the generator network, saved with the student (``None`` if there is none).
+        recipe: the validated ``student`` argument (not part of :meth:`state_dict`: the config holds it).
     """
 
     generator: nn.Module | None = None
 
-    def __init__(self, spec: DatasetSpec, device: torch.device | str = "cpu") -> None:
+    def __init__(self, spec: DatasetSpec, device: torch.device | str = "cpu", *, student: StudentNode = None) -> None:
         self.spec = spec
         self.device = torch.device(device)
+        self.recipe: StudentRecipe = StudentRecipe.from_config(student)
         self.samples_generated = 0
         self.label_prior: torch.Tensor | None = None  # class probabilities for target labels
 

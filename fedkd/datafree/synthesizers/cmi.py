@@ -31,6 +31,7 @@ from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.generators import reset_parameters
 from fedkd.datafree.losses import adversarial_kl, cross_entropy, info_nce
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import build_generator
 from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer, Step
@@ -68,6 +69,7 @@ class CMISynthesizer(PoolSynthesizer):
         local_scale: area range of the local view's crop.
         hflip: random horizontal flips in both views and in the pool batches.
         augment_pool: shift/flip pool samples when the student draws them.
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     method = "CMI"
@@ -96,9 +98,12 @@ class CMISynthesizer(PoolSynthesizer):
         local_scale: tuple[float, float] = (0.25, 1.0),
         hflip: bool = False,
         augment_pool: bool = True,
+        *,
+        student: StudentNode = None,
     ) -> None:
         check_positive(lr=lr, cr_temperature=cr_temperature, bank_size=bank_size)
-        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool)
+        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool,
+                         student=student)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device)
         self.lr, self.betas = lr, check_betas(betas)
         self.weights = {"bn": bn, "oh": oh, "adv": adv, "cr": cr}

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.datafree.synthesizers.checks import check_positive
 from fedkd.datafree.synthesizers.wrapper import SynthesizerWrapper
@@ -64,6 +65,7 @@ class EnsembleBoosting(SynthesizerWrapper):
         steps: weight updates per call, each on one batch.
         batch_size: samples per weight update.
         **base_overrides: other keys go to ``base`` (only with an unbuilt ``base``).
+        student: the wrapper's own recipe (its YAML interpolates the base's ``student`` node).
     """
 
     def __init__(
@@ -75,9 +77,11 @@ class EnsembleBoosting(SynthesizerWrapper):
         step_decay: float = 0.99,
         steps: int = 1,
         batch_size: int = 128,
+        *,
+        student: StudentNode = None,
         **base_overrides: Any,
     ) -> None:
-        super().__init__(spec, device, base, base_overrides)
+        super().__init__(spec, device, base, base_overrides, student=student)
         check_positive(step_size=step_size, steps=steps, batch_size=batch_size)
         if not 0 < step_decay <= 1:
             raise ConfigError(f"synthesizer.step_decay must lie in (0, 1] (got {step_decay}); the authors use 0.99")

@@ -26,6 +26,7 @@ from torch import nn
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.losses import adversarial_kl, diversity_loss, hard_sample_cross_entropy
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.datafree.teacher import as_teacher
@@ -44,6 +45,7 @@ class ConditionalSynthesizer(Synthesizer):
         batch_size, generator_steps, lr, betas: generator optimisation per :meth:`synthesize`.
         ce, adv, div, bn: loss weights; ``adv_all_samples`` drops the agreement mask.
         hard_sample_power: weight each sample's cross-entropy by ``(1 - p_y)`` to this power (>= 0).
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(
@@ -62,8 +64,10 @@ class ConditionalSynthesizer(Synthesizer):
         bn: float = 0.0,
         adv_all_samples: bool = False,
         hard_sample_power: float = 0.0,
+        *,
+        student: StudentNode = None,
     ) -> None:
-        super().__init__(spec, device)
+        super().__init__(spec, device, student=student)
         check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr)
         self.generator = build_generator(generator or {"name": "cond_generator"}, spec).to(self.device)
         if not getattr(self.generator, "conditional", False):

@@ -43,6 +43,7 @@ from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import activation_loss, cross_entropy, information_entropy
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.student_terms.base import ForwardCapture
 from fedkd.datafree.synthesizers.round_batch import RoundBatchSynthesizer
 from fedkd.datafree.teacher import as_teacher
@@ -63,6 +64,7 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         oh, a, ie: weights of the one-hot, activation and information-entropy terms (paper: 1,
             0.1, 5); each >= 0, 0 drops the term (``a=0`` also lifts the need for a ``head``).
         reuse_batch: the student learns from the generator step's batch (paper) or fresh ones.
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(
@@ -78,9 +80,11 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         a: float = 0.1,
         ie: float = 5.0,
         reuse_batch: bool = True,
+        *,
+        student: StudentNode = None,
     ) -> None:
         super().__init__(
-            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch
+            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch, student=student
         )
         for key, value in (("oh", oh), ("a", a), ("ie", ie)):
             if value is None or not value >= 0:

@@ -45,6 +45,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.losses import cross_entropy, js_divergence, l2_prior, soft_target_kl, total_variation
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.soft_targets import check_betas as check_dirichlet_betas
 from fedkd.datafree.soft_targets import dirichlet_targets, teacher_similarity
 from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
@@ -93,6 +94,7 @@ class DeepInversionSynthesizer(PoolSynthesizer):
             authors' code).
         coarse_fraction: fraction of the steps at half resolution before the full-resolution
             phase (authors' setting 0: 2/3; 0 = one full-resolution phase).
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     method = "DeepInversion"
@@ -121,6 +123,8 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         first_bn_weight: float = 1.0,
         lr_schedule: str = "constant",
         coarse_fraction: float = 0.0,
+        *,
+        student: StudentNode = None,
     ) -> None:
         check_positive(lr=lr, adi_temperature=adi_temperature)
         check_non_negative(bn=bn, oh=oh, tv=tv, l2=l2, adi=adi, jitter=jitter, first_bn_weight=first_bn_weight)
@@ -133,7 +137,8 @@ class DeepInversionSynthesizer(PoolSynthesizer):
                 "0 inverts at full resolution only"
             )
         self.lr_schedule, self.coarse_fraction = lr_schedule, float(coarse_fraction)
-        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool)
+        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool,
+                         student=student)
         self.lr, self.betas = lr, check_betas(betas)
         self.weights = {"bn": bn, "oh": oh, "tv": tv, "l2": l2, "adi": adi}
         self.adi_temperature = adi_temperature

@@ -24,6 +24,7 @@ from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import l1_discrepancy
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.utils.device import autocast
@@ -38,6 +39,7 @@ class DFADSynthesizer(Synthesizer):
         batch_size: samples per generator step.
         lr, betas: Adam settings of the generator (paper: 1e-3).
         generator_steps: generator updates per :meth:`synthesize` call (paper: 1).
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(
@@ -49,8 +51,10 @@ class DFADSynthesizer(Synthesizer):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         generator_steps: int = 1,
+        *,
+        student: StudentNode = None,
     ) -> None:
-        super().__init__(spec, device)
+        super().__init__(spec, device, student=student)
         check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps)
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size = batch_size

@@ -45,6 +45,7 @@ from torch import nn
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.losses import bn_statistics_loss
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import build_generator
 from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
 from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer
@@ -119,6 +120,7 @@ class FastMetaSynthesizer(PoolSynthesizer):
         hflip: random horizontal flips in the view and in pool samples.
         pool_size: samples kept in the pool (oldest dropped first).
         augment_pool: shift/flip pool samples when the student draws them.
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     method = "FastDFKD"
@@ -144,6 +146,8 @@ class FastMetaSynthesizer(PoolSynthesizer):
         hflip: bool = False,
         pool_size: int = 20000,
         augment_pool: bool = True,
+        *,
+        student: StudentNode = None,
     ) -> None:
         check_positive(lr=lr, lr_z=lr_z, meta_lr=meta_lr)
         if meta_lr > 1:
@@ -157,7 +161,8 @@ class FastMetaSynthesizer(PoolSynthesizer):
                 "set e.g. synthesizer.bn_momentum=0.9 (0: plain BN loss)"
             )
         check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup)
-        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool)
+        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool,
+                         student=student)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device).train()
         # The fast copy the inner loop trains; it holds the last round's inner solution.
         self.fast_generator = copy.deepcopy(self.generator)

@@ -36,6 +36,7 @@ from torch import nn
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.generators import NoisyLayerGenerator, reset_parameters
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import build_generator
 from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
 from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer
@@ -61,6 +62,7 @@ class NoisyLayerSynthesizer(PoolSynthesizer):
         hflip: random horizontal flips in the view and in pool samples.
         pool_size: samples kept in the pool (oldest dropped first).
         augment_pool: shift/flip pool samples when the student draws them.
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     method = "NAYER"
@@ -83,10 +85,13 @@ class NoisyLayerSynthesizer(PoolSynthesizer):
         hflip: bool = False,
         pool_size: int = 20000,
         augment_pool: bool = True,
+        *,
+        student: StudentNode = None,
     ) -> None:
         check_positive(lr=lr)
         check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup, generator_life=generator_life)
-        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool)
+        super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool,
+                         student=student)
         config = {**dict(generator or {"name": "nayer_generator"}), "batch_size": int(batch_size)}
         if config.get("name") != "nayer_generator":
             raise ConfigError(

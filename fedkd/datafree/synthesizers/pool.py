@@ -23,6 +23,7 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.losses import adversarial_kl, cross_entropy
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.datafree.synthesizers.checks import check_non_negative, check_positive
 from fedkd.datafree.teacher import as_teacher
@@ -55,6 +56,7 @@ class PoolSynthesizer(Synthesizer):
         crop_pad: shift of pool samples in pixels (default ``image_size // 8``).
         hflip: also mirror pool samples with probability 1/2.
         augment_pool: shift (and flip) pool samples when the student draws them.
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     #: The method's name in the empty-pool and missing-BatchNorm errors.
@@ -72,11 +74,13 @@ class PoolSynthesizer(Synthesizer):
         crop_pad: int | None,
         hflip: bool,
         augment_pool: bool,
+        *,
+        student: StudentNode = None,
     ) -> None:
         check_positive(batch_size=batch_size, synthesis_steps=synthesis_steps, pool_size=pool_size)
         if crop_pad is not None:
             check_non_negative(crop_pad=crop_pad)
-        super().__init__(spec, device)
+        super().__init__(spec, device, student=student)
         self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
         self.crop_pad = spec.image_size // 8 if crop_pad is None else int(crop_pad)
         self.hflip, self.augment_pool = hflip, augment_pool

@@ -49,6 +49,7 @@ from fedkd.datafree.losses import (
     information_entropy,
     mode_seeking_ratio,
 )
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.errors import ConfigError
@@ -79,6 +80,7 @@ class RDSKDSynthesizer(Synthesizer):
         reference: the detached term values the penalties are measured from, order :data:`TERMS`.
         steps_done: generator steps so far, the clock of the reference schedule.
         warmed_up: whether the warm-up has run.
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(
@@ -93,8 +95,10 @@ class RDSKDSynthesizer(Synthesizer):
         generator_steps: int = 0,
         ref_interval: int = 120,
         penalize_mode_seeking: bool = False,
+        *,
+        student: StudentNode = None,
     ) -> None:
-        super().__init__(spec, device)
+        super().__init__(spec, device, student=student)
         check_positive(lr=lr)
         _check_int(1, ref_interval=ref_interval)
         _check_int(0, generator_warmup=generator_warmup, generator_steps=generator_steps)

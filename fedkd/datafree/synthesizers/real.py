@@ -15,6 +15,7 @@ from torch import nn
 
 from fedkd.data.datasets import Split
 from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
 
 
@@ -29,8 +30,10 @@ class RealDataSource(Synthesizer):
         device: torch.device | str = "cpu",
         train: Split | None = None,
         seed: int = 0,
+        *,
+        student: StudentNode = None,
     ) -> None:
-        super().__init__(spec, device)
+        super().__init__(spec, device, student=student)
         if train is None or len(train) == 0:
             raise ValueError("RealDataSource needs a non-empty training split")
         self.train = train.to(self.device)

@@ -56,6 +56,7 @@ from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import gaussian_kl, teacher_agreement, vae_reconstruction
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.datafree.synthesizers.checks import check_positive
 from fedkd.datafree.synthesizers.wrapper import SynthesizerWrapper
@@ -97,6 +98,7 @@ class PseudoReplaySynthesizer(SynthesizerWrapper):
         teacher_weight, kl_weight: weights of the teacher-agreement and KL terms.
         **base_overrides: other keys go to ``base`` (``+synthesizer.batch_size=64`` reaches the base
             method as ``synthesizer.base.batch_size=64`` does); only with an unbuilt ``base``.
+        student: the wrapper's own recipe (its YAML interpolates the base's ``student`` node).
     """
 
     def __init__(
@@ -114,9 +116,11 @@ class PseudoReplaySynthesizer(SynthesizerWrapper):
         vae_betas: tuple[float, float] = (0.9, 0.999),
         teacher_weight: float = 1.0,
         kl_weight: float = 1e-5,
+        *,
+        student: StudentNode = None,
         **base_overrides: Any,
     ) -> None:
-        super().__init__(spec, device, base, base_overrides)
+        super().__init__(spec, device, base, base_overrides, student=student)
         check_positive(refresh_every=refresh_every, vae_steps=vae_steps, vae_batch_size=vae_batch_size, vae_lr=vae_lr)
         for key, value in {"replay_share": replay_share, "vae_replay_share": vae_replay_share}.items():
             if not 0 <= value < 1:

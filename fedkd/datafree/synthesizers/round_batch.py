@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
 from fedkd.datafree.synthesizers.checks import check_betas, check_positive
 from fedkd.utils.device import autocast
@@ -36,6 +37,7 @@ class RoundBatchSynthesizer(Synthesizer):
         lr, betas: the generator's Adam settings.
         generator_steps: generator updates per round.
         reuse_batch: the round's student steps share one batch (both papers) or draw fresh ones.
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(
@@ -48,8 +50,10 @@ class RoundBatchSynthesizer(Synthesizer):
         betas: tuple[float, float],
         generator_steps: int,
         reuse_batch: bool,
+        *,
+        student: StudentNode = None,
     ) -> None:
-        super().__init__(spec, device)
+        super().__init__(spec, device, student=student)
         check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps)
         betas = check_betas(betas)
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)

@@ -8,7 +8,8 @@ base's: its generator, its label prior, its sample count, its student terms, its
 Config: the wrapper's YAML composes the base method's YAML as ``synthesizer.base``
 (``defaults: [/synthesizer@base: dfad, _self_]``) and its ``student`` node interpolates the base's
 key by key, so ``synthesizer.student.steps=..`` and ``synthesizer.base.student.steps=..`` both set
-the recipe (:func:`fedkd.datafree.split_recipe` drops the base's copy before it is built).
+the recipe. The wrapper's :attr:`recipe` is its own node's, the one the distiller follows (the base
+keeps its copy, unused).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from fedkd.data.specs import DatasetSpec
+from fedkd.datafree.recipe import StudentNode, StudentRecipe
 from fedkd.datafree.student_terms import StudentTerm
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.errors import ConfigError
@@ -35,6 +37,7 @@ class SynthesizerWrapper(Synthesizer):
             (Hydra's partial of ``conf/synthesizer/<method>.yaml``).
         base_overrides: keys the wrapper does not know, passed on to an unbuilt ``base``
             (``+synthesizer.batch_size=64`` reaches the base as ``synthesizer.base.batch_size=64`` does).
+        student: the wrapper's own recipe (its ``student`` node), kept as :attr:`recipe`.
     """
 
     def __init__(
@@ -43,27 +46,45 @@ class SynthesizerWrapper(Synthesizer):
         device: torch.device | str,
         base: Synthesizer | Callable[..., Synthesizer] | None,
         base_overrides: Mapping[str, Any] | None = None,
+        *,
+        student: StudentNode = None,
     ) -> None:
         # Synthesizer.__init__ is not called: the sample count and the label prior are the base's.
         self.spec, self.device = spec, torch.device(device)
+        self.recipe = StudentRecipe.from_config(student)
         self.base = self._build_base(base, dict(base_overrides or {}))
 
     def _build_base(self, base: Any, overrides: dict[str, Any]) -> Synthesizer:
         if base is None:
-            raise ConfigError("synthesizer.base is missing; compose a base method, e.g. defaults: [/synthesizer@base: dfad, _self_]")
+            raise ConfigError(
+                "synthesizer.base is missing; compose a base method, e.g. defaults: [/synthesizer@base: dfad, _self_]"
+            )
         if not isinstance(base, Synthesizer):
             if not callable(base):
-                raise ConfigError(f"synthesizer.base must be a synthesizer config with _partial_: true (got {type(base).__name__}); fix synthesizer.base")
+                raise ConfigError(
+                    f"synthesizer.base must be a synthesizer config with _partial_: true (got {type(base).__name__}); "
+                    "fix synthesizer.base"
+                )
             try:
                 base = base(spec=self.spec, device=self.device, **overrides)
             except TypeError as exc:
-                raise ConfigError(f"synthesizer.base does not take these options ({exc}); fix synthesizer.base or the override") from None
+                raise ConfigError(
+                    f"synthesizer.base does not take these options ({exc}); fix synthesizer.base or the override"
+                ) from None
             if not isinstance(base, Synthesizer):
-                raise ConfigError(f"synthesizer.base built a {type(base).__name__}, not a Synthesizer; point synthesizer.base._target_ at one")
+                raise ConfigError(
+                    f"synthesizer.base built a {type(base).__name__}, not a Synthesizer; "
+                    "point synthesizer.base._target_ at one"
+                )
         elif overrides:
-            raise ConfigError(f"synthesizer.{min(overrides)} is not a setting of the wrapper and the base is already built; set it on the base")
+            raise ConfigError(
+                f"synthesizer.{min(overrides)} is not a setting of the wrapper and the base is already built; "
+                "set it on the base"
+            )
         if base.device != self.device:
-            raise ConfigError(f"synthesizer.base is on {base.device}, the wrapper on {self.device}; build both for one device")
+            raise ConfigError(
+                f"synthesizer.base is on {base.device}, the wrapper on {self.device}; build both for one device"
+            )
         return base
 
     # ------------------------------------------------------------------ the base's

@@ -33,6 +33,7 @@ from torch import nn
 
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import adversarial_kl
+from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.student_terms import StudentTerm
 from fedkd.datafree.student_terms.attention import AttentionTransfer
 from fedkd.datafree.synthesizers.checks import check_positive
@@ -60,6 +61,7 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
             the student's (``kl_temperature: ${.student.temperature}``): both sides of the game
             measure the same divergence. The student's recipe (paper: ``ns = 10`` steps per round,
             KL at temperature 1) is the ``student`` node of ``conf/synthesizer/zskt.yaml``.
+        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(
@@ -77,9 +79,11 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
         at_teacher_layers: Sequence[str] | None = None,
         reuse_batch: bool = True,
         kl_temperature: float = 1.0,
+        *,
+        student: StudentNode = None,
     ) -> None:
         super().__init__(
-            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch
+            spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch, student=student
         )
         check_positive(kl_temperature=kl_temperature)
         self.kl_temperature = float(kl_temperature)

@@ -17,7 +17,6 @@ from fedkd.datafree import (
     EnsembleTeacher,
     Synthesizer,
     class_weights_from_counts,
-    split_recipe,
 )
 from fedkd.datafree.losses import hard_sample_cross_entropy
 from fedkd.errors import ConfigError
@@ -163,7 +162,8 @@ def test_a_single_teacher_is_left_alone():
         (lambda: EnsembleBoosting(SPEC, "cpu", Labelled(), step_decay=0.0), "step_decay"),
         (lambda: EnsembleBoosting(SPEC, "cpu", Labelled(), step_size=-1), "step_size"),
         (lambda: EnsembleBoosting(SPEC, "cpu", None), "synthesizer.base is missing"),
-        (lambda: EnsembleBoosting(SPEC, "cpu", Labelled(labelled=False)).synthesize(_ensemble(), nn.Identity()), "labelled"),
+        (lambda: EnsembleBoosting(SPEC, "cpu", Labelled(labelled=False)).synthesize(_ensemble(), nn.Identity()),
+         "labelled"),
     ],
 )
 def test_bad_boosting_settings_end_in_one_line(make, match):
@@ -174,7 +174,8 @@ def test_bad_boosting_settings_end_in_one_line(make, match):
 
 def test_state_is_the_bases_and_round_trips():
     def make() -> EnsembleBoosting:
-        return EnsembleBoosting(SPEC, "cpu", DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=8))
+        base = DFADSynthesizer(SPEC, "cpu", {"name": "dfad_generator", "ngf": 8}, batch_size=8)
+        return EnsembleBoosting(SPEC, "cpu", base)
 
     boost = make()
     boost.base.samples_generated = 40
@@ -195,8 +196,7 @@ def test_the_config_wraps_fedftgs_generator_with_hard_samples():
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="sim", overrides=["strategy=fedftg", "synthesizer@strategy.synthesizer=coboost",
                                                     "strategy.synthesizer.student.steps=3"])
-    factory, recipe = split_recipe(instantiate(cfg.strategy.synthesizer), "strategy.synthesizer")
-    synth = factory(spec=SPEC, device=CPU)
+    synth = instantiate(cfg.strategy.synthesizer)(spec=SPEC, device=CPU)
     assert isinstance(synth, EnsembleBoosting) and isinstance(synth.base, ConditionalSynthesizer)
     assert synth.base.hard_sample_power == 1.0 and synth.base.batch_size == 64 and synth.base.weights["bn"] == 1.0
-    assert synth.step_size == 0.01 and synth.step_decay == 0.99 and recipe.steps == 3
+    assert synth.step_size == 0.01 and synth.step_decay == 0.99 and synth.recipe.steps == 3

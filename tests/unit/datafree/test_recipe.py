@@ -1,4 +1,4 @@
-"""The student's recipe (steps, loss, temperature): one home, split off the synthesizer's config."""
+"""The student's recipe (steps, loss, temperature): one home, the synthesizer's ``student`` argument."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fedkd.data import get_spec
-from fedkd.datafree import DFADSynthesizer, PseudoReplaySynthesizer, StudentRecipe, Teacher, distill, split_recipe
+from fedkd.datafree import DFADSynthesizer, PseudoReplaySynthesizer, StudentRecipe, Teacher, distill
 from fedkd.errors import ConfigError
 from fedkd.models import build_model
 
@@ -37,17 +37,19 @@ def test_defaults_and_equality_ignore_the_config_key():
     assert StudentRecipe.from_config({"steps": 5, "loss": "l1"}) == StudentRecipe(steps=5, loss="l1")
 
 
-def test_split_recipe_takes_the_student_node_off_the_partial_and_its_base():
+def test_the_student_node_is_a_constructor_argument_kept_as_the_recipe():
     base = functools.partial(DFADSynthesizer, batch_size=8, student={"steps": 9, "loss": "l1"})
-    wrapper = functools.partial(PseudoReplaySynthesizer, base=base, student={"steps": 3, "loss": "l1", "temperature": 1.0})
-    factory, recipe = split_recipe(wrapper)
-    assert recipe == StudentRecipe(steps=3, loss="l1")  # the wrapper's node counts
-    assert "student" not in factory.keywords and "student" not in factory.keywords["base"].keywords
-    assert isinstance(factory(spec=SPEC, device="cpu").base, DFADSynthesizer)
-    built = DFADSynthesizer(SPEC)
-    assert split_recipe(built) == (built, StudentRecipe())  # nothing to split
-    with pytest.raises(ConfigError, match="strategy.synthesizer.student.loss"):
-        split_recipe(functools.partial(DFADSynthesizer, student={"loss": "mse"}), "strategy.synthesizer")
+    wrapper = functools.partial(PseudoReplaySynthesizer, base=base,
+                                student={"steps": 3, "loss": "l1", "temperature": 1.0})
+    synth = wrapper(spec=SPEC, device="cpu")
+    assert synth.recipe == StudentRecipe(steps=3, loss="l1")  # the wrapper's node counts
+    assert isinstance(synth.base, DFADSynthesizer) and synth.base.recipe == StudentRecipe(steps=9, loss="l1")
+    assert DFADSynthesizer(SPEC).recipe == StudentRecipe()  # no node: the defaults
+    recipe = StudentRecipe(steps=2, loss="l1")
+    assert DFADSynthesizer(SPEC, student=recipe).recipe is recipe
+    assert "recipe" not in DFADSynthesizer(SPEC, student=recipe).state_dict()  # the config holds it
+    with pytest.raises(ConfigError, match="synthesizer.student.loss"):
+        DFADSynthesizer(SPEC, student={"loss": "mse"})
 
 
 def test_distill_runs_the_recipes_steps_and_needs_one():
@@ -55,7 +57,8 @@ def test_distill_runs_the_recipes_steps_and_needs_one():
     student, teacher = build_model("lenet5_half", SPEC), Teacher(build_model("lenet5_half", SPEC))
     synth = DFADSynthesizer(SPEC, generator={"name": "dfad_generator", "ngf": 4}, batch_size=8)
     opt = torch.optim.SGD(student.parameters(), lr=0.01)
-    out = distill(student, teacher, synth, opt, 2, recipe=StudentRecipe(steps=3, loss="l1"), student_batch_size=4, progress=False)
+    out = distill(student, teacher, synth, opt, 2, recipe=StudentRecipe(steps=3, loss="l1"), student_batch_size=4,
+                  progress=False)
     assert out["student_samples"] == 2 * 3 * 4
     with pytest.raises(TypeError):
         distill(student, teacher, synth, opt, 1, progress=False)  # no recipe

@@ -20,7 +20,6 @@ from fedkd.datafree import (
     StudentRecipe,
     Teacher,
     distill,
-    split_recipe,
 )
 from fedkd.datafree import losses as L
 from fedkd.datafree.vae import ConvVAE, memory_bytes, reparameterize
@@ -143,8 +142,8 @@ def test_wrapper_over_the_conditional_synthesizer_delegates_and_drops_labels_of_
     assert y is not None and (y == 3).all()
     student = build_model("lenet5_half", SPEC)
     opt = torch.optim.SGD(student.parameters(), lr=0.01)
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=2, recipe=StudentRecipe(steps=3, temperature=4.0),
-                  student_batch_size=32, progress=False)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=2,
+                  recipe=StudentRecipe(steps=3, temperature=4.0), student_batch_size=32, progress=False)
     assert {"loss_ce", "vae_loss", "student_loss"} <= set(out) and synth.replayed > 0
     x, y = synth.sample(32)
     assert x.shape == (32, *SPEC.shape) and y is None
@@ -155,8 +154,8 @@ def test_short_digits_run_with_replay_over_dfad_beats_chance_and_its_memory_is_b
     student = build_model("lenet5_half", SPEC)
     synth = _replay(DFADSynthesizer(SPEC, "cpu", SMALL_DFAD, batch_size=64), vae_batch_size=40)
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=20, recipe=StudentRecipe(steps=5, loss="l1"),
-                  student_batch_size=64, progress=False)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=20,
+                  recipe=StudentRecipe(steps=5, loss="l1"), student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert synth.replayed > 0 and out["samples_generated"] == synth.samples_generated
@@ -239,16 +238,17 @@ def _compose(config: str, *overrides: str):
 
 @pytest.mark.parametrize(
     ("name", "base_cls"),
-    [("replay_dfad", DFADSynthesizer), ("replay_conditional", ConditionalSynthesizer), ("replay_rdskd", RDSKDSynthesizer)],
+    [("replay_dfad", DFADSynthesizer), ("replay_conditional", ConditionalSynthesizer),
+     ("replay_rdskd", RDSKDSynthesizer)],
 )
 def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
     from hydra.utils import instantiate
 
-    cfg = _compose("centralized", f"synthesizer={name}", "synthesizer.base.generator.ngf=8", "synthesizer.vae_batch_size=16")
-    factory, recipe = split_recipe(instantiate(cfg.synthesizer, _convert_="all"))
-    synth = factory(spec=SPEC, device=CPU)
+    cfg = _compose("centralized", f"synthesizer={name}", "synthesizer.base.generator.ngf=8",
+                   "synthesizer.vae_batch_size=16")
+    synth = instantiate(cfg.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
     assert isinstance(synth, PseudoReplaySynthesizer) and type(synth.base) is base_cls
-    assert recipe == StudentRecipe(**cfg.synthesizer.base.student)  # the wrapper's recipe is its base's
+    assert synth.recipe == StudentRecipe(**cfg.synthesizer.base.student)  # the wrapper's recipe is its base's
     assert synth.replay_share == pytest.approx(1 / 9, abs=1e-3) and synth.vae_steps == 4
     assert synth.base.generator.ngf == 8 and synth.vae_batch_size == 16
     # RDSKD's paper schedule (generator_steps 0) freezes the generator; the wrapper answers for its base.
@@ -262,8 +262,9 @@ def test_configs_compose_the_base_method_and_instantiate(name, base_cls):
 def test_over_a_pool_method_the_base_keeps_one_round_and_the_vae_is_the_memory(name, base_cls):
     from hydra.utils import instantiate
 
-    cfg = _compose("centralized", f"synthesizer={name}", "synthesizer.base.batch_size=48", "synthesizer.vae_batch_size=16")
-    synth = split_recipe(instantiate(cfg.synthesizer, _convert_="all"))[0](spec=SPEC, device=CPU)
+    cfg = _compose("centralized", f"synthesizer={name}", "synthesizer.base.batch_size=48",
+                   "synthesizer.vae_batch_size=16")
+    synth = instantiate(cfg.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
     assert isinstance(synth, PseudoReplaySynthesizer) and type(synth.base) is base_cls
     assert synth.base.pool.capacity == 48  # follows the base's batch size
 
@@ -272,13 +273,13 @@ def test_replay_composes_under_fedftg_over_its_server_synthesizer():
     from hydra.utils import instantiate
 
     picks = ["strategy=fedftg", "synthesizer@strategy.synthesizer=replay_conditional"]
-    synth = split_recipe(instantiate(_compose("sim", *picks).strategy.synthesizer, _convert_="all"))[0](spec=SPEC, device=CPU)
+    synth = instantiate(_compose("sim", *picks).strategy.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
     assert isinstance(synth, PseudoReplaySynthesizer) and isinstance(synth.base, ConditionalSynthesizer)
     # FedFTG's server settings (conf/synthesizer/fedftg.yaml) as the base; a top-level key reaches the base too.
-    cfg = _compose("sim", *picks, "synthesizer@strategy.synthesizer.base=fedftg", "+strategy.synthesizer.generator_steps=2")
-    factory, recipe = split_recipe(instantiate(cfg.strategy.synthesizer), "strategy.synthesizer")  # as FedFTG gets it
-    synth = factory(spec=SPEC, device=CPU)
-    assert synth.base.batch_size == 64 and synth.base.weights["bn"] == 1.0 and recipe.steps == 2
+    cfg = _compose("sim", *picks, "synthesizer@strategy.synthesizer.base=fedftg",
+                   "+strategy.synthesizer.generator_steps=2")
+    synth = instantiate(cfg.strategy.synthesizer)(spec=SPEC, device=CPU)  # as FedFTG gets it
+    assert synth.base.batch_size == 64 and synth.base.weights["bn"] == 1.0 and synth.recipe.steps == 2
     assert synth.base.generator_steps == 2
 
 
@@ -287,8 +288,8 @@ def test_the_wrappers_recipe_is_set_on_the_wrapper_or_on_its_base(key):
     from hydra.utils import instantiate
 
     cfg = _compose("centralized", "synthesizer=replay_dfad", f"{key}=3")
-    factory, recipe = split_recipe(instantiate(cfg.synthesizer, _convert_="all"))
-    assert recipe == StudentRecipe(steps=3, loss="l1") and "student" not in factory.keywords["base"].keywords
+    synth = instantiate(cfg.synthesizer, _convert_="all")(spec=SPEC, device=CPU)
+    assert synth.recipe == StudentRecipe(steps=3, loss="l1")  # the wrapper's own node counts
 
 
 def test_a_resumed_distillation_equals_an_uninterrupted_one(digits_teacher):
@@ -301,8 +302,8 @@ def test_a_resumed_distillation_equals_an_uninterrupted_one(digits_teacher):
         return student, synth, torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
 
     def run(student, synth, opt, epochs: int, **kw):
-        return distill(student, teacher, synth, opt, iterations_per_epoch=2, recipe=StudentRecipe(steps=2, loss="l1"), epochs=epochs,
-                       student_batch_size=32, progress=False, **kw)
+        return distill(student, teacher, synth, opt, iterations_per_epoch=2, recipe=StudentRecipe(steps=2, loss="l1"),
+                       epochs=epochs, student_batch_size=32, progress=False, **kw)
 
     student, synth, opt = setup(0)
     run(student, synth, opt, 2)
