@@ -33,9 +33,8 @@ ANNOTATED_BY = {
     "torch.optim.AdamW": "fedkd.training.optimizers.adam_options",
 }
 
-#: Keys the entry points take off a node before calling its target, by the target's base class,
-#: each checked against its own reader: a synthesizer's ``student`` recipe
-#: (``fedkd.datafree.recipe.split_recipe``).
+#: Keys whose node a reader checks, key by key, rather than the target's type hint, by the target's
+#: base class: a synthesizer's ``student`` argument (a node of ``fedkd.datafree.recipe.StudentRecipe``).
 TAKEN_OFF = {"fedkd.datafree.Synthesizer": {"student": "fedkd.datafree.recipe.StudentRecipe"}}
 
 _KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -225,15 +224,15 @@ def check_keys(node: DictConfig, path: str, schema: OptionSchema) -> None:
             continue
         ok, value = _value(node, name)
         key = f"{path}.{name}"
-        if name in schema.params and supplied(schema.params[name]):
-            raise ConfigError(f"{key} is given by the run, not by the config; drop {key}")
-        if name in schema.params:
-            if ok:
-                check_value(key, value, schema.params[name])
-        elif name in schema.taken_off:
+        if name in schema.taken_off:
             reader = option_schema(schema.taken_off[name])
             if ok and isinstance(value, DictConfig) and reader is not None:
                 check_keys(value, key, reader)
+        elif name in schema.params and supplied(schema.params[name]):
+            raise ConfigError(f"{key} is given by the run, not by the config; drop {key}")
+        elif name in schema.params:
+            if ok:
+                check_value(key, value, schema.params[name])
         elif forward_schema is not None and name in forward_schema.params:
             if ok:
                 check_value(key, value, forward_schema.params[name])
