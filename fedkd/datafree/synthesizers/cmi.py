@@ -52,9 +52,10 @@ class CMISynthesizer(PoolSynthesizer):
     """Contrastive model inversion into an in-memory sample pool.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of the generator (default ``cmi_generator``).
         batch_size: samples synthesised per round (one batch per round goes to the pool).
+        pool_size, augment_pool: the pool's capacity and its augmentation (:class:`PoolSynthesizer`).
         synthesis_steps: optimisation steps per round (paper: 200 on CIFAR).
         lr, betas: Adam settings of generator, latent codes and head (paper: 1e-3, (0.5, 0.999)).
         bn, oh, adv, cr: weights of the BN-statistics, cross-entropy, adversarial and contrastive
@@ -62,14 +63,11 @@ class CMISynthesizer(PoolSynthesizer):
         cr_temperature: InfoNCE temperature.
         head_dim, head_hidden: projection head sizes.
         bank_size: features kept in the memory bank; negatives: how many are drawn per step.
-        pool_size: samples kept in the pool (oldest dropped first).
         reset_generator: re-initialise the generator at each round (paper); ``False`` keeps
             training one generator across rounds.
         crop_pad: shift of the global view in pixels (default: image_size // 8).
         local_scale: area range of the local view's crop.
         hflip: random horizontal flips in both views and in the pool batches.
-        augment_pool: shift/flip pool samples when the student draws them.
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     method = "CMI"

@@ -57,7 +57,8 @@ class EnsembleBoosting(SynthesizerWrapper):
     """A base synthesizer whose every step is followed by Co-Boosting's ensemble re-weighting.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the wrapper's own student recipe (its YAML
+            interpolates the base's ``student`` node).
         base: the wrapped synthesizer; it must give target labels (conditional, DeepInversion,
             CMI, Fast), built or as a Hydra partial.
         step_size: the signed step on the member weights (authors: 0.01).
@@ -65,7 +66,6 @@ class EnsembleBoosting(SynthesizerWrapper):
         steps: weight updates per call, each on one batch.
         batch_size: samples per weight update.
         **base_overrides: other keys go to ``base`` (only with an unbuilt ``base``).
-        student: the wrapper's own recipe (its YAML interpolates the base's ``student`` node).
     """
 
     def __init__(

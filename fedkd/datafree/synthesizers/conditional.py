@@ -38,14 +38,13 @@ class ConditionalSynthesizer(Synthesizer):
     """Label-prior-driven conditional generator, trained adversarially against the student.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of a conditional generator (default ``cond_generator``).
         label_prior: per-class counts or probabilities (``None``: uniform); see
             :meth:`Synthesizer.set_label_prior`, which the federated server calls every round.
         batch_size, generator_steps, lr, betas: generator optimisation per :meth:`synthesize`.
         ce, adv, div, bn: loss weights; ``adv_all_samples`` drops the agreement mask.
         hard_sample_power: weight each sample's cross-entropy by ``(1 - p_y)`` to this power (>= 0).
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(

@@ -55,7 +55,7 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
     """DAFL's generator, trained with the teacher as a fixed discriminator.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of the generator (default ``dfad_generator``: DAFL's own
             architecture, tanh then a non-affine BatchNorm).
         batch_size: samples per generator step (paper, MNIST: 512).
@@ -64,7 +64,6 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         oh, a, ie: weights of the one-hot, activation and information-entropy terms (paper: 1,
             0.1, 5); each >= 0, 0 drops the term (``a=0`` also lifts the need for a ``head``).
         reuse_batch: the student learns from the generator step's batch (paper) or fresh ones.
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(

@@ -67,8 +67,9 @@ class DeepInversionSynthesizer(PoolSynthesizer):
     pool and the round count.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         batch_size: samples inverted per round (the round's best batch joins the pool).
+        pool_size, augment_pool: the pool's capacity and its augmentation (:class:`PoolSynthesizer`).
         synthesis_steps: Adam steps per round (paper, CIFAR: 2,000; the default is where the loss
             levels off at lr 0.1, see docs/design_notes.md#deepinversion-synthesis-steps-and-learning-rate).
         lr, betas: Adam settings of the pixels (paper code: 0.05-0.1 on CIFAR; betas (0.5, 0.9)
@@ -83,8 +84,6 @@ class DeepInversionSynthesizer(PoolSynthesizer):
         jitter: largest roll of the batch in pixels per step (authors: 2 on 32x32 CIFAR).
         hflip: mirror the batch with probability 1/2 per step (off for digits: not mirror-symmetric).
         clip: clip pixels to the valid range after every step.
-        pool_size: samples kept in the pool (oldest dropped first).
-        augment_pool: shift (and flip) pool samples when the student draws them.
         crop_pad: shift of the pool samples in pixels (default: image_size // 8).
         first_bn_weight: weight of the teacher's first BN layer in the statistics loss (authors'
             ImageNet code: 10; 1 weighs every layer alike).
@@ -94,7 +93,6 @@ class DeepInversionSynthesizer(PoolSynthesizer):
             authors' code).
         coarse_fraction: fraction of the steps at half resolution before the full-resolution
             phase (authors' setting 0: 2/3; 0 = one full-resolution phase).
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     method = "DeepInversion"

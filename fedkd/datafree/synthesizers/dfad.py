@@ -34,12 +34,11 @@ class DFADSynthesizer(Synthesizer):
     """Adversarial generator of DFAD.
 
     Args:
-        spec, device: the dataset spec (image shape, classes) and the device to work on.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of the generator (``{"name": "dfad_generator", "nz": .., "ngf": ..}``).
         batch_size: samples per generator step.
         lr, betas: Adam settings of the generator (paper: 1e-3).
         generator_steps: generator updates per :meth:`synthesize` call (paper: 1).
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(

@@ -100,10 +100,11 @@ class FastMetaSynthesizer(PoolSynthesizer):
     """FastDFKD: a meta-learned generator and latent codes, a few inner steps per round, a pool.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of the generator (default ``cmi_generator``: the authors'
             generator is CMI's).
         batch_size: samples synthesised per round (the round's best batch joins the pool).
+        pool_size, augment_pool: the pool's capacity and its augmentation (:class:`PoolSynthesizer`).
         synthesis_steps: inner steps per round (paper: 2, 5 or 10 on CIFAR; the authors' README runs 2).
         lr, lr_z: inner Adam learning rates of the generator and the latent codes (authors, for
             2/5/10 steps: 5e-3/3e-3/2e-3 and 0.015/0.01/0.01).
@@ -118,9 +119,6 @@ class FastMetaSynthesizer(PoolSynthesizer):
         warmup: rounds without the adversarial term.
         crop_pad: shift of the view the teacher sees, and of pool samples (default image_size // 8).
         hflip: random horizontal flips in the view and in pool samples.
-        pool_size: samples kept in the pool (oldest dropped first).
-        augment_pool: shift/flip pool samples when the student draws them.
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     method = "FastDFKD"

@@ -47,10 +47,11 @@ class NoisyLayerSynthesizer(PoolSynthesizer):
     """NAYER: a persistent label-embedding generator whose noisy layer is re-drawn every round.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of the generator (default ``nayer_generator``; its
             ``batch_size`` is set to this synthesizer's).
         batch_size: samples synthesised per round (the round's best batch joins the pool).
+        pool_size, augment_pool: the pool's capacity and its augmentation (:class:`PoolSynthesizer`).
         synthesis_steps: Adam steps per round (authors, CIFAR: 40 with 400 samples).
         lr, betas: the per-round Adam of the generator (authors: 4e-3, (0.5, 0.999)).
         bn, oh, adv: weights of the BN-statistics, cross-entropy and adversarial terms (authors,
@@ -60,9 +61,6 @@ class NoisyLayerSynthesizer(PoolSynthesizer):
             ``g_life``: 10; 0: never).
         crop_pad: shift of the teacher's view and of pool samples (default image_size // 8).
         hflip: random horizontal flips in the view and in pool samples.
-        pool_size: samples kept in the pool (oldest dropped first).
-        augment_pool: shift/flip pool samples when the student draws them.
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     method = "NAYER"

@@ -49,14 +49,13 @@ class PoolSynthesizer(Synthesizer):
     """A synthesizer whose student samples come from a bounded pool of its best batches.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         batch_size: samples inverted per round (the round's best batch joins the pool).
         synthesis_steps: optimisation steps per round.
         pool_size: samples kept in the pool (oldest dropped first).
         crop_pad: shift of pool samples in pixels (default ``image_size // 8``).
         hflip: also mirror pool samples with probability 1/2.
         augment_pool: shift (and flip) pool samples when the student draws them.
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     #: The method's name in the empty-pool and missing-BatchNorm errors.

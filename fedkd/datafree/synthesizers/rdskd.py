@@ -64,7 +64,7 @@ class RDSKDSynthesizer(Synthesizer):
     plus a mode-seeking term; trained generator-first, optionally on in the alternating loop.
 
     Args:
-        spec, device: the dataset spec and the device to work on.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of the generator (default ``dfad_generator``: DAFL's net, as
             in the authors' code).
         batch_size: samples per generator step, even (paper code: 512).
@@ -80,7 +80,6 @@ class RDSKDSynthesizer(Synthesizer):
         reference: the detached term values the penalties are measured from, order :data:`TERMS`.
         steps_done: generator steps so far, the clock of the reference schedule.
         warmed_up: whether the warm-up has run.
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(

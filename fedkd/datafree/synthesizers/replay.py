@@ -87,7 +87,8 @@ class PseudoReplaySynthesizer(SynthesizerWrapper):
     """A base synthesizer whose student batches mix in samples replayed by a VAE.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the wrapper's own student recipe (its YAML
+            interpolates the base's ``student`` node).
         base: the wrapped synthesizer, built or as ``base(spec=..., device=...) -> Synthesizer``
             (Hydra's partial of ``conf/synthesizer/<method>.yaml``).
         replay_share: fraction of each student batch decoded by the replay decoder, in [0, 1).
@@ -98,7 +99,6 @@ class PseudoReplaySynthesizer(SynthesizerWrapper):
         teacher_weight, kl_weight: weights of the teacher-agreement and KL terms.
         **base_overrides: other keys go to ``base`` (``+synthesizer.batch_size=64`` reaches the base
             method as ``synthesizer.base.batch_size=64`` does); only with an unbuilt ``base``.
-        student: the wrapper's own recipe (its YAML interpolates the base's ``student`` node).
     """
 
     def __init__(

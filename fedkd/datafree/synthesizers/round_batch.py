@@ -31,13 +31,12 @@ class RoundBatchSynthesizer(Synthesizer):
     """Base of DAFL and ZSKT: generator + Adam; one student batch per round.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of the generator (default ``dfad_generator``).
         batch_size: samples per generator step.
         lr, betas: the generator's Adam settings.
         generator_steps: generator updates per round.
         reuse_batch: the round's student steps share one batch (both papers) or draw fresh ones.
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(

@@ -46,7 +46,7 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
     """ZSKT's adversarial generator; its attention-transfer term is added to the student's loss.
 
     Args:
-        spec, device: dataset spec and device.
+        spec, device, student: dataset spec, device and the student's recipe (:class:`~fedkd.datafree.Synthesizer`).
         generator: registry config of the generator (default ``dfad_generator``, ``nz`` 100).
         batch_size: samples per generator step (paper: 128).
         lr, betas: the generator's Adam settings (paper: 1e-3, default betas).
@@ -61,7 +61,6 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
             the student's (``kl_temperature: ${.student.temperature}``): both sides of the game
             measure the same divergence. The student's recipe (paper: ``ns = 10`` steps per round,
             KL at temperature 1) is the ``student`` node of ``conf/synthesizer/zskt.yaml``.
-        student: the distiller's recipe, kept as :attr:`recipe` (see :class:`~fedkd.datafree.Synthesizer`).
     """
 
     def __init__(
