@@ -153,6 +153,8 @@ class SimConfig(RunConfig):
     # test, or holdout: the last holdout_size training images, no client's (to choose settings)
     evaluate_on: str = "test"
     holdout_size: int = ranged(5000, low=1)
+    # training images no client holds, drawn from outside the holdout: the server's unlabeled proxy (strategy=feddf)
+    proxy_size: int = ranged(0, low=0)
 
 
 @dataclass

@@ -12,7 +12,7 @@ Each round, after the clients reply (:meth:`FedFTG.aggregate`):
    FedAvg average as one more member (``global_teacher_weight``, FedDF-style);
 3. the synthesizer (a persistent conditional generator by default; DFAD or CMI from
    ``conf/synthesizer/``) learns from that teacher, with labels drawn in proportion to the clients'
-   label counts;
+   label counts; FedDF (``conf/strategy/feddf.yaml``) serves the run's unlabeled proxy images instead;
 4. each architecture group's student starts from that group's FedAvg average (or from its previous
    round's student) and is distilled on generated samples by the one distillation loop
    (:func:`fedkd.datafree.distill`); it becomes the group's global model -- unless the
@@ -39,6 +39,7 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from fedkd.datafree import EnsembleTeacher, Synthesizer, distill
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
+from fedkd.datafree.synthesizers.real import real_images_for
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError, check_choice
 from fedkd.federated import records as R
@@ -53,6 +54,7 @@ from fedkd.utils.timing import Laps
 log = logging.getLogger("fedkd.sim")
 
 STUDENT_INITS = ("average", "previous", "scratch")
+PROXY_REMEDY = "set proxy_size=<n>: that many training images no client holds, given to the server without labels"
 
 
 class FedFTG(FedAvg):
@@ -177,9 +179,11 @@ class FedFTG(FedAvg):
         self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
 
     def bind(self, run: ServerRun) -> None:
-        """Build the persistent synthesizer for the run's data spec and device."""
+        """Build the persistent synthesizer for the run's data spec and device (and, for one that
+        distils on real images, FedDF's ``real_kd``, the run's unlabeled proxy images)."""
         super().bind(run)
-        self.synthesizer = self.make_synthesizer(spec=run.spec, device=run.device)
+        real = real_images_for(self.make_synthesizer, run.proxy, "strategy.synthesizer", PROXY_REMEDY)
+        self.synthesizer = self.make_synthesizer(spec=run.spec, device=run.device, **real)
         if not self.synthesizer.keeps_learning():
             raise ConfigError(
                 "strategy.synthesizer stops learning after round 1 while the server's teacher changes every round; "

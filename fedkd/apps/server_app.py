@@ -24,7 +24,13 @@ from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.config import RUN_CONFIG_OUT_DIR, config_from_run_config
-from fedkd.federated.data import client_model_configs, evaluation_split, load_data, partition_label_counts
+from fedkd.federated.data import (
+    client_model_configs,
+    evaluation_split,
+    load_data,
+    partition_label_counts,
+    proxy_images,
+)
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.resume import ResumeState, ServerCheckpointer
 from fedkd.federated.server_run import ServerRun
@@ -121,7 +127,8 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
         # Initial models are built first, with the RNG seeded by RunContext: same start every run.
         eval_name, eval_split = evaluation_split(cfg)
         server_run = ServerRun.create(
-            data.spec, eval_split.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg), eval_name
+            data.spec, eval_split.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg), eval_name,
+            proxy=proxy_images(cfg),  # images only: the proxy's labels stay in the data module
         )
         evaluator = CentralEvaluator(server_run, int(cfg.eval_batch_size))
         recorder = RoundRecorder(ctx.logger, int(cfg.rounds), eval_name=eval_name)

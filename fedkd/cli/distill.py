@@ -34,6 +34,7 @@ from fedkd.data.evaluation import evaluation_split as data_evaluation_split
 from fedkd.datafree import StudentRecipe, Synthesizer, Teacher, distill
 from fedkd.datafree.student_terms import check_student_terms
 from fedkd.datafree.synthesizers.base import state_bytes
+from fedkd.datafree.synthesizers.real import needs_real_images
 from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, count_parameters, list_models, model_config, model_label
 from fedkd.models.checkpoint import model_from_checkpoint, model_meta
@@ -64,8 +65,8 @@ def build_synthesizer(cfg: DictConfig, data: DataBundle, device: torch.device) -
     node is the synthesizer's :attr:`~Synthesizer.recipe`, the run's :class:`StudentRecipe`."""
     factory = instantiate(cfg.synthesizer, _convert_="all")
     kwargs: dict[str, Any] = {"spec": data.spec, "device": device}
-    if getattr(getattr(factory, "func", factory), "needs_train_split", False):
-        kwargs["train"] = data.train  # the data-driven reference (not data-free)
+    if needs_real_images(factory):
+        kwargs["train"] = data.train  # the data-driven reference (not data-free); its labels are dropped there
     try:
         synth = factory(**kwargs)
     except TypeError as exc:

@@ -4,6 +4,11 @@ Clients and server compute these from the same composed config, so nothing about
 needs to travel in messages: a client given ``partition-id`` by its SuperNode selects its shard,
 and the server can know every partition's label histogram (:func:`partition_label_counts`)
 without seeing a sample.
+
+Two sets of training images belong to no client: the holdout (``evaluate_on=holdout``, the last
+``holdout_size`` images, for choosing settings) and the proxy (``proxy_size`` images drawn, seeded,
+from the rest): unlabeled real images the server distils on (FedDF, ``strategy=feddf``). It gets
+them as :func:`proxy_images`, images only; their labels are read by nobody.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -28,7 +34,8 @@ from fedkd.models import build_from_config, model_config
 
 def _key(node: Any) -> str:
     """A hashable, order-stable key for a config subtree (cache key)."""
-    return json.dumps(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node, sort_keys=True)
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return json.dumps(plain, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=4)
@@ -41,11 +48,29 @@ def load_data(cfg: DictConfig) -> DataBundle:
     return _dataset(_key(cfg.dataset))
 
 
+#: Mixed into ``cfg.seed`` for the proxy's draw, so it is a stream of its own, not the partitioner's.
+PROXY_STREAM = 0x70726F78
+
+
 @functools.lru_cache(maxsize=4)
-def _partitions(dataset_key: str, partition_key: str, num_clients: int, seed: int, pool: int) -> tuple[np.ndarray, ...]:
-    labels = _dataset(dataset_key).train.y.numpy()[:pool]
+def _proxy(pool: int, size: int, seed: int) -> np.ndarray:
+    """``size`` sorted indices drawn from ``0..pool-1`` (seeded): random, not the last ones, so a
+    dataset stored class by class (an image folder) still gives a proxy of every class."""
+    if size == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.sort(np.random.default_rng([seed, PROXY_STREAM]).choice(pool, size, replace=False)).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def _partitions(
+    dataset_key: str, partition_key: str, num_clients: int, seed: int, pool: int, proxy: int = 0
+) -> tuple[np.ndarray, ...]:
     partitioner = instantiate(OmegaConf.create(json.loads(partition_key)))
-    return tuple(partitioner(labels, num_clients, seed=seed))
+    labels = _dataset(dataset_key).train.y.numpy()[:pool]
+    if proxy == 0:  # the first pool images, partitioned as they always were
+        return tuple(partitioner(labels, num_clients, seed=seed))
+    owned = np.setdiff1d(np.arange(pool), _proxy(pool, proxy, seed))  # sorted: the pool without the proxy
+    return tuple(owned[np.asarray(part, dtype=np.int64)] for part in partitioner(labels[owned], num_clients, seed=seed))
 
 
 def holdout_size(cfg: DictConfig) -> int:
@@ -53,11 +78,43 @@ def holdout_size(cfg: DictConfig) -> int:
     return holdout_count(cfg.get("evaluate_on", "test"), int(cfg.get("holdout_size", 0)), len(load_data(cfg).train))
 
 
+def _client_pool(cfg: DictConfig) -> int:
+    """Training images outside the holdout: the first ones, which the clients and the proxy share out."""
+    return len(load_data(cfg).train) - holdout_size(cfg)
+
+
+def proxy_size(cfg: DictConfig) -> int:
+    """Training images kept from every client as the server's unlabeled proxy (``proxy_size``; 0: none)."""
+    size, pool = cfg.get("proxy_size", 0), _client_pool(cfg)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < pool:
+        raise ConfigError(
+            f"proxy_size={size!r} must be an integer from 0 and leave the clients images ({pool} training images "
+            f"outside the holdout); set proxy_size between 0 and {pool - 1}"
+        )
+    return size
+
+
+def proxy_indices(cfg: DictConfig) -> np.ndarray:
+    """Training-set indices of the proxy: ``proxy_size`` of the images outside the holdout, drawn with
+    ``cfg.seed`` (empty with ``proxy_size=0``); no client holds any of them."""
+    return _proxy(_client_pool(cfg), proxy_size(cfg), int(cfg.seed)).copy()
+
+
+def proxy_images(cfg: DictConfig) -> torch.Tensor | None:
+    """The server's unlabeled proxy: the images at :func:`proxy_indices` and nothing else -- their labels
+    stay behind here, so nothing downstream can read them. ``None`` with ``proxy_size=0``."""
+    index = proxy_indices(cfg)
+    return load_data(cfg).train.x[torch.from_numpy(index)].clone() if len(index) else None
+
+
 def partitions(cfg: DictConfig) -> tuple[np.ndarray, ...]:
     """Training-set indices of every client (``cfg.partition`` applied with ``cfg.seed``), never
-    touching the holdout (the last ``holdout_size`` training images when ``evaluate_on=holdout``)."""
-    pool = len(load_data(cfg).train) - holdout_size(cfg)
-    return _partitions(_key(cfg.dataset), _key(cfg.partition), int(cfg.num_clients), int(cfg.seed), pool)
+    touching the holdout (the last ``holdout_size`` training images when ``evaluate_on=holdout``)
+    nor the proxy (:func:`proxy_indices`). With ``proxy_size=0`` the partitioner sees the same
+    labels as it always did, so the partitions are unchanged."""
+    args = (_key(cfg.dataset), _key(cfg.partition), int(cfg.num_clients), int(cfg.seed), _client_pool(cfg))
+    size = proxy_size(cfg)
+    return _partitions(*args, size) if size else _partitions(*args)
 
 
 def evaluation_split(cfg: DictConfig) -> tuple[str, Split]:
@@ -103,14 +160,20 @@ def client_model_config(cfg: DictConfig, partition_id: int) -> DictConfig:
         return cfg.model
     if OmegaConf.is_list(choice) or isinstance(choice, list | tuple):
         if len(choice) == 0:
-            raise ConfigError("client_models is an empty list; give at least one model config or set client_models=null")
+            raise ConfigError(
+                "client_models is an empty list; give at least one model config or set client_models=null"
+            )
         entry = choice[partition_id % len(choice)]
     elif OmegaConf.is_dict(choice) or isinstance(choice, Mapping):
         entry = {int(k): v for k, v in choice.items()}.get(partition_id, cfg.model)
     else:
-        raise ConfigError(f"client_models must be a list or a mapping of model configs (got {choice!r}); see conf/sim.yaml")
+        raise ConfigError(
+            f"client_models must be a list or a mapping of model configs (got {choice!r}); see conf/sim.yaml"
+        )
     if "name" not in entry and "_target_" not in entry:
-        raise ConfigError(f"client_models entry {entry!r} has no 'name' nor '_target_'; write e.g. {{name: lenet5_half}}")
+        raise ConfigError(
+            f"client_models entry {entry!r} has no 'name' nor '_target_'; write e.g. {{name: lenet5_half}}"
+        )
     return entry
 
 

@@ -2,9 +2,9 @@
 
 :func:`fedkd.apps.server_app.run_server` builds one :class:`ServerRun` and hands it to the
 strategy (``strategy.bind(run)``) before the first round: the data spec, the test split for
-server-side evaluation, the device, the run logger, and every client's model config. Plain
-FedAvg needs none of it; generator-based strategies build their synthesizer and client models
-from it.
+server-side evaluation, the device, the run logger, every client's model config and, with
+``proxy_size`` > 0, the proxy's images (unlabeled; FedDF distils on them). Plain FedAvg needs none
+of it; generator-based strategies build their synthesizer and client models from it.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class ServerRun:
     client_model_configs: list[dict[str, Any]]  # plain model config, by partition id
     initial: dict[str, ArrayRecord] = field(default_factory=dict)  # group key -> initial weights
     eval_name: str = "test"  # prefix of the central metrics: "test", or "holdout" (choosing settings)
+    proxy: torch.Tensor | None = None  # unlabeled training images no client holds (proxy_size; images only)
 
     @property
     def model_configs(self) -> dict[str, dict[str, Any]]:
@@ -55,9 +56,10 @@ class ServerRun:
 
     @classmethod
     def create(cls, spec: DatasetSpec, test: Split, device: torch.device, logger: RunLogger,
-               client_model_configs: list[dict[str, Any]], eval_name: str = "test") -> ServerRun:
+               client_model_configs: list[dict[str, Any]], eval_name: str = "test",
+               proxy: torch.Tensor | None = None) -> ServerRun:
         """Build each group's initial model with the current (seeded) torch RNG."""
-        run = cls(spec, test, device, logger, client_model_configs, eval_name=eval_name)
+        run = cls(spec, test, device, logger, client_model_configs, eval_name=eval_name, proxy=proxy)
         for key, cfg in run.model_configs.items():
             run.initial[key] = R.to_arrays(build_from_config(cfg, spec))
         return run

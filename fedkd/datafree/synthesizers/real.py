@@ -1,12 +1,16 @@
-"""Not data-free: batches of a real training split, for the data-driven KD reference.
+"""Not data-free: batches of real images, for distillation on real data.
 
-With this source the distiller trains the student exactly as with a synthesizer (same loop, same
-number of student steps, loss against the teacher's logits only), so its accuracy is the ceiling a
-data-free method is measured against.
+Two users: the data-driven KD reference of ``fedkd-distill`` (``synthesizer=real_kd`` on the
+training split), whose accuracy is the ceiling a data-free method is measured against, and the
+federated server of FedDF (``strategy=feddf``), which distils on its unlabeled proxy images
+(``proxy_size``). Either way the distiller trains the student exactly as with a synthesizer (same
+loop, same number of student steps, loss against the teacher's logits only); the source keeps the
+images alone, so no label can reach the student.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,28 +21,36 @@ from fedkd.data.datasets import Split
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
+from fedkd.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class RealDataSource(Synthesizer):
-    """Serves shuffled batches of ``train`` (epoch after epoch); labels are not passed on."""
+    """Serves shuffled batches of real images (epoch after epoch); never a label.
 
-    needs_train_split = True  # entry points pass the training split as ``train``
+    ``train``: the images, as a tensor ``(N, C, H, W)`` or a :class:`Split` whose labels are dropped
+    here. Entry points pass it to a synthesizer that says :attr:`needs_real_images`.
+    """
+
+    needs_real_images = True  # entry points pass real images as ``train``: see real_images_for
 
     def __init__(
         self,
         spec: DatasetSpec,
         device: torch.device | str = "cpu",
-        train: Split | None = None,
+        train: Split | torch.Tensor | None = None,
         seed: int = 0,
         *,
         student: StudentNode = None,
     ) -> None:
         super().__init__(spec, device, student=student)
-        if train is None or len(train) == 0:
-            raise ValueError("RealDataSource needs a non-empty training split")
-        self.train = train.to(self.device)
+        images = train.x if isinstance(train, Split) else train  # the labels stop here
+        if images is None or len(images) == 0:
+            raise ValueError("RealDataSource needs a non-empty set of images")
+        self.images = images.to(self.device)
         self._rng = torch.Generator().manual_seed(seed)
-        self._order = torch.randperm(len(train), generator=self._rng)
+        self._order = torch.randperm(len(images), generator=self._rng)
         self._pos = 0
 
     def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
@@ -55,7 +67,26 @@ class RealDataSource(Synthesizer):
 
     def sample(self, n: int) -> tuple[torch.Tensor, None]:
         if self._pos + n > len(self._order):  # next epoch: reshuffle
-            self._order, self._pos = torch.randperm(len(self.train), generator=self._rng), 0
+            self._order, self._pos = torch.randperm(len(self.images), generator=self._rng), 0
         idx = self._order[self._pos : self._pos + n].to(self.device)
         self._pos += n
-        return self.train.x[idx], None
+        return self.images[idx], None
+
+
+def needs_real_images(factory: Any) -> bool:
+    """Whether a synthesizer class or factory (a Hydra partial) distils on real images."""
+    return bool(getattr(getattr(factory, "func", factory), "needs_real_images", False))
+
+
+def real_images_for(factory: Any, images: torch.Tensor | None, key: str, remedy: str) -> dict[str, Any]:
+    """The keyword arguments that hand ``images`` to ``factory`` (configured at ``key``): ``{"train":
+    images}`` when it distils on real images, else nothing -- and a warning when images were set aside
+    for it in vain. A one-line :class:`ConfigError` ending in ``remedy`` when it needs them and there
+    are none."""
+    if not needs_real_images(factory):
+        if images is not None:
+            log.warning("%s does not distil on real images: the %d images set aside for it go unused", key, len(images))
+        return {}
+    if images is None or len(images) == 0:
+        raise ConfigError(f"{key} distils on real images and there are none; {remedy}")
+    return {"train": images}
