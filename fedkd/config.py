@@ -18,7 +18,6 @@ from typing import Any, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from fedkd.errors import ConfigError
 from fedkd.utils.option_schema import check_nested, check_option_node
 from fedkd.utils.option_types import Range
 
@@ -205,7 +204,16 @@ class CentralizedConfig(RunConfig):
     resume: str | None = None  # a run folder: continue that run after its last complete epoch
 
 
+_registered = False
+
+
 def register_schemas() -> None:
+    """Store the schemas in Hydra's ConfigStore (the configs' ``defaults`` name them); once per
+    process, later calls do nothing."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sim_schema", node=SimConfig)
@@ -226,16 +234,6 @@ def check_ranges(cfg: DictConfig, schema: type, prefix: str = "") -> None:
             continue
         if "range" in f.metadata:
             f.metadata["range"].check(key, list(value) if isinstance(value, ListConfig) else value)
-
-
-def require_positive(cfg: DictConfig, *keys: str) -> None:
-    """Raise a :class:`ConfigError` naming the first of ``keys`` that is not > 0."""
-    for key in keys:
-        value = cfg
-        for part in key.split("."):
-            value = value[part]
-        if value is None or value <= 0:
-            raise ConfigError(f"{key} must be > 0 (got {value}); set {key}=<positive number>")
 
 
 #: Fields that hold model configs, built by fedkd.models.build_from_config rather than instantiate:

@@ -39,7 +39,9 @@ def run_all(cfg: DictConfig, root: Path) -> None:
     from fedkd.federated.resume import STATE_FILE
 
     if not cfg.strategies or not cfg.seeds:
-        raise ConfigError("strategies and seeds must each name at least one entry; e.g. strategies=[fedavg,fedftg] seeds=[0]")
+        raise ConfigError(
+            "strategies and seeds must each name at least one entry; e.g. strategies=[fedavg,fedftg] seeds=[0]"
+        )
     for strategy in cfg.strategies:
         for seed in cfg.seeds:
             run_dir = root / "runs" / str(strategy) / f"seed{seed}"
@@ -70,7 +72,8 @@ def compare(cfg: DictConfig, root: Path) -> str:
 
 
 @hydra_entry("compare")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig, resume: None) -> None:
+    """``fedkd-compare`` (``resume`` is always ``None``: an interrupted comparison continues by itself)."""
     compare(cfg, hydra_output_dir())
 
 

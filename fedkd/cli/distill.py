@@ -52,7 +52,8 @@ def build_student(cfg: DictConfig, data: DataBundle) -> nn.Module:
     name = model_label(cfg.student)
     if "_target_" not in model_config(cfg.student) and name not in list_models("classifier"):
         raise ConfigError(
-            f"student.name '{name}' is not a registered classifier; choose one of: {', '.join(list_models('classifier'))}"
+            f"student.name '{name}' is not a registered classifier; "
+            f"choose one of: {', '.join(list_models('classifier'))}"
         )
     try:
         return build_from_config(cfg.student, data.spec)
@@ -204,7 +205,8 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         log.info("resuming %s after epoch %d of %d", ctx.out_dir, resume.epoch, cfg.epochs)
     final = distill(
         student, teacher, synthesizer, optimizer, cfg.iterations_per_epoch,
-        recipe=recipe, epochs=cfg.epochs, student_batch_size=cfg.student_batch_size, scheduler=scheduler, on_epoch=on_epoch,
+        recipe=recipe, epochs=cfg.epochs, student_batch_size=cfg.student_batch_size, scheduler=scheduler,
+        on_epoch=on_epoch,
         start_epoch=start, previous=previous, terms=list(terms.values()),
     )
     save_model(ctx.out_dir / "student.pt", student, **model_meta(cfg.student, spec))
@@ -213,7 +215,8 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         while "generator" not in node and "base" in node:
             node = node.base
         generator_cfg = model_config(node.generator) if "generator" in node else {}
-        save_model(ctx.out_dir / "generator.pt", synthesizer.generator, **model_meta(generator_cfg, spec), kind="generator")
+        save_model(ctx.out_dir / "generator.pt", synthesizer.generator, **model_meta(generator_cfg, spec),
+                   kind="generator")
     wall = final["wall_time_s"]
     infix = "" if split_name == "test" else f"{split_name}_"
     summary: dict[str, Any] = {
@@ -241,8 +244,10 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
 
 
 @hydra_entry("centralized")
-def main(cfg: DictConfig) -> None:
-    resume = RunState.for_run(cfg, "centralized")
+def main(cfg: DictConfig, resume: RunState | None) -> None:
+    """``fedkd-distill``; ``resume``: the run to continue, read once before Hydra wrote anything."""
+    if resume is not None:
+        resume.rewrite_metrics()  # before the run's logger opens metrics.jsonl
     ctx = RunContext.create(cfg)
     with ctx.logger:
         run_distillation(cfg, ctx, resume)

@@ -1,49 +1,57 @@
 """Checks an entry point runs before Hydra writes anything: the config composes, the output folder is usable.
 
 Hydra writes ``.hydra/*.yaml`` and ``<job>.log`` into the run folder before the task starts, and
-prints multi-line messages for overrides it cannot apply. :func:`preflight` runs first, so
+prints multi-line messages for overrides it cannot apply. :func:`fedkd.cli.launch.launch_job`
+composes the config once; between composing and running the job, so
 
 - an override that does not compose (unknown group option, wrong type, unknown key) ends with one
-  ``fedkd: error:`` line instead of Hydra's report;
+  ``fedkd: error:`` line instead of Hydra's report (:func:`compose_error`);
 - an output folder that cannot be created or written is refused before anything is written;
 - an output folder that already holds a run is refused (its files keep their bytes), unless the
-  config resumes that run (``resume=<folder>``).
+  config resumes that run (``resume=<folder>``), whose state :func:`preflight` reads once and
+  returns for the job.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from fedkd.config import check_composed
 from fedkd.errors import ConfigError, FedkdError
 
 #: Files whose presence at the top of a folder means a run already wrote there.
-RUN_MARKERS = ("summary.json", "model.pt", "student.pt", "teacher.pt", "generator.pt", "server_state.pt", "train_state.pt")
+RUN_MARKERS = (
+    "summary.json", "model.pt", "student.pt", "teacher.pt", "generator.pt", "server_state.pt", "train_state.pt",
+)
 
 
-def check_resume(config_name: str, cfg: DictConfig) -> None:
-    """Load the run state ``cfg.resume`` points at with the entry point's own reader, which raises
-    a one-line :class:`FedkdError` when the folder holds no run, a damaged state, another config or
-    an input file (a distillation's teacher) changed since the checkpoint.
+#: The entry points that resume a run (``resume=<folder>``).
+RESUMABLE = ("train", "centralized", "sim")
+
+
+def load_resume(config_name: str, cfg: DictConfig) -> Any:
+    """The run state ``cfg.resume`` points at (``None`` without ``resume``), read with the entry
+    point's own reader, which raises a one-line :class:`FedkdError` when the folder holds no run, a
+    damaged state, another config or an input file (a distillation's teacher) changed since the
+    checkpoint.
 
     ``fedkd-sim`` resumes from the server's ``server_state.pt`` (:mod:`fedkd.federated.resume`);
     ``fedkd-train`` and ``fedkd-distill`` from ``train_state.pt`` (:mod:`fedkd.utils.run_state`).
     Imported here, only when resuming: the federated module pulls in Flower.
     """
+    if config_name not in RESUMABLE or not cfg.get("resume"):
+        return None
     if config_name == "sim":
         from fedkd.federated.resume import ResumeState
 
-        ResumeState.load(cfg)
-    else:
-        from fedkd.utils.run_state import RunState
+        return ResumeState.load(cfg)
+    from fedkd.utils.run_state import RunState
 
-        RunState.load(cfg, config_name)
+    return RunState.load(cfg, config_name)
 
 
 def holds_run(folder: Path) -> str | None:
@@ -91,24 +99,16 @@ def check_output_dir(folder: Path, resuming: bool = False) -> None:
         )
 
 
-def compose_checked(config_dir: str, config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """Compose ``config_name`` with ``overrides`` (and Hydra's own config); one-line error when it fails."""
-    from fedkd.config import register_schemas
-
-    register_schemas()
-    if GlobalHydra.instance().is_initialized():
-        GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    except Exception as exc:  # Hydra's and OmegaConf's errors: missing option, wrong type, bad syntax
-        reason = _one_line(str(exc)) or type(exc).__name__
-        if exc.__cause__ is not None and "\n" not in str(exc).strip():  # "Error merging override x=y": why
-            reason = f"{reason}; {_one_line(str(exc.__cause__), 150)}"
-        raise ConfigError(
-            f"the overrides do not fit conf/{config_name}.yaml ({reason}); fix the override "
-            f"(see conf/{config_name}.yaml and its groups, or --help)"
-        ) from None
+def compose_error(config_name: str, exc: Exception) -> ConfigError:
+    """The one-line error for overrides that do not compose (Hydra's and OmegaConf's errors:
+    missing option, wrong type, unknown key, bad syntax)."""
+    reason = _one_line(str(exc)) or type(exc).__name__
+    if exc.__cause__ is not None and "\n" not in str(exc).strip():  # "Error merging override x=y": why
+        reason = f"{reason}; {_one_line(str(exc.__cause__), 150)}"
+    return ConfigError(
+        f"the overrides do not fit conf/{config_name}.yaml ({reason}); fix the override "
+        f"(see conf/{config_name}.yaml and its groups, or --help)"
+    )
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -128,34 +128,51 @@ def _one_line(text: str, limit: int = 300) -> str:
     return "; ".join(head)[:limit]
 
 
-def preflight(config_dir: str, config_name: str, argv: Sequence[str]) -> list[str]:
-    """Check the command line of a Hydra entry before Hydra runs; raise :class:`FedkdError` on a problem.
+def _overridden(cfg: DictConfig, key: str) -> bool:
+    """Whether the command line set Hydra's ``key`` (``hydra.run.dir``...)."""
+    return any(item.split("=", 1)[0].lstrip("+~") == key for item in cfg.hydra.overrides.hydra)
 
-    Returns overrides to add: with ``resume=DIR`` the run continues in ``DIR``, so Hydra's run
-    folder becomes ``DIR`` and Hydra's own files go to ``DIR/.hydra-resume`` (the run's
-    ``.hydra/`` keeps the original command). Command lines with Hydra flags (``--help``,
-    ``--cfg``, ``-m``...) are left to Hydra.
+
+def _set_hydra(cfg: DictConfig, values: dict[str, str]) -> None:
+    """Set keys of the composed config's ``hydra`` node, recorded in ``hydra.overrides.hydra``
+    (``.hydra/hydra.yaml``) as if given on the command line, before the run mode Hydra adds last."""
+    with read_write(cfg.hydra):
+        recorded = list(cfg.hydra.overrides.hydra)
+        at = len(recorded) - 1 if recorded and recorded[-1].startswith("hydra.mode=") else len(recorded)
+        for key, value in values.items():
+            OmegaConf.update(cfg.hydra, key, value, force_add=False)
+            recorded.insert(at, f"hydra.{key}={value}")
+            at += 1
+        cfg.hydra.overrides.hydra = recorded
+
+
+def preflight(config_name: str, cfg: DictConfig) -> Any:
+    """Check the composed config of a Hydra entry before Hydra writes anything; raise
+    :class:`FedkdError` on a problem. Returns the run state to resume (:func:`load_resume`), read
+    once here and handed to the job, or ``None``.
+
+    With ``resume=DIR`` the run continues in ``DIR``: Hydra's run folder becomes ``DIR`` and Hydra's
+    own files go to ``DIR/.hydra-resume`` (the run's ``.hydra/`` keeps the original command).
     """
-    if any(arg.startswith("-") for arg in argv):
-        return []
-    cfg = compose_checked(config_dir, config_name, argv)
     check_composed(config_name, cfg)  # every key's type and range, those of option nodes too
     resume = cfg.get("resume")
     if resume:
         folder = Path(str(resume)).expanduser().resolve()
-        check_resume(config_name, cfg)  # a folder that holds no run, a damaged state file, another config
-        if any(arg.startswith("hydra.run.dir=") for arg in argv):
+        state = load_resume(config_name, cfg)  # a folder that holds no run, a damaged state file, another config
+        given_dir = _overridden(cfg, "hydra.run.dir")
+        if given_dir:
             given = Path(str(cfg.hydra.run.dir)).expanduser().resolve()
             if given != folder:
                 raise ConfigError(
-                    f"resume={folder} continues that run in its own folder, but hydra.run.dir={given}; leave hydra.run.dir out"
+                    f"resume={folder} continues that run in its own folder, but hydra.run.dir={given}; "
+                    "leave hydra.run.dir out"
                 )
         check_writable(folder)
-        extra = [] if any(arg.startswith("hydra.run.dir=") for arg in argv) else [f"hydra.run.dir={folder}"]
-        return [*extra, "hydra.output_subdir=.hydra-resume"]
+        _set_hydra(cfg, {**({} if given_dir else {"run.dir": str(folder)}), "output_subdir": ".hydra-resume"})
+        return state
     try:
         out = Path(str(cfg.hydra.run.dir)).expanduser()
     except Exception:  # an unresolvable run dir: Hydra reports it itself
-        return []
+        return None
     check_output_dir(out.resolve())
-    return []
+    return None

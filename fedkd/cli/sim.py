@@ -13,12 +13,14 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from fedkd.cli.common import hydra_entry
 from fedkd.apps.simulation import simulate
+from fedkd.cli.common import hydra_entry
 
 
 @hydra_entry("sim")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig, resume: object) -> None:
+    """``fedkd-sim``. ``resume`` (the server state, checked before Hydra wrote anything) is not
+    handed on: the ServerApp reads it where it runs, as it does under ``flwr run``."""
     simulate(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 

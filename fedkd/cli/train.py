@@ -50,7 +50,8 @@ def train(cfg: DictConfig, ctx: RunContext, resume: RunState | None = None) -> d
         start, final = resume.epoch + 1, dict(resume.parts["metrics"])
         resume.restore_rng(ctx.generator)  # last: building the model drew random numbers
         log.info("resuming %s after epoch %d of %d", ctx.out_dir, resume.epoch, cfg.epochs)
-    log.info("training %s (%d parameters) on %s (%d samples)", model_label(cfg.model), count_parameters(model), data.spec.name, len(data.train))
+    log.info("training %s (%d parameters) on %s (%d samples)", model_label(cfg.model), count_parameters(model),
+             data.spec.name, len(data.train))
     final = fit(
         model, data.train, data.test.to(ctx.device), optimizer, cfg.epochs, cfg.batch_size, ctx.device,
         generator=ctx.generator, cosine_lr=cfg.cosine_lr, log=ctx.logger.log,
@@ -64,8 +65,10 @@ def train(cfg: DictConfig, ctx: RunContext, resume: RunState | None = None) -> d
 
 
 @hydra_entry("train")
-def main(cfg: DictConfig) -> None:
-    resume = RunState.for_run(cfg, "train")
+def main(cfg: DictConfig, resume: RunState | None) -> None:
+    """``fedkd-train``; ``resume``: the run to continue, read once before Hydra wrote anything."""
+    if resume is not None:
+        resume.rewrite_metrics()  # before the run's logger opens metrics.jsonl
     ctx = RunContext.create(cfg)
     with ctx.logger:
         train(cfg, ctx, resume)

@@ -8,7 +8,6 @@ with :func:`compose_sim_config` (Hydra's compose API, same search path, same sch
 
 from __future__ import annotations
 
-import logging
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,10 +18,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from fedkd.config import CONF_DIR, register_schemas
-from fedkd.config_renames import renamed_overrides
 from fedkd.errors import ConfigError
-
-log = logging.getLogger("fedkd.sim")
 
 CONFIG_NAME = "sim"
 
@@ -37,9 +33,6 @@ def compose_sim_config(overrides: Sequence[str] = ()) -> DictConfig:
     Raises :class:`ConfigError` with Hydra's one-line reason when an override does not apply.
     """
     register_schemas()
-    overrides, notices = renamed_overrides(CONFIG_NAME, list(overrides))  # flwr run, fedkd-compare
-    for notice in notices:
-        log.warning(notice)
     # compose() needs its own GlobalHydra; one left by an earlier compose would refuse to start.
     if GlobalHydra.instance().is_initialized():
         GlobalHydra.instance().clear()

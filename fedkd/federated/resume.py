@@ -29,8 +29,8 @@ from omegaconf import DictConfig
 
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
-from fedkd.utils.checkpoint import atomic_save
 from fedkd.utils import run_state
+from fedkd.utils.checkpoint import atomic_save
 from fedkd.utils.run_state import read_state_file
 from fedkd.utils.seeding import rng_state as _rng_state
 from fedkd.utils.seeding import set_rng_state as _set_rng_state
@@ -87,24 +87,28 @@ class ResumeState:
     def load(cls, cfg: DictConfig) -> ResumeState:
         """Read ``<cfg.resume>/server_state.pt``; one-line errors for every way it can be unusable."""
         folder, state = read_state_file(cfg, STATE_FILE, FORMAT, command="fedkd-sim", unit="round",
-                                        kind="server state", identity=config_identity,
-                                        config_name="sim")
+                                        kind="server state", identity=config_identity)
         if state["round"] > int(cfg.rounds):
             raise ConfigError(
-                f"resume={folder} already completed {state['round']} rounds but rounds={cfg.rounds}; set rounds>={state['round']}"
+                f"resume={folder} already completed {state['round']} rounds but rounds={cfg.rounds}; "
+                f"set rounds>={state['round']}"
             )
         return cls(folder, int(state["round"]), ArrayRecord(state["arrays"]), list(state["rows"]), state["rng"],
                    state["strategy"], str(state["strategy_class"]))
 
     def rewrite_metrics(self) -> None:
         """``metrics.jsonl`` as it was at the checkpoint: rows of later, unfinished rounds dropped."""
-        lines = [json.dumps({"step": row["round"], **{k: v for k, v in row.items() if k != "round"}}) for row in self.rows]
+        lines = [json.dumps({"step": row["round"], **{k: v for k, v in row.items() if k != "round"}})
+                 for row in self.rows]
         run_state.rewrite_metrics(self.folder, lines)
 
     def restore(self, strategy: Any, recorder: Any) -> None:
         """Put the strategy's state, the recorder's rows and the RNG states back as they were."""
         if type(strategy).__name__ != self.strategy_class:
-            raise ConfigError(f"resume: the run used {self.strategy_class}, this config {type(strategy).__name__}; use the run's strategy")
+            raise ConfigError(
+                f"resume: the run used {self.strategy_class}, this config {type(strategy).__name__}; "
+                "use the run's strategy"
+            )
         strategy.load_state_dict(self.strategy)
         recorder.rows = [dict(row) for row in self.rows]
         _set_rng_state(self.rng)

@@ -90,7 +90,6 @@ def read_state_file(
     kind: str,
     identity: Callable[[DictConfig], dict[str, Any]],
     verify_config: bool = True,
-    config_name: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """``(folder, state)`` of ``<cfg.resume>/<file_name>``, with one-line errors for a missing folder
     or file, an unreadable file (truncated, corrupted, or pickled objects: ``weights_only``), another
@@ -117,7 +116,7 @@ def read_state_file(
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise CheckpointError(f"{path} is not a fedkd {kind}; give the folder of a {command} run")
     if verify_config:
-        check_identity(cfg, folder, state, identity, config_name)
+        check_identity(cfg, folder, state, identity)
     return folder, state
 
 
@@ -138,38 +137,35 @@ def _renamed(value: Any) -> Any:
     return value
 
 
-def _renamed_keys(saved: dict[str, Any], config_name: str | None) -> dict[str, Any]:
-    """``saved`` (a run's config identity) with the keys renamed since it was written
-    (:data:`fedkd.config.RENAMED_KEYS`), so a run folder from before a rename still resumes."""
-    from fedkd.config_renames import RENAMED_KEYS, SYNTHESIZER_NODES, upgrade_synthesizer_identity
-
-    for old, new in sorted(RENAMED_KEYS.get(config_name or "", {}).items(), key=lambda kv: kv[0].count(".")):
-        *parents, leaf = old.split(".")
-        node = saved
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            continue
-        value = node.pop(leaf)
-        *new_parents, new_leaf = new.split(".")
-        target = saved
-        for part in new_parents:
-            target = target.setdefault(part, {})
-        target[new_leaf] = value
-    node = saved
-    for part in SYNTHESIZER_NODES.get(config_name or "", "").split("."):
-        node = node.get(part) if isinstance(node, dict) and part else None
-    if isinstance(node, dict):
-        upgrade_synthesizer_identity(node)
-    return saved
+def unknown_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of ``saved`` (a run's config identity) that this version's config ``now``
+    does not have: a key is unknown when ``now`` lacks it while the node holding it is the same
+    option in both (every plain value the two nodes share is equal: ``_target_``, ``name``...).
+    A node of another option (``model=resnet8`` against the run's ``lenet5``) is a config that
+    differs, not an unknown key."""
+    shared = saved.keys() & now.keys()
+    nodes = {k for k in shared if isinstance(saved[k], dict) and isinstance(now[k], dict)}
+    same_option = all(saved[k] == now[k] for k in shared - nodes)
+    found = [f"{prefix}{k}" for k in saved.keys() - now.keys()] if same_option else []
+    for k in nodes:
+        found += unknown_keys(saved[k], now[k], f"{prefix}{k}.")
+    return sorted(found)
 
 
-def check_identity(cfg: DictConfig, folder: Path, state: dict[str, Any], identity: Callable[[DictConfig], dict[str, Any]],
-                   config_name: str | None = None) -> None:
-    """Refuse, in one line naming the differing keys, a config other than the one the run had."""
-    saved = _renamed_keys(_renamed(json.loads(state["config"])), config_name)
+def check_identity(cfg: DictConfig, folder: Path, state: dict[str, Any],
+                   identity: Callable[[DictConfig], dict[str, Any]]) -> None:
+    """Refuse, in one line, a config other than the one the run had: naming the keys of the run's
+    config this version does not know (:func:`unknown_keys`), else the keys that differ."""
+    saved = _renamed(json.loads(state["config"]))
     now = identity(cfg)
     if saved != now:
+        unknown = unknown_keys(saved, now)
+        if unknown:
+            names = ", ".join(f"'{key}'" for key in unknown)
+            raise ConfigError(
+                f"run folder {folder} was saved with key{'s' if len(unknown) > 1 else ''} {names}, which this "
+                "version does not know; start a new run"
+            )
         keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise ConfigError(
             f"resume={folder}: the config differs from the run's in {', '.join(keys)}; resume with the run's "
@@ -249,22 +245,13 @@ class RunState:
         if state["entry"] != config_name:
             other = COMMANDS.get(state["entry"], state["entry"])
             raise ConfigError(f"resume={folder} is a {other} run, not a {command} run; resume it with {other}")
-        check_identity(cfg, folder, state, config_identity, config_name)
+        check_identity(cfg, folder, state, config_identity)
         check_inputs(folder, state.get("inputs", {}))  # states written before inputs were recorded have none
         return cls(folder, int(state["epoch"]), dict(state["parts"]), list(state["rows"]), state["rng"])
 
-    @classmethod
-    def for_run(cls, cfg: DictConfig, config_name: str) -> RunState | None:
-        """The state to resume (``cfg.resume``), with ``metrics.jsonl`` put back as it was at the
-        checkpoint -- call before the run's logger opens it; ``None`` for a new run."""
-        if not cfg.get("resume"):
-            return None
-        state = cls.load(cfg, config_name)
-        state.rewrite_metrics()
-        return state
-
     def restore_training(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     ) -> None:
         """Load :func:`training_parts` back into ``model``, ``optimizer`` and ``scheduler``."""
         model.load_state_dict(self.parts["model"])

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import sigkill_when
 
 from fedkd.utils.checkpoint import load_checkpoint
 from fedkd.utils.run_logger import read_metrics
 from fedkd.utils.run_state import STATE_FILE
-from conftest import sigkill_when
 
 BIN = Path(sys.executable).parent
 # One torch thread in every run: the same float reductions in the reference, killed and resumed
@@ -61,8 +61,9 @@ def references(tmp_path_factory) -> dict[str, Path]:
 
 def _kill_after_first_checkpoint(cmd: str, overrides: list[str], out: Path, log_path: Path) -> int:
     """Start ``cmd``, SIGKILL it as soon as its first epoch is checkpointed; the epoch it reached."""
+    # train_state.pt is renamed into place: never half a file
     returncode = sigkill_when([str(BIN / cmd), *overrides, f"hydra.run.dir={out}"], log_path,
-                              (out / STATE_FILE).exists, timeout=120, env=ENV, poll=0.02)  # renamed into place: never half a file
+                              (out / STATE_FILE).exists, timeout=120, env=ENV, poll=0.02)
     assert returncode == -signal.SIGKILL
     return int(torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)["epoch"])
 
@@ -149,6 +150,43 @@ def test_resume_of_a_folder_without_a_run_is_refused(cmd, tmp_path, monkeypatch,
     assert list(empty.iterdir()) == []
 
 
+def test_resume_of_a_folder_saved_with_a_key_this_version_does_not_know_is_refused(tmp_path, monkeypatch, capfd):
+    """A run folder whose saved config holds a key the current config lacks (here the student's
+    steps as the synthesizer's own key, as an earlier layout had it) is refused in one line naming
+    that key, before Hydra writes anything."""
+    from hydra import compose, initialize_config_dir
+
+    from fedkd.config import CONF_DIR, register_schemas
+    from fedkd.utils.checkpoint import atomic_save
+    from fedkd.utils.run_state import RunCheckpointer
+
+    register_schemas()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="centralized")
+    folder = tmp_path / "run"
+    RunCheckpointer(folder, cfg, "centralized").save(1, {})
+    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    saved = json.loads(state["config"])
+    saved["synthesizer"]["student_steps"] = saved["synthesizer"]["student"].pop("steps")
+    atomic_save({**state, "config": json.dumps(saved, sort_keys=True)}, folder / STATE_FILE)
+    before = _snapshot(folder)
+    code, stderr = _main("fedkd-distill", [f"resume={folder}"], monkeypatch, capfd)
+    assert code == 2
+    assert _one_error_line(stderr) == (
+        f"fedkd: error: run folder {folder} was saved with key 'synthesizer.student_steps', which this version "
+        "does not know; start a new run"
+    )
+    assert _snapshot(folder) == before, "a file of the run was changed, removed or added"
+
+
+def test_an_override_with_a_name_this_version_does_not_know_fails_like_any_unknown_key(tmp_path, monkeypatch, capfd):
+    code, stderr = _main("fedkd-distill", ["distill=cmi", f"hydra.run.dir={tmp_path / 'out'}"], monkeypatch, capfd)
+    assert code == 2
+    line = _one_error_line(stderr)
+    assert "the overrides do not fit conf/centralized.yaml" in line and "'distill'" in line
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models: one torch thread is fastest, and a second one spins when the cores are busy."""
@@ -174,7 +212,8 @@ def test_synthesizer_state_round_trips_through_weights_only_loading(tmp_path, on
         "conditional": lambda: ConditionalSynthesizer(spec, generator={"name": "cond_generator", "ngf": 4},
                                                       batch_size=8, label_prior=[1.0] * 5 + [3.0] * 5),
         "cmi": lambda: CMISynthesizer(spec, generator={"name": "cmi_generator", "ngf": 4}, batch_size=8,
-                                      synthesis_steps=2, bank_size=16, negatives=4, pool_size=12, head_hidden=16, head_dim=8),
+                                      synthesis_steps=2, bank_size=16, negatives=4, pool_size=12, head_hidden=16,
+                                      head_dim=8),
         "real": lambda: RealDataSource(spec, train=load_dataset("digits", max_train=50).train, seed=3),
     }
     for name, make in makers.items():

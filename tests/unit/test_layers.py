@@ -31,7 +31,6 @@ LAYERS = {
     "fedkd.data": 1,
     "fedkd.errors": 0,
     "fedkd.config": 0,
-    "fedkd.config_renames": 0,
     "fedkd.utils": 0,
 }
 
