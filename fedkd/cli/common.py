@@ -43,13 +43,14 @@ def _user_error(exc: BaseException | None) -> FedkdError | None:
 Task = Callable[[DictConfig, Any], object]
 
 
-def hydra_entry(config_name: str) -> Callable[[Task], Callable[..., object]]:
+def hydra_entry(config_name: str, hands_resume: bool = True) -> Callable[[Task], Callable[..., object]]:
     """Turn ``task(cfg, resume)`` into a console entry point on ``conf/<config_name>.yaml``.
 
     ``resume`` is the state of the run ``resume=<folder>`` continues, read once
-    (:func:`fedkd.cli.guard.load_resume`), or ``None``. A :class:`FedkdError` raised by the task
-    ends the process with its one-line message and exit code 2; ``debug=true`` re-raises it with
-    the traceback.
+    (:func:`fedkd.cli.guard.load_resume`), or ``None``; with ``hands_resume=False`` the state is
+    only checked and the task gets ``None`` (it reads the state where it runs). A
+    :class:`FedkdError` raised by the task ends the process with its one-line message and exit
+    code 2; ``debug=true`` re-raises it with the traceback.
 
     A command line of overrides is composed once (:mod:`fedkd.cli.launch`) and checked before Hydra
     writes into the run folder (:func:`fedkd.cli.guard.preflight`); one with Hydra's flags
@@ -62,7 +63,7 @@ def hydra_entry(config_name: str) -> Callable[[Task], Callable[..., object]]:
             quiet_libraries()
             try:
                 if resume is _UNREAD:  # started by hydra.main: no preflight read the state
-                    resume = load_resume(config_name, cfg)
+                    resume = load_resume(config_name, cfg) if hands_resume else None
                 return task(cfg, resume)
             except Exception as exc:
                 user_error = _user_error(exc)
@@ -87,11 +88,12 @@ def hydra_entry(config_name: str) -> Callable[[Task], Callable[..., object]]:
                     # Before Hydra writes into the run folder: the folder is usable and holds no
                     # earlier run, or the run to resume is valid (fedkd.cli.guard).
                     state = preflight(config_name, cfg)
-                except FedkdError as exc:
-                    if "debug=true" in argv:
+                except Exception as exc:
+                    user_error = _user_error(exc)  # a check may build what Hydra's instantiate wraps
+                    if user_error is None or "debug=true" in argv:
                         raise
-                    fail(str(exc))
-                return launch_job(app, config_name, cfg, functools.partial(run, resume=state))
+                    fail(str(user_error))
+                return launch_job(app, config_name, cfg, functools.partial(run, resume=state if hands_resume else None))
 
         return main
 

@@ -17,10 +17,10 @@ from fedkd.apps.simulation import simulate
 from fedkd.cli.common import hydra_entry
 
 
-@hydra_entry("sim")
-def main(cfg: DictConfig, resume: object) -> None:
-    """``fedkd-sim``. ``resume`` (the server state, checked before Hydra wrote anything) is not
-    handed on: the ServerApp reads it where it runs, as it does under ``flwr run``."""
+@hydra_entry("sim", hands_resume=False)
+def main(cfg: DictConfig, resume: None) -> None:
+    """``fedkd-sim``. The server state of ``resume=`` is checked before Hydra writes anything, but
+    not handed on (``resume`` is ``None``): the ServerApp reads it where it runs, as under ``flwr run``."""
     simulate(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
