@@ -18,17 +18,20 @@ exactly as an uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from fedkd.errors import ConfigError, check_choice
+from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.robust import clip_update_norms, combine
+from fedkd.models import build_from_config
 from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import Forward, PositiveFloat, PositiveInt
 
 AVERAGE_OVER = ("all", "remembered")
 
@@ -62,10 +65,12 @@ class _Remembering(FedAvg):
     of the aggregate, not of a teacher.
     """
 
-    def __init__(self, *, memory_rounds: int | None = None, **fedavg: Any) -> None:
+    @checked("strategy")
+    def __init__(self, *, memory_rounds: PositiveInt | None = None, **fedavg: Annotated[Any, Forward()]) -> None:
         super().__init__(**fedavg)
         self.memory = ClientMemory(memory_rounds, option="strategy.memory_rounds")
         self.sent: ArrayRecord | None = None  # the global model this round's clients start from
+        self._statistics: list[str] | None = None  # buffer names of the model (statistics_keys)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -88,6 +93,16 @@ class _Remembering(FedAvg):
             "memory_clients": float(len(members)),
             "memory_age_mean": float(np.mean([server_round - m.server_round for m in members])),
         })
+
+    def statistics_keys(self) -> list[str]:
+        """The model's buffers (running statistics, counters): state the optimiser does not step."""
+        if self._statistics is None:
+            run = self.server_run
+            if run is None:
+                return []
+            model = build_from_config(next(iter(run.model_configs.values())), run.spec)
+            self._statistics = [name for name, _ in model.named_buffers()]
+        return self._statistics
 
     def _origin(self) -> ArrayRecord:
         if self.sent is None:
@@ -129,33 +144,47 @@ class MIFA(_Remembering):
             number of updates held, so round 1 is FedAvg's uniform mean of the sampled clients and a
             window does not shrink the step.
 
+    The model's buffers (BatchNorm's running mean and variance) are not stepped: they are the mean
+    of the round's replies, as in FedAvg, because a stale change re-applied every round drives a
+    running variance below zero.
+
     ``strategy.clip_norm`` clips each update before it is remembered; ``strategy.aggregation`` must
     be ``mean`` (the robust rules combine one round's replies, not a memory of updates). A round
     with fewer than ``min_replies`` usable replies keeps the global model, as FedAvg does (the
     paper would still step with the memory).
     """
 
-    def __init__(self, *, server_lr: float = 1.0, average_over: str = "all", **kwargs: Any) -> None:
+    @checked("strategy")
+    def __init__(
+        self, *, server_lr: PositiveFloat = 1.0, average_over: Literal[AVERAGE_OVER] = "all",
+        **kwargs: Annotated[Any, Forward()],
+    ) -> None:
         super().__init__(**kwargs)
         if self.aggregation != "mean":
             raise ConfigError(
                 f"strategy.aggregation must be mean for MIFA (got {self.aggregation}); MIFA averages its memory of "
                 "updates, use strategy=fedavg_memory for robust rules over a memory"
             )
-        if not server_lr > 0:
-            raise ConfigError(f"strategy.server_lr must be > 0 (got {server_lr}); 1.0 is the paper's step")
-        check_choice("strategy.average_over", average_over, AVERAGE_OVER)
         self.server_lr = float(server_lr)
         self.average_over = average_over
 
     def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
         """Remember the round's updates, then move the global model by the mean remembered update."""
         origin = self._origin()
-        deltas = [difference(arrays, origin) for arrays in self.fresh_arrays(updates)]
+        fresh = self.fresh_arrays(updates)
+        deltas = [difference(arrays, origin) for arrays in fresh]
         members = self.memory.remember(server_round, updates, deltas)
         divisor = self.num_clients if self.average_over == "all" else len(members)
         ordered = sorted(members, key=lambda m: m.partition_id)  # one summation order, whatever replied first
         arrays = moved(origin, [m.arrays for m in ordered], self.server_lr / divisor)
+        # Running statistics (BatchNorm's mean and variance) are estimates, not steps of the objective:
+        # re-applying a stale change to them every round drifts a variance below zero (the test loss
+        # turns NaN within a few rounds at 20 % participation). They come from the round's replies.
+        statistics = self.statistics_keys()
+        if statistics:
+            mean = moved(origin, [difference(a, origin) for a in fresh], 1.0 / len(fresh))
+            for key in statistics:
+                arrays[key] = mean[key]
         self.record_memory(server_round, members)
         return arrays, self.train_metrics_aggr_fn([u.content for u in updates], self.weighted_by_key)
 
