@@ -16,6 +16,7 @@ Subclass of Flower's message-API :class:`flwr.serverapp.strategy.FedAvg`; Flower
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
@@ -316,6 +317,12 @@ class FedAvg(FlowerFedAvg):
         row = metrics_row(self._round, dict(result or {}), end - start, end)
         if self.recorder is not None:
             self.recorder.record(server_round, row)
+        diverged = sorted(k for k, v in (result or {}).items() if k.endswith("_loss") and not math.isfinite(float(v)))
+        if diverged:  # every later round would report chance accuracy as if it were a result
+            raise FedkdError(
+                f"round {server_round}: the global model's {diverged[0]} is {float(result[diverged[0]])} (the run "
+                "diverged); lower optim.lr (or the strategy's server step) and start a new run"
+            )
         if self.checkpointer is not None:  # after the row: the checkpoint holds every row up to this round
             self.checkpointer(server_round, arrays)
         return result

@@ -115,3 +115,20 @@ def test_fedprox_sends_mu_and_the_proximal_term_is_half_mu_squared_distance():
     assert term(model, None, None).item() == pytest.approx(0.5 * 0.3 * 6)
     with pytest.raises(ConfigError):
         FedProx(num_clients=4, proximal_mu=-1.0)
+
+
+def test_a_diverged_global_model_stops_the_run_in_one_line():
+    """A NaN test loss means every later round reports chance accuracy: the run stops, naming the round."""
+    rows = []
+
+    class Recorder:
+        def record(self, server_round: int, row: dict) -> None:
+            rows.append(server_round)
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        return MetricRecord({"test_accuracy": 0.1, "test_loss": float("nan")})
+
+    strategy = FedAvg(num_clients=2, seed=0, evaluate_fn=evaluate, recorder=Recorder())
+    with pytest.raises(FedkdError, match=r"round 3: the global model's test_loss is nan \(the run diverged\)"):
+        strategy.end_of_round(3, _arrays(w=np.zeros(2, dtype=np.float32)))
+    assert rows == [3]  # the round's row is written before the run stops
