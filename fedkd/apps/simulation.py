@@ -1,6 +1,6 @@
 """The one place that calls Flower's simulation engine.
 
-``flwr.simulation.run_simulation`` is deprecated in Flower 1.41 (it still works); when fedkd moves
+``flwr.simulation.run_simulation`` is deprecated since Flower 1.41 (1.42 still runs it); when fedkd moves
 to ``flwr run`` for in-process runs, :func:`simulate` is the only function to change.
 """
 
@@ -55,7 +55,8 @@ def check_cluster(cfg: DictConfig) -> None:
     if local_only:
         raise ConfigError(
             f"backend.{local_only[0]} applies to a local Ray instance, not to the cluster at backend.address="
-            f"{cfg.backend.address}; set backend.{local_only[0]}=null (size the cluster with `ray start --num-cpus/--num-gpus`)"
+            f"{cfg.backend.address}; set backend.{local_only[0]}=null "
+            "(size the cluster with `ray start --num-cpus/--num-gpus`)"
         )
 
 
