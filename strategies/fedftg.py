@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from flwr.app import ArrayRecord, MetricRecord
 from fedkd.datafree import EnsembleTeacher, Synthesizer, distill
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.datafree.synthesizers.real import real_images_for
+from fedkd.datafree.teacher import WEIGHTINGS
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError, check_choice
 from fedkd.federated import records as R
@@ -49,6 +50,7 @@ from fedkd.strategies.server_checks import probe_split, synthetic_agreement
 from fedkd.strategies.server_teacher import CLASS_WEIGHTINGS, ensemble_teacher, load_model
 from fedkd.training import evaluate
 from fedkd.training.optimizers import optimizer_factory
+from fedkd.utils.option_types import Forward, NonNegativeInt, PositiveInt, UnitFloat
 from fedkd.utils.timing import Laps
 
 log = logging.getLogger("fedkd.sim")
@@ -118,23 +120,23 @@ class FedFTG(FedAvg):
         *,
         synthesizer: Callable[..., Synthesizer],
         optimizer: Callable[..., torch.optim.Optimizer],
-        iterations_per_round: int = 5,
-        student_batch_size: int = 64,
-        class_weighting: str = "label_counts",
-        ensemble_weighting: str = "label",
-        student_init: str = "average",
-        batched_ensemble: bool | str = "auto",
-        image_every: int = 5,
+        iterations_per_round: PositiveInt = 5,
+        student_batch_size: PositiveInt = 64,
+        class_weighting: Literal[CLASS_WEIGHTINGS] = "label_counts",
+        ensemble_weighting: Literal[WEIGHTINGS] = "label",
+        student_init: Literal[STUDENT_INITS] = "average",
+        batched_ensemble: bool | Literal["auto"] = "auto",
+        image_every: NonNegativeInt = 5,
         freeze_bn_stats: bool = True,
-        warmup_rounds: int = 1,
-        global_teacher_weight: float = 0.0,
-        diagnostics_every: int = 5,
-        diagnostics_samples: int = 1000,
-        safeguard: float | None = None,
-        teacher_memory_rounds: int = 10,
-        teacher_members_per_class: int | None = None,
+        warmup_rounds: NonNegativeInt = 1,
+        global_teacher_weight: UnitFloat = 0.0,
+        diagnostics_every: NonNegativeInt = 5,
+        diagnostics_samples: NonNegativeInt = 1000,
+        safeguard: UnitFloat | None = None,
+        teacher_memory_rounds: PositiveInt | None = 10,
+        teacher_members_per_class: PositiveInt | None = None,
         student_terms: Mapping[str, StudentTerm] | None = None,
-        **fedavg: Any,
+        **fedavg: Annotated[Any, Forward()],
     ) -> None:
         super().__init__(**fedavg)
         check_choice("strategy.class_weighting", class_weighting, CLASS_WEIGHTINGS)

@@ -28,7 +28,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from fedkd.federated import records as R
 from fedkd.models import build_from_config, count_parameters
 from fedkd.models.custom import linear_head
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
+from fedkd.utils.option_types import Forward, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 
 log = logging.getLogger("fedkd.sim")
 
@@ -71,16 +72,16 @@ class FedGen(FedAvg):
         self,
         *,
         generator: dict[str, Any],
-        generator_lr: float = 3e-4,
-        generator_steps: int = 100,
-        generator_batch_size: int = 128,
-        diversity: float = 1.0,
-        class_weighting: str = "label_counts",
-        regularizer_weight: float = 1.0,
-        regularizer_decay: float = 0.98,
-        kl_weight: float = 0.0,
-        regularizer_batch_size: int = 0,
-        **fedavg: Any,
+        generator_lr: PositiveFloat = 3e-4,
+        generator_steps: PositiveInt = 100,
+        generator_batch_size: Annotated[int, Range(2)] = 128,
+        diversity: NonNegativeFloat = 1.0,
+        class_weighting: Literal[CLASS_WEIGHTINGS] = "label_counts",
+        regularizer_weight: NonNegativeFloat = 1.0,
+        regularizer_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.98,
+        kl_weight: NonNegativeFloat = 0.0,
+        regularizer_batch_size: NonNegativeInt = 0,
+        **fedavg: Annotated[Any, Forward()],
     ) -> None:
         super().__init__(**fedavg)
         check_choice("strategy.class_weighting", class_weighting, CLASS_WEIGHTINGS)

@@ -54,7 +54,9 @@ def dirichlet(
     redrawn until every client holds at least ``min_size`` samples.
     """
     if not alpha > 0:
-        raise ConfigError(f"partition.alpha must be > 0 (got {alpha}); use e.g. 0.1 for strong skew or 100 for near-IID")
+        raise ConfigError(
+            f"partition.alpha must be > 0 (got {alpha}); use e.g. 0.1 for strong skew or 100 for near-IID"
+        )
     labels = np.asarray(labels)
     _check_sizes(len(labels), num_clients, min_size)
     rng = np.random.default_rng(seed)
@@ -80,12 +82,15 @@ def shards(
     min_size: NonNegativeInt = 1, classes_per_client: PositiveInt = 2,
 ) -> Partition:
     """Pathological non-IID (McMahan et al.): sort by label, cut into ``num_clients * k`` shards,
-    give each client ``k`` random shards, so each client sees about ``k`` classes."""
-    if classes_per_client < 1:
-        raise ConfigError(
-            f"partition.classes_per_client must be >= 1 (got {classes_per_client}); use e.g. 2"
-        )
+    give each client ``k`` random shards, so each client sees about ``k`` classes (at most as many as
+    ``labels`` hold: more would not skew anything)."""
     labels = np.asarray(labels)
+    classes = len(np.unique(labels))
+    if not 1 <= classes_per_client <= classes:
+        raise ConfigError(
+            f"partition.classes_per_client must be >= 1 and <= {classes}, the dataset's class count "
+            f"(got {classes_per_client}); use e.g. 2"
+        )
     _check_sizes(len(labels), num_clients, min_size)
     rng = np.random.default_rng(seed)
     # Stable sort with a random tie-break so equal labels are not always in index order.

@@ -13,11 +13,12 @@ its dotted path, as ``instantiate`` does.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -257,3 +258,53 @@ def check_option_node(node: DictConfig, path: str, default_target: str | None = 
     schema = option_schema(str(target), node)
     if schema is not None:
         check_keys(node, path, schema)
+
+
+# --- the same hints for code that calls an option's constructor itself (a test, a script, another option)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def check_call(fn: Callable[..., Any], prefix: str, arguments: Mapping[str, Any]) -> None:
+    """``arguments`` (by parameter name) of a direct call of ``fn`` against its hints, as the config
+    check would judge them: a number outside its ``Range``, and a null or a string the hint does not
+    take, and a fraction where it takes an integer, end in one line naming ``prefix.<name>``.
+
+    Other values are not judged by type: Python callers pass numpy numbers, tensors and config nodes
+    where a config holds plain values, and the constructor itself handles them."""
+    hints = _hints(fn, inspect.signature(fn).parameters)
+    for name, value in arguments.items():
+        hint = hints.get(name)
+        if hint is None or supplied(hint) or not expressible(hint):
+            continue
+        key = f"{prefix}.{name}"
+        plain = OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig | ListConfig) else value
+        if (plain is None or isinstance(plain, str | float)) and not conforms(plain, hint):
+            expected = describe(hint)
+            raise ConfigError(f"{key} must be {expected} (got {plain!r}); set {key}=<{expected}>")
+        for valid in ranges(hint):
+            valid.check(key, plain)
+
+
+def checked(prefix: str) -> Callable[[_F], _F]:
+    """Decorate a constructor so that every call checks its arguments against its hints
+    (:func:`check_call`), not only a composed config: the ``Range`` in the signature is the one
+    declaration of a value's valid range. ``prefix`` is the config key the messages name
+    (``"synthesizer"``). The signature and hints stay readable (``functools.wraps``)."""
+
+    def decorate(init: _F) -> _F:
+        signature = inspect.signature(init)
+        named = [p.name for p in signature.parameters.values() if p.kind in _KEYWORD]
+
+        @functools.wraps(init)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = signature.bind(*args, **kwargs).arguments
+            except TypeError:  # a wrong call: the constructor's own TypeError says which
+                return init(*args, **kwargs)
+            check_call(init, prefix, {name: bound[name] for name in named[1:] if name in bound})
+            return init(*args, **kwargs)
+
+        return typing.cast(_F, run)
+
+    return decorate

@@ -62,6 +62,8 @@ NonNegativeInt = Annotated[int, Range(0)]
 PositiveFloat = Annotated[float, Range(0, low_open=True)]
 NonNegativeFloat = Annotated[float, Range(0)]
 UnitFloat = Annotated[float, Range(0, 1)]  # a share or probability in [0, 1]
+ShareBelowOne = Annotated[float, Range(0, 1, high_open=True)]  # a share in [0, 1): 1 would leave nothing else
+AdamBetas = Annotated[tuple[float, float], Range(0, 1, high_open=True)]  # Adam's two decay rates
 
 
 class _Supplied:

@@ -3,13 +3,12 @@ and the entry points' checks refuse a value outside it in one line.
 
 The same holds for option nodes (``conf/<group>/*.yaml``): each YAML key is a parameter of the node's
 ``_target_``, and every numeric parameter of those targets declares a ``Range`` in its type hint
-(:mod:`fedkd.utils.option_types`), except the targets listed in :data:`NOT_YET_ANNOTATED`.
+(:mod:`fedkd.utils.option_types`).
 """
 
 from __future__ import annotations
 
 import typing
-import warnings
 from collections.abc import Iterator
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -100,29 +99,6 @@ NOT_OPTION_GROUPS = {"dataset", "experiment", "replay"}
 #: Options without a target to check: your own model names its class on the command line.
 NO_TARGET = {"model/custom"}
 
-#: Targets whose numeric parameters do not declare their ranges yet (each still checks its values when
-#: built): what remains to annotate. Remove an entry when its signature gets its Range annotations (the
-#: test warns about an entry that no option needs any more).
-NOT_YET_ANNOTATED = {
-    # synthesizers: their constructors are being reorganised
-    "fedkd.datafree.synthesizers.cmi.CMISynthesizer",
-    "fedkd.datafree.synthesizers.coboost.EnsembleBoosting",
-    "fedkd.datafree.synthesizers.conditional.ConditionalSynthesizer",
-    "fedkd.datafree.synthesizers.dafl.DAFLSynthesizer",
-    "fedkd.datafree.synthesizers.deepinversion.DeepInversionSynthesizer",
-    "fedkd.datafree.synthesizers.dfad.DFADSynthesizer",
-    "fedkd.datafree.synthesizers.fast_meta.FastMetaSynthesizer",
-    "fedkd.datafree.synthesizers.nayer.NoisyLayerSynthesizer",
-    "fedkd.datafree.synthesizers.rdskd.RDSKDSynthesizer",
-    "fedkd.datafree.synthesizers.real.RealDataSource",
-    "fedkd.datafree.synthesizers.replay.PseudoReplaySynthesizer",
-    "fedkd.datafree.synthesizers.zskt.ZSKTSynthesizer",
-    # strategies beyond FedAvg/FedProx (their **fedavg keys are FedAvg's, checked with its ranges)
-    "fedkd.strategies.fedftg.FedFTG",
-    "fedkd.strategies.fedgen.FedGen",
-    "fedkd.strategies.mifa.MIFA",
-    "fedkd.strategies.mifa._Remembering",
-}
 #: Library code we cannot annotate: flwr-datasets' partitioners check their own values when built
 #: (fedkd.data.flwr_partitions.flower turns a refusal into one line).
 LIBRARIES = ("flwr_datasets.",)
@@ -163,7 +139,7 @@ def test_every_conf_folder_is_an_option_group_or_listed():
 
 
 def test_every_option_key_is_a_parameter_of_its_target_and_every_numeric_parameter_has_a_range(composed_options):
-    unranged, met = [], set()
+    unranged, untyped = [], []
     for option, node in composed_options.items():
         if option in NO_TARGET:
             continue
@@ -176,13 +152,11 @@ def test_every_option_key_is_a_parameter_of_its_target_and_every_numeric_paramet
             check_option_node(sub, path)  # a YAML key the target does not take, a wrong type, a value out of range
             for name, hint in schema.params.items():
                 owner = schema.owners[name]
-                if not numeric(hint) or ranges(hint) or owner.startswith(LIBRARIES):
+                if owner.startswith(LIBRARIES):
                     continue
-                if owner in NOT_YET_ANNOTATED:
-                    met.add(owner)
-                else:
+                if numeric(hint) and not ranges(hint):
                     unranged.append(f"{owner}({name}) in {option}")
+                if hint is typing.Any and name in sub:
+                    untyped.append(f"{owner}({name}) in {option}")
     assert not unranged, f"give these parameters a Range (fedkd.utils.option_types): {sorted(set(unranged))}"
-    stale = NOT_YET_ANNOTATED - met
-    if stale:
-        warnings.warn(f"remove from NOT_YET_ANNOTATED (annotated, or no option uses it): {sorted(stale)}", stacklevel=1)
+    assert not untyped, f"give these parameters a type hint: {sorted(set(untyped))}"

@@ -155,6 +155,19 @@ CASES = {
                                     "strategy.fraction_train must be > 0 and <= 1 (got 1.5)"),
     "strategy.iterations_per_round=ten": ("fedkd-sim", ["strategy=fedftg", "strategy.iterations_per_round=ten"],
                                           "strategy.iterations_per_round must be an integer (got 'ten')"),
+    # 0 switches the sample grids off; a negative period once logged a grid every round
+    "strategy.image_every=-1": ("fedkd-sim", ["strategy=fedftg", "strategy.image_every=-1"],
+                                "strategy.image_every must be >= 0 (got -1)"),
+    "strategy.synthesizer.lr=0": ("fedkd-sim", ["strategy=fedftg", "strategy.synthesizer.lr=0"],
+                                  "strategy.synthesizer.lr must be > 0 (got 0)"),
+    "+strategy.fraction_trian=0.5": ("fedkd-sim", ["strategy=fedgen", "+strategy.fraction_trian=0.5"],
+                                     "strategy.fraction_trian is not an option of fedkd.strategies.fedgen.FedGen"),
+    "synthesizer.batch_size=0": ("fedkd-distill", ["synthesizer=deepinversion", "synthesizer.batch_size=0"],
+                                 "synthesizer.batch_size must be >= 1 (got 0)"),
+    # a wrapper's keys beyond its own are its base's, with the base's ranges
+    "+synthesizer.batch_size=0 on a wrapper": ("fedkd-distill",
+                                               ["synthesizer=replay_dfad", "+synthesizer.batch_size=0"],
+                                               "synthesizer.batch_size must be >= 1 (got 0)"),
     "optim.momentum=2": ("fedkd-train", ["optim.momentum=2"], "optim.momentum must be >= 0 and < 1 (got 2)"),
     "+model.width=wide": ("fedkd-train", ["+model.width=wide"], "model.width is not an option of"),
     "model.channels=0": ("fedkd-sim", ["model.channels=0"], "model.channels must be >= 1 (got 0)"),
@@ -187,3 +200,21 @@ def test_entry_points_refuse_before_the_run_folder_exists(case, tmp_path, capfd,
     assert exited.value.code == 2 and len(lines) == 1, stderr[-2000:]
     assert message in lines[0] and "Traceback" not in stderr, lines[0]
     assert not run.exists(), "the run folder was created before the config was checked"
+
+
+def test_a_partition_that_cannot_fit_the_data_ends_in_one_line(tmp_path, capfd, monkeypatch):
+    """Checked where the partition is built, against the training labels, which the entry point's
+    preflight does before Hydra creates the run folder (fedkd.cli.inputs)."""
+    run = tmp_path / "run"
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    overrides = ["dataset=digits", "partition=shards", "partition.classes_per_client=11", f"hydra.run.dir={run}"]
+    monkeypatch.setattr(sys, "argv", ["fedkd-sim", *overrides])
+    with pytest.raises(SystemExit) as exited:
+        _entry("fedkd-sim")()
+    _, stderr = capfd.readouterr()
+    lines = [line for line in stderr.splitlines() if line.startswith("fedkd: error: ")]
+    assert exited.value.code == 2 and len(lines) == 1, stderr[-2000:]
+    assert "partition.classes_per_client must be >= 1 and <= 10, the dataset's class count (got 11)" in lines[0]
+    assert "Traceback" not in stderr
+    assert not run.exists(), "the run folder was created before the partition was checked"
+

@@ -33,6 +33,7 @@ from fedkd.datafree.recipe import StudentNode, StudentRecipe
 from fedkd.datafree.student_terms import StudentTerm
 from fedkd.errors import ConfigError
 from fedkd.models.registry import build_model, list_models, model_config
+from fedkd.utils.option_types import Supplied
 
 
 def build_generator(cfg: Mapping[str, Any] | Any, spec: DatasetSpec) -> nn.Module:
@@ -79,7 +80,9 @@ class Synthesizer(ABC):
 
     generator: nn.Module | None = None
 
-    def __init__(self, spec: DatasetSpec, device: torch.device | str = "cpu", *, student: StudentNode = None) -> None:
+    def __init__(
+        self, spec: Supplied[DatasetSpec], device: Supplied[torch.device | str] = "cpu", *, student: StudentNode = None
+    ) -> None:
         self.spec = spec
         self.device = torch.device(device)
         self.recipe: StudentRecipe = StudentRecipe.from_config(student)

@@ -1,7 +1,9 @@
-"""The checks synthesizer constructors share: settings that must be positive, non-negative, or Adam's betas.
+"""The check synthesizer constructors share beyond their ranges: Adam's betas.
 
-Each raises a one-line :class:`~fedkd.errors.ConfigError` that names the ``synthesizer.<key>`` to fix,
-so every method words the same mistake the same way.
+A setting's range is declared once, in the constructor's type hint (``lr: PositiveFloat``), and
+checked from there, both in a composed config (:mod:`fedkd.utils.option_schema`) and on every
+direct call (:func:`fedkd.utils.option_schema.checked`). What a range cannot say stays here, with a
+one-line :class:`~fedkd.errors.ConfigError` that names the ``synthesizer.<key>`` to fix.
 """
 
 from __future__ import annotations
@@ -9,20 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fedkd.errors import ConfigError
-
-
-def check_positive(**values: float) -> None:
-    """Sizes, step counts and rates that must be > 0."""
-    for key, value in values.items():
-        if value is None or value <= 0:
-            raise ConfigError(f"synthesizer.{key} must be > 0 (got {value}); set synthesizer.{key}=<positive number>")
-
-
-def check_non_negative(**values: float) -> None:
-    """Loss weights and sizes that may be 0 (off) but not negative."""
-    for key, value in values.items():
-        if value is None or value < 0:
-            raise ConfigError(f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=0 to switch it off")
 
 
 def check_betas(betas: Sequence[float]) -> tuple[float, float]:

@@ -20,7 +20,7 @@ memory bank); the student learns from random pool batches with temperature-scale
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -33,8 +33,18 @@ from fedkd.datafree.generators import reset_parameters
 from fedkd.datafree.losses import adversarial_kl, cross_entropy, info_nce
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import build_generator
-from fedkd.datafree.synthesizers.checks import check_betas, check_positive
+from fedkd.datafree.synthesizers.checks import check_betas
 from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer, Step
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import (
+    AdamBetas,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Supplied,
+)
 
 
 class ProjectionHead(nn.Module):
@@ -72,34 +82,34 @@ class CMISynthesizer(PoolSynthesizer):
 
     method = "CMI"
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         generator: Mapping[str, Any] | None = None,
-        batch_size: int = 256,
-        synthesis_steps: int = 200,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.5, 0.999),
-        bn: float = 1.0,
-        oh: float = 0.5,
-        adv: float = 0.5,
-        cr: float = 0.8,
-        cr_temperature: float = 0.1,
-        head_dim: int = 128,
-        head_hidden: int = 256,
-        bank_size: int = 4096,
-        negatives: int = 1024,
-        pool_size: int = 20000,
+        batch_size: PositiveInt = 256,
+        synthesis_steps: PositiveInt = 200,
+        lr: PositiveFloat = 1e-3,
+        betas: AdamBetas = (0.5, 0.999),
+        bn: NonNegativeFloat = 1.0,
+        oh: NonNegativeFloat = 0.5,
+        adv: NonNegativeFloat = 0.5,
+        cr: NonNegativeFloat = 0.8,
+        cr_temperature: PositiveFloat = 0.1,
+        head_dim: PositiveInt = 128,
+        head_hidden: PositiveInt = 256,
+        bank_size: PositiveInt = 4096,
+        negatives: NonNegativeInt = 1024,
+        pool_size: PositiveInt = 20000,
         reset_generator: bool = True,
-        crop_pad: int | None = None,
-        local_scale: tuple[float, float] = (0.25, 1.0),
+        crop_pad: NonNegativeInt | None = None,
+        local_scale: Annotated[tuple[float, float], Range(0, 1, low_open=True)] = (0.25, 1.0),
         hflip: bool = False,
         augment_pool: bool = True,
         *,
         student: StudentNode = None,
     ) -> None:
-        check_positive(lr=lr, cr_temperature=cr_temperature, bank_size=bank_size)
         super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool,
                          student=student)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device)

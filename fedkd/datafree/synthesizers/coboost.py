@@ -37,7 +37,7 @@ the teacher, which its caller rebuilds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -46,11 +46,12 @@ from torch import nn
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
-from fedkd.datafree.synthesizers.checks import check_positive
 from fedkd.datafree.synthesizers.wrapper import SynthesizerWrapper
 from fedkd.datafree.teacher import EnsembleTeacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import Forward, PositiveFloat, PositiveInt, Range, Supplied
 
 
 class EnsembleBoosting(SynthesizerWrapper):
@@ -68,23 +69,21 @@ class EnsembleBoosting(SynthesizerWrapper):
         **base_overrides: other keys go to ``base`` (only with an unbuilt ``base``).
     """
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         base: Synthesizer | Callable[..., Synthesizer] | None = None,
-        step_size: float = 0.01,
-        step_decay: float = 0.99,
-        steps: int = 1,
-        batch_size: int = 128,
+        step_size: PositiveFloat = 0.01,
+        step_decay: Annotated[float, Range(0, 1, low_open=True)] = 0.99,
+        steps: PositiveInt = 1,
+        batch_size: PositiveInt = 128,
         *,
         student: StudentNode = None,
-        **base_overrides: Any,
+        **base_overrides: Annotated[Any, Forward(node="base")],
     ) -> None:
         super().__init__(spec, device, base, base_overrides, student=student)
-        check_positive(step_size=step_size, steps=steps, batch_size=batch_size)
-        if not 0 < step_decay <= 1:
-            raise ConfigError(f"synthesizer.step_decay must lie in (0, 1] (got {step_decay}); the authors use 0.99")
         self.step_size, self.step_decay = float(step_size), float(step_decay)
         self.steps, self.batch_size = int(steps), int(batch_size)
 

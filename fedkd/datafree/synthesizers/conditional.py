@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -28,10 +28,12 @@ from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.losses import adversarial_kl, diversity_loss, hard_sample_cross_entropy
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
-from fedkd.datafree.synthesizers.checks import check_betas, check_positive
+from fedkd.datafree.synthesizers.checks import check_betas
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import AdamBetas, NonNegativeFloat, PositiveFloat, PositiveInt, Range, Supplied
 
 
 class ConditionalSynthesizer(Synthesizer):
@@ -47,27 +49,27 @@ class ConditionalSynthesizer(Synthesizer):
         hard_sample_power: weight each sample's cross-entropy by ``(1 - p_y)`` to this power (>= 0).
     """
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         generator: Mapping[str, Any] | None = None,
-        label_prior: Sequence[float] | torch.Tensor | None = None,
-        batch_size: int = 256,
-        generator_steps: int = 1,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        ce: float = 1.0,
-        adv: float = 1.0,
-        div: float = 1.0,
-        bn: float = 0.0,
+        label_prior: Annotated[Sequence[float], Range(0)] | torch.Tensor | None = None,
+        batch_size: PositiveInt = 256,
+        generator_steps: PositiveInt = 1,
+        lr: PositiveFloat = 1e-3,
+        betas: AdamBetas = (0.9, 0.999),
+        ce: NonNegativeFloat = 1.0,
+        adv: NonNegativeFloat = 1.0,
+        div: NonNegativeFloat = 1.0,
+        bn: NonNegativeFloat = 0.0,
         adv_all_samples: bool = False,
-        hard_sample_power: float = 0.0,
+        hard_sample_power: NonNegativeFloat = 0.0,
         *,
         student: StudentNode = None,
     ) -> None:
         super().__init__(spec, device, student=student)
-        check_positive(batch_size=batch_size, generator_steps=generator_steps, lr=lr)
         self.generator = build_generator(generator or {"name": "cond_generator"}, spec).to(self.device)
         if not getattr(self.generator, "conditional", False):
             raise ConfigError(
@@ -76,10 +78,6 @@ class ConditionalSynthesizer(Synthesizer):
         self.batch_size, self.generator_steps = batch_size, generator_steps
         self.weights = {"ce": ce, "adv": adv, "div": div, "bn": bn}
         self.adv_all_samples = adv_all_samples
-        if hard_sample_power < 0:
-            raise ConfigError(
-                f"synthesizer.hard_sample_power must be >= 0 (got {hard_sample_power}); 0 is the plain cross-entropy"
-            )
         self.hard_sample_power = float(hard_sample_power)
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=check_betas(betas))

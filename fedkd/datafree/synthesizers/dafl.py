@@ -49,6 +49,8 @@ from fedkd.datafree.synthesizers.round_batch import RoundBatchSynthesizer
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import AdamBetas, NonNegativeFloat, PositiveFloat, PositiveInt, Supplied
 
 
 class DAFLSynthesizer(RoundBatchSynthesizer):
@@ -66,18 +68,19 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         reuse_batch: the student learns from the generator step's batch (paper) or fresh ones.
     """
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         generator: Mapping[str, Any] | None = None,
-        batch_size: int = 512,
-        lr: float = 0.2,
-        betas: tuple[float, float] = (0.9, 0.999),
-        generator_steps: int = 1,
-        oh: float = 1.0,
-        a: float = 0.1,
-        ie: float = 5.0,
+        batch_size: PositiveInt = 512,
+        lr: PositiveFloat = 0.2,
+        betas: AdamBetas = (0.9, 0.999),
+        generator_steps: PositiveInt = 1,
+        oh: NonNegativeFloat = 1.0,
+        a: NonNegativeFloat = 0.1,
+        ie: NonNegativeFloat = 5.0,
         reuse_batch: bool = True,
         *,
         student: StudentNode = None,
@@ -85,11 +88,6 @@ class DAFLSynthesizer(RoundBatchSynthesizer):
         super().__init__(
             spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch, student=student
         )
-        for key, value in (("oh", oh), ("a", a), ("ie", ie)):
-            if value is None or not value >= 0:
-                raise ConfigError(
-                    f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>"
-                )
         if oh + a + ie <= 0:
             raise ConfigError(
                 "synthesizer.oh, synthesizer.a and synthesizer.ie are all 0: the generator has no loss; "

@@ -36,6 +36,7 @@ docs/design_notes.md#deepinversion-synthesis-steps-and-learning-rate.
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +49,19 @@ from fedkd.datafree.losses import cross_entropy, js_divergence, l2_prior, soft_t
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.soft_targets import check_betas as check_dirichlet_betas
 from fedkd.datafree.soft_targets import dirichlet_targets, teacher_similarity
-from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
+from fedkd.datafree.synthesizers.checks import check_betas
 from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer, Step
-from fedkd.errors import ConfigError
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import (
+    AdamBetas,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    ShareBelowOne,
+    Supplied,
+)
 
 
 def pixel_bounds(spec: DatasetSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,43 +108,35 @@ class DeepInversionSynthesizer(PoolSynthesizer):
 
     method = "DeepInversion"
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
-        batch_size: int = 256,
-        synthesis_steps: int = 100,
-        lr: float = 0.1,
-        betas: tuple[float, float] = (0.5, 0.9),
-        bn: float = 10.0,
-        oh: float = 1.0,
-        tv: float = 1e-4,
-        l2: float = 0.0,
-        adi: float = 0.0,
-        adi_temperature: float = 3.0,
-        jitter: int = 2,
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
+        batch_size: PositiveInt = 256,
+        synthesis_steps: PositiveInt = 100,
+        lr: PositiveFloat = 0.1,
+        betas: AdamBetas = (0.5, 0.9),
+        bn: NonNegativeFloat = 10.0,
+        oh: NonNegativeFloat = 1.0,
+        tv: NonNegativeFloat = 1e-4,
+        l2: NonNegativeFloat = 0.0,
+        adi: NonNegativeFloat = 0.0,
+        adi_temperature: PositiveFloat = 3.0,
+        jitter: NonNegativeInt = 2,
         hflip: bool = False,
         clip: bool = True,
-        pool_size: int = 20000,
+        pool_size: PositiveInt = 20000,
         augment_pool: bool = True,
-        crop_pad: int | None = None,
-        dirichlet_betas: tuple[float, ...] = (),
-        first_bn_weight: float = 1.0,
-        lr_schedule: str = "constant",
-        coarse_fraction: float = 0.0,
+        crop_pad: NonNegativeInt | None = None,
+        dirichlet_betas: Annotated[tuple[float, ...], Range(0, low_open=True)] = (),
+        first_bn_weight: NonNegativeFloat = 1.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        coarse_fraction: ShareBelowOne = 0.0,
         *,
         student: StudentNode = None,
     ) -> None:
-        check_positive(lr=lr, adi_temperature=adi_temperature)
-        check_non_negative(bn=bn, oh=oh, tv=tv, l2=l2, adi=adi, jitter=jitter, first_bn_weight=first_bn_weight)
         self.first_bn_weight = float(first_bn_weight)
-        if lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"synthesizer.lr_schedule must be constant or cosine (got {lr_schedule!r})")
-        if not 0 <= coarse_fraction < 1:
-            raise ConfigError(
-                f"synthesizer.coarse_fraction must be in [0, 1) (got {coarse_fraction}); "
-                "0 inverts at full resolution only"
-            )
         self.lr_schedule, self.coarse_fraction = lr_schedule, float(coarse_fraction)
         super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool,
                          student=student)

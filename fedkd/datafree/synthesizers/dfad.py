@@ -26,8 +26,10 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import l1_discrepancy
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
-from fedkd.datafree.synthesizers.checks import check_betas, check_positive
+from fedkd.datafree.synthesizers.checks import check_betas
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import AdamBetas, PositiveFloat, PositiveInt, Supplied
 
 
 class DFADSynthesizer(Synthesizer):
@@ -41,20 +43,20 @@ class DFADSynthesizer(Synthesizer):
         generator_steps: generator updates per :meth:`synthesize` call (paper: 1).
     """
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         generator: Mapping[str, Any] | None = None,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        generator_steps: int = 1,
+        batch_size: PositiveInt = 256,
+        lr: PositiveFloat = 1e-3,
+        betas: AdamBetas = (0.9, 0.999),
+        generator_steps: PositiveInt = 1,
         *,
         student: StudentNode = None,
     ) -> None:
         super().__init__(spec, device, student=student)
-        check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps)
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size = batch_size
         self.generator_steps = generator_steps

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -47,9 +47,19 @@ from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.losses import bn_statistics_loss
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import build_generator
-from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
+from fedkd.datafree.synthesizers.checks import check_betas
 from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer
-from fedkd.errors import ConfigError
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import (
+    AdamBetas,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    ShareBelowOne,
+    Supplied,
+)
 
 Stats = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -123,42 +133,31 @@ class FastMetaSynthesizer(PoolSynthesizer):
 
     method = "FastDFKD"
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         generator: Mapping[str, Any] | None = None,
-        batch_size: int = 256,
-        synthesis_steps: int = 2,
-        lr: float = 5e-3,
-        lr_z: float = 0.015,
-        betas: tuple[float, float] = (0.5, 0.999),
-        meta_lr: float = 0.5,
+        batch_size: PositiveInt = 256,
+        synthesis_steps: PositiveInt = 2,
+        lr: PositiveFloat = 5e-3,
+        lr_z: PositiveFloat = 0.015,
+        betas: AdamBetas = (0.5, 0.999),
+        meta_lr: Annotated[float, Range(0, 1, low_open=True)] = 0.5,
         meta_latent: bool = True,
-        bn: float = 10.0,
-        oh: float = 0.4,
-        adv: float = 1.1,
-        bn_momentum: float = 0.9,
-        warmup: int = 0,
-        crop_pad: int | None = None,
+        bn: NonNegativeFloat = 10.0,
+        oh: NonNegativeFloat = 0.4,
+        adv: NonNegativeFloat = 1.1,
+        bn_momentum: ShareBelowOne = 0.9,
+        warmup: NonNegativeInt = 0,
+        crop_pad: NonNegativeInt | None = None,
         hflip: bool = False,
-        pool_size: int = 20000,
+        pool_size: PositiveInt = 20000,
         augment_pool: bool = True,
         *,
         student: StudentNode = None,
     ) -> None:
-        check_positive(lr=lr, lr_z=lr_z, meta_lr=meta_lr)
-        if meta_lr > 1:
-            raise ConfigError(
-                f"synthesizer.meta_lr must be in (0, 1] (got {meta_lr}); "
-                "it is the fraction of the inner step kept, e.g. synthesizer.meta_lr=0.5"
-            )
-        if not 0 <= bn_momentum < 1:
-            raise ConfigError(
-                f"synthesizer.bn_momentum must be in [0, 1) (got {bn_momentum}); "
-                "set e.g. synthesizer.bn_momentum=0.9 (0: plain BN loss)"
-            )
-        check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup)
         super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool,
                          student=student)
         self.generator = build_generator(generator or {"name": "cmi_generator"}, spec).to(self.device).train()

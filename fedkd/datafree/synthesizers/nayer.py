@@ -38,9 +38,11 @@ from fedkd.datafree.bn_hooks import BNStatHooks
 from fedkd.datafree.generators import NoisyLayerGenerator, reset_parameters
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import build_generator
-from fedkd.datafree.synthesizers.checks import check_betas, check_non_negative, check_positive
+from fedkd.datafree.synthesizers.checks import check_betas
 from fedkd.datafree.synthesizers.pool import Inversion, PoolSynthesizer
 from fedkd.errors import ConfigError
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import AdamBetas, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Supplied
 
 
 class NoisyLayerSynthesizer(PoolSynthesizer):
@@ -65,29 +67,28 @@ class NoisyLayerSynthesizer(PoolSynthesizer):
 
     method = "NAYER"
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         generator: Mapping[str, Any] | None = None,
-        batch_size: int = 256,
-        synthesis_steps: int = 5,
-        lr: float = 4e-3,
-        betas: tuple[float, float] = (0.5, 0.999),
-        bn: float = 10.0,
-        oh: float = 0.5,
-        adv: float = 1.33,
-        warmup: int = 0,
-        generator_life: int = 10,
-        crop_pad: int | None = None,
+        batch_size: PositiveInt = 256,
+        synthesis_steps: PositiveInt = 5,
+        lr: PositiveFloat = 4e-3,
+        betas: AdamBetas = (0.5, 0.999),
+        bn: NonNegativeFloat = 10.0,
+        oh: NonNegativeFloat = 0.5,
+        adv: NonNegativeFloat = 1.33,
+        warmup: NonNegativeInt = 0,
+        generator_life: NonNegativeInt = 10,
+        crop_pad: NonNegativeInt | None = None,
         hflip: bool = False,
-        pool_size: int = 20000,
+        pool_size: PositiveInt = 20000,
         augment_pool: bool = True,
         *,
         student: StudentNode = None,
     ) -> None:
-        check_positive(lr=lr)
-        check_non_negative(bn=bn, oh=oh, adv=adv, warmup=warmup, generator_life=generator_life)
         super().__init__(spec, device, batch_size, synthesis_steps, pool_size, crop_pad, hflip, augment_pool,
                          student=student)
         config = {**dict(generator or {"name": "nayer_generator"}), "batch_size": int(batch_size)}

@@ -25,10 +25,11 @@ from fedkd.datafree.buffers import RingBuffer
 from fedkd.datafree.losses import adversarial_kl, cross_entropy
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
-from fedkd.datafree.synthesizers.checks import check_non_negative, check_positive
 from fedkd.datafree.teacher import as_teacher
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import NonNegativeInt, PositiveInt, Supplied
 
 #: One optimisation step's loss terms by name (weighted by ``weights``) and the tensors to keep
 #: should its loss be the round's lowest (the batch first).
@@ -63,22 +64,20 @@ class PoolSynthesizer(Synthesizer):
     #: Loss weights by term name, set by the subclass; :meth:`descend` sums the terms with them.
     weights: dict[str, float]
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str,
-        batch_size: int,
-        synthesis_steps: int,
-        pool_size: int,
-        crop_pad: int | None,
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str],
+        batch_size: PositiveInt,
+        synthesis_steps: PositiveInt,
+        pool_size: PositiveInt,
+        crop_pad: NonNegativeInt | None,
         hflip: bool,
         augment_pool: bool,
         *,
         student: StudentNode = None,
     ) -> None:
-        check_positive(batch_size=batch_size, synthesis_steps=synthesis_steps, pool_size=pool_size)
-        if crop_pad is not None:
-            check_non_negative(crop_pad=crop_pad)
         super().__init__(spec, device, student=student)
         self.batch_size, self.synthesis_steps = int(batch_size), int(synthesis_steps)
         self.crop_pad = spec.image_size // 8 if crop_pad is None else int(crop_pad)

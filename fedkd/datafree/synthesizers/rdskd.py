@@ -37,7 +37,7 @@ The first :meth:`RDSKDSynthesizer.synthesize` call runs the whole warm-up (a lon
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -51,9 +51,11 @@ from fedkd.datafree.losses import (
 )
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
-from fedkd.datafree.synthesizers.checks import check_betas, check_positive
+from fedkd.datafree.synthesizers.checks import check_betas
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import AdamBetas, NonNegativeInt, PositiveFloat, PositiveInt, Range, Supplied
 
 TERMS = ("authenticity", "class_diversity", "mode_seeking")
 """The generator's loss terms, in the order of :attr:`RDSKDSynthesizer.reference`."""
@@ -82,26 +84,24 @@ class RDSKDSynthesizer(Synthesizer):
         warmed_up: whether the warm-up has run.
     """
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         generator: Mapping[str, Any] | None = None,
-        batch_size: int = 512,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        generator_warmup: int = 2400,
-        generator_steps: int = 0,
-        ref_interval: int = 120,
+        batch_size: Annotated[int, Range(2)] = 512,
+        lr: PositiveFloat = 1e-3,
+        betas: AdamBetas = (0.9, 0.999),
+        generator_warmup: NonNegativeInt = 2400,
+        generator_steps: NonNegativeInt = 0,
+        ref_interval: PositiveInt = 120,
         penalize_mode_seeking: bool = False,
         *,
         student: StudentNode = None,
     ) -> None:
         super().__init__(spec, device, student=student)
-        check_positive(lr=lr)
-        _check_int(1, ref_interval=ref_interval)
-        _check_int(0, generator_warmup=generator_warmup, generator_steps=generator_steps)
-        if not isinstance(batch_size, int) or batch_size < 2 or batch_size % 2:
+        if not isinstance(batch_size, int) or batch_size % 2:
             raise ConfigError(
                 f"synthesizer.batch_size must be an even integer >= 2 (got {batch_size}): the mode-seeking term "
                 "pairs each batch's first half with its second; set synthesizer.batch_size=<even number>"
@@ -206,11 +206,3 @@ class RDSKDSynthesizer(Synthesizer):
         self.warmed_up = bool(state["warmed_up"])
         self.last = dict(state["last"])
 
-
-def _check_int(minimum: int, **values: int) -> None:
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(
-                f"synthesizer.{key} must be an integer >= {minimum} (got {value}); "
-                f"set synthesizer.{key}=<integer >= {minimum}>"
-            )

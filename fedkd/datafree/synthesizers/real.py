@@ -22,6 +22,8 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.errors import ConfigError
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import NonNegativeInt, Supplied
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +37,13 @@ class RealDataSource(Synthesizer):
 
     needs_real_images = True  # entry points pass real images as ``train``: see real_images_for
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
-        train: Split | torch.Tensor | None = None,
-        seed: int = 0,
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
+        train: Supplied[Split | torch.Tensor | None] = None,
+        seed: NonNegativeInt = 0,
         *,
         student: StudentNode = None,
     ) -> None:

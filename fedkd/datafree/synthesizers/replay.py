@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
@@ -58,12 +58,21 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import gaussian_kl, teacher_agreement, vae_reconstruction
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer
-from fedkd.datafree.synthesizers.checks import check_positive
 from fedkd.datafree.synthesizers.wrapper import SynthesizerWrapper
 from fedkd.datafree.teacher import as_teacher
 from fedkd.datafree.vae import ConvDecoder, ConvVAE, memory_bytes
 from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import (
+    AdamBetas,
+    Forward,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ShareBelowOne,
+    Supplied,
+)
 
 
 def frozen_decoder(decoder: ConvDecoder) -> ConvDecoder:
@@ -101,37 +110,27 @@ class PseudoReplaySynthesizer(SynthesizerWrapper):
             method as ``synthesizer.base.batch_size=64`` does); only with an unbuilt ``base``.
     """
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         base: Synthesizer | Callable[..., Synthesizer] | None = None,
-        replay_share: float = 1 / 9,
-        refresh_every: int = 1,
+        replay_share: ShareBelowOne = 1 / 9,
+        refresh_every: PositiveInt = 1,
         vae: Mapping[str, Any] | None = None,
-        vae_steps: int = 4,
-        vae_batch_size: int = 128,
-        vae_replay_share: float = 0.2,
-        vae_lr: float = 5e-4,
-        vae_betas: tuple[float, float] = (0.9, 0.999),
-        teacher_weight: float = 1.0,
-        kl_weight: float = 1e-5,
+        vae_steps: PositiveInt = 4,
+        vae_batch_size: PositiveInt = 128,
+        vae_replay_share: ShareBelowOne = 0.2,
+        vae_lr: PositiveFloat = 5e-4,
+        vae_betas: AdamBetas = (0.9, 0.999),
+        teacher_weight: NonNegativeFloat = 1.0,
+        kl_weight: NonNegativeFloat = 1e-5,
         *,
         student: StudentNode = None,
-        **base_overrides: Any,
+        **base_overrides: Annotated[Any, Forward(node="base")],
     ) -> None:
         super().__init__(spec, device, base, base_overrides, student=student)
-        check_positive(refresh_every=refresh_every, vae_steps=vae_steps, vae_batch_size=vae_batch_size, vae_lr=vae_lr)
-        for key, value in {"replay_share": replay_share, "vae_replay_share": vae_replay_share}.items():
-            if not 0 <= value < 1:
-                raise ConfigError(
-                    f"synthesizer.{key} must be in [0, 1) (got {value}); set synthesizer.{key}=<fraction, e.g. 0.2>"
-                )
-        for key, value in {"teacher_weight": teacher_weight, "kl_weight": kl_weight}.items():
-            if value < 0:
-                raise ConfigError(
-                    f"synthesizer.{key} must be >= 0 (got {value}); set synthesizer.{key}=<non-negative number>"
-                )
         self.replay_share, self.refresh_every = float(replay_share), int(refresh_every)
         self.vae_steps, self.vae_batch_size = int(vae_steps), int(vae_batch_size)
         self.vae_replay_share = float(vae_replay_share)

@@ -23,8 +23,10 @@ import torch
 from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.base import Synthesizer, build_generator
-from fedkd.datafree.synthesizers.checks import check_betas, check_positive
+from fedkd.datafree.synthesizers.checks import check_betas
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import AdamBetas, PositiveFloat, PositiveInt, Supplied
 
 
 class RoundBatchSynthesizer(Synthesizer):
@@ -39,21 +41,21 @@ class RoundBatchSynthesizer(Synthesizer):
         reuse_batch: the round's student steps share one batch (both papers) or draw fresh ones.
     """
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str,
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str],
         generator: Mapping[str, Any] | None,
-        batch_size: int,
-        lr: float,
-        betas: tuple[float, float],
-        generator_steps: int,
+        batch_size: PositiveInt,
+        lr: PositiveFloat,
+        betas: AdamBetas,
+        generator_steps: PositiveInt,
         reuse_batch: bool,
         *,
         student: StudentNode = None,
     ) -> None:
         super().__init__(spec, device, student=student)
-        check_positive(batch_size=batch_size, lr=lr, generator_steps=generator_steps)
         betas = check_betas(betas)
         self.generator = build_generator(generator or {"name": "dfad_generator"}, spec).to(self.device)
         self.batch_size, self.generator_steps, self.reuse_batch = batch_size, generator_steps, bool(reuse_batch)

@@ -26,6 +26,7 @@ from fedkd.datafree.recipe import StudentNode, StudentRecipe
 from fedkd.datafree.student_terms import StudentTerm
 from fedkd.datafree.synthesizers.base import Synthesizer
 from fedkd.errors import ConfigError
+from fedkd.utils.option_types import Supplied
 
 
 class SynthesizerWrapper(Synthesizer):
@@ -42,8 +43,8 @@ class SynthesizerWrapper(Synthesizer):
 
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str,
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str],
         base: Synthesizer | Callable[..., Synthesizer] | None,
         base_overrides: Mapping[str, Any] | None = None,
         *,

@@ -36,10 +36,10 @@ from fedkd.datafree.losses import adversarial_kl
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.student_terms import StudentTerm
 from fedkd.datafree.student_terms.attention import AttentionTransfer
-from fedkd.datafree.synthesizers.checks import check_positive
 from fedkd.datafree.synthesizers.round_batch import RoundBatchSynthesizer
-from fedkd.errors import ConfigError
 from fedkd.utils.device import autocast
+from fedkd.utils.option_schema import checked
+from fedkd.utils.option_types import AdamBetas, NonNegativeFloat, PositiveFloat, PositiveInt, Supplied
 
 
 class ZSKTSynthesizer(RoundBatchSynthesizer):
@@ -63,38 +63,29 @@ class ZSKTSynthesizer(RoundBatchSynthesizer):
             KL at temperature 1) is the ``student`` node of ``conf/synthesizer/zskt.yaml``.
     """
 
+    @checked("synthesizer")
     def __init__(
         self,
-        spec: DatasetSpec,
-        device: torch.device | str = "cpu",
+        spec: Supplied[DatasetSpec],
+        device: Supplied[torch.device | str] = "cpu",
         generator: Mapping[str, Any] | None = None,
-        batch_size: int = 128,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        generator_steps: int = 1,
-        clip_grad_norm: float | None = 5.0,
-        at_weight: float = 250.0,
+        batch_size: PositiveInt = 128,
+        lr: PositiveFloat = 1e-3,
+        betas: AdamBetas = (0.9, 0.999),
+        generator_steps: PositiveInt = 1,
+        clip_grad_norm: NonNegativeFloat | None = 5.0,
+        at_weight: NonNegativeFloat = 250.0,
         at_student_layers: Sequence[str] | None = None,
         at_teacher_layers: Sequence[str] | None = None,
         reuse_batch: bool = True,
-        kl_temperature: float = 1.0,
+        kl_temperature: PositiveFloat = 1.0,
         *,
         student: StudentNode = None,
     ) -> None:
         super().__init__(
             spec, device, generator, batch_size, lr, betas, generator_steps, reuse_batch, student=student
         )
-        check_positive(kl_temperature=kl_temperature)
         self.kl_temperature = float(kl_temperature)
-        if clip_grad_norm is not None and not clip_grad_norm >= 0:
-            raise ConfigError(
-                f"synthesizer.clip_grad_norm must be >= 0 or null (got {clip_grad_norm}); "
-                "set synthesizer.clip_grad_norm=5 (paper) or null"
-            )
-        if at_weight is None or not at_weight >= 0:
-            raise ConfigError(
-                f"synthesizer.at_weight must be >= 0 (got {at_weight}); set synthesizer.at_weight=250 (paper) or 0"
-            )
         self.clip_grad_norm = clip_grad_norm or None
         self.attention = None
         if at_weight > 0:
