@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from fedkd.errors import ConfigError
-from fedkd.utils.option_schema import check_nested, check_option_node, option_schema
+from fedkd.utils.option_schema import check_nested, check_option_node, checked, option_schema
 from fedkd.utils.option_types import (
     Forward,
     NonNegativeFloat,
@@ -137,6 +137,29 @@ def test_nested_nodes_and_unlocatable_targets():
         check_nested(OmegaConf.create(terms), "terms")
     _check("no_such_function", whatever=1)  # left to the code that builds it, which names the problem
     assert option_schema("no.such.module.Thing") is None
+
+
+class Direct:
+    """A constructor that also checks direct calls against its hints."""
+
+    @checked("x")
+    def __init__(self, size: PositiveInt = 1, mode: Literal["a", "b"] = "a", share: UnitFloat | None = None,
+                 data: Supplied[Any] = None) -> None:
+        self.size = size
+
+
+def test_a_checked_constructor_refuses_a_direct_call_as_the_config_check_would():
+    import numpy as np
+
+    assert Direct(np.int64(3), data=object()).size == 3  # numbers a config cannot hold pass on to the body
+    for keys, message in [({"size": 0}, "x.size must be >= 1 (got 0)"), ({"size": 2.5}, "x.size must be an integer"),
+                          ({"size": None}, "x.size must be an integer (got None)"),
+                          ({"mode": "c"}, "x.mode must be one of: 'a', 'b' (got 'c')"),
+                          ({"share": 1.5}, "x.share must be >= 0 and <= 1 (got 1.5)")]:
+        with pytest.raises(ConfigError) as info:
+            Direct(**keys)
+        assert message in str(info.value) and "\n" not in str(info.value), str(info.value)
+    assert option_schema(f"{HERE}.Direct").accepted() == ["mode", "share", "size"]  # the signature stays readable
 
 
 def test_library_signatures_get_fedkd_ranges():
