@@ -26,88 +26,102 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def ranged(default: Any = NO_DEFAULT, low: float | None = None, high: float | None = None, *,
-           low_open: bool = False, high_open: bool = False, factory: Any = NO_DEFAULT) -> Any:
+           low_open: bool = False, high_open: bool = False, factory: Any = NO_DEFAULT, doc: str = "") -> Any:
     """A numeric schema field and its valid range: ``low <= value <= high`` (strict with
     ``low_open``/``high_open``); a ``None`` bound is no bound. :func:`check_ranges` enforces it for
     every entry point, so no numeric setting goes unchecked (tests/unit/test_config.py walks the
-    schemas and fails for a numeric field without a range)."""
-    metadata = {"range": Range(low, high, low_open, high_open)}
+    schemas and fails for a numeric field without a range). ``doc``: as :func:`setting`."""
+    metadata = {"range": Range(low, high, low_open, high_open), "help": doc}
     if factory is not NO_DEFAULT:  # a list of numbers (each is checked)
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
+def setting(default: Any = NO_DEFAULT, doc: str = "", *, factory: Any = NO_DEFAULT) -> Any:
+    """A schema field and its one-line description, which ``--help`` lists (:mod:`fedkd.cli.help`)."""
+    if factory is not NO_DEFAULT:
+        return field(default_factory=factory, metadata={"help": doc})
+    return field(default=default, metadata={"help": doc})
+
+
+def field_help(schema: type, name: str) -> str:
+    """The one-line description of ``schema``'s field ``name`` ("" when it has none)."""
+    found = next((f for f in fields(schema) if f.name == name), None)
+    return "" if found is None else str(found.metadata.get("help", ""))
+
+
 @dataclass
 class DatasetConfig:
     _target_: str = "fedkd.data.load_dataset"
-    name: str = MISSING
-    root: str | None = None
-    download: bool = False
-    image_size: int | None = ranged(None, low=1)
-    seed: int = ranged(0, low=0)
-    test_fraction: float = ranged(0.2, low=0, high=1, low_open=True, high_open=True)
-    max_train: int | None = ranged(None, low=1)
-    max_test: int | None = ranged(None, low=1)
+    name: str = setting(MISSING, "the dataset's name (set by the dataset option)")
+    root: str | None = setting(None, "the folder of the data files (null: the dataset's default folder)")
+    download: bool = setting(False, "let torchvision download missing files (needs internet)")
+    image_size: int | None = ranged(None, low=1, doc="resize the images to this side (null: their own size)")
+    seed: int = ranged(0, low=0, doc="seed of the train/test split of datasets that have none")
+    test_fraction: float = ranged(0.2, low=0, high=1, low_open=True, high_open=True,
+                                  doc="share held out for testing by datasets without a test split")
+    max_train: int | None = ranged(None, low=1, doc="use only the first this many training images (null: all)")
+    max_test: int | None = ranged(None, low=1, doc="use only the first this many test images (null: all)")
     # Your own data (dataset=image_folder|arrays|hf; see docs/your_data_and_model.md):
-    hub: str | None = None  # a Hugging Face hub name (dataset=hf), instead of root
-    num_classes: int | None = ranged(None, low=2)  # null: from the folders, the ClassLabel feature or the largest label
-    image_key: str | None = None  # dataset=hf: the image column (null: the first Image feature)
-    label_key: str | None = None  # dataset=hf: the label column (null: the first ClassLabel, or 'label')
-    train_split: str = "train"  # dataset=hf: split names
-    test_split: str = "test"
+    hub: str | None = setting(None, "dataset=hf: a Hugging Face hub name, instead of root")
+    num_classes: int | None = ranged(None, low=2, doc="null: from the folders, the ClassLabel or the largest label")
+    image_key: str | None = setting(None, "dataset=hf: the image column (null: the first Image feature)")
+    label_key: str | None = setting(None, "dataset=hf: the label column (null: the first ClassLabel, or 'label')")
+    train_split: str = setting("train", "dataset=hf: the training split's name")
+    test_split: str = setting("test", "dataset=hf: the test split's name")
 
 
 @dataclass
 class RunConfig:
     """Keys every entry point shares."""
 
-    seed: int = ranged(0, low=0)
-    device: str = "auto"
-    debug: bool = False  # show tracebacks instead of one-line errors
-    tensorboard: bool = True
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    seed: int = ranged(0, low=0, doc="seed of every random choice of the run (initial weights, order, sampling)")
+    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:<index>")
+    debug: bool = setting(False, "show tracebacks instead of one-line errors")
+    tensorboard: bool = setting(True, "write TensorBoard events into the run folder (tb/)")
+    dataset: DatasetConfig = setting(factory=DatasetConfig, doc="the data (conf/dataset/)")
 
 
 @dataclass
 class AugmentConfig:
     """Random training-batch augmentation of supervised training (off by default)."""
 
-    shift: int = ranged(0, low=0)  # shift each image by up to this many pixels (zero fill): RandomCrop(padding=shift)
-    hflip: bool = False  # random horizontal flips (natural images, clothes; not digits)
+    shift: int = ranged(0, low=0, doc="shift each image by up to this many pixels (RandomCrop(padding=shift))")
+    hflip: bool = setting(False, "random horizontal flips (natural images, clothes; not digits)")
 
 
 @dataclass
 class TrainConfig(RunConfig):
     """``fedkd-train``: supervised training of one model (baselines, teachers)."""
 
-    model: Any = MISSING
-    optim: Any = MISSING
-    epochs: int = ranged(5, low=1)
-    batch_size: int = ranged(64, low=1)
-    eval_batch_size: int = ranged(1024, low=1)
-    cosine_lr: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    resume: str | None = None  # a run folder: continue that run after its last complete epoch
+    model: Any = setting(MISSING, "the architecture to train (conf/model/)")
+    optim: Any = setting(MISSING, "the optimizer (conf/optim/)")
+    epochs: int = ranged(5, low=1, doc="passes over the training set")
+    batch_size: int = ranged(64, low=1, doc="training batch")
+    eval_batch_size: int = ranged(1024, low=1, doc="batch of the test-set evaluation")
+    cosine_lr: bool = setting(True, "cosine learning-rate decay over all epochs")
+    augment: AugmentConfig = setting(factory=AugmentConfig, doc="random training-batch augmentation")
+    resume: str | None = setting(None, "a run folder: continue that run after its last complete epoch")
 
 
 @dataclass
 class ClientResourcesConfig:
     """Resources Ray reserves for one simulated client (``fedkd-sim``)."""
 
-    num_cpus: float = ranged(1.0, low=0, low_open=True)
-    num_gpus: float | None = ranged(None, low=0)  # null: 0 without CUDA, a quarter GPU per client with CUDA
+    num_cpus: float = ranged(1.0, low=0, low_open=True, doc="CPUs Ray reserves per client")
+    num_gpus: float | None = ranged(None, low=0, doc="null: 0 without CUDA, a quarter GPU per client with CUDA")
 
 
 @dataclass
 class BackendConfig:
     """Flower's Ray simulation backend (``fedkd-sim`` only; ``flwr run`` takes its own settings)."""
 
-    address: str | None = None  # an existing Ray cluster to join ("HOST:PORT", "auto"); null: a local Ray per run
-    num_cpus: int | None = ranged(None, low=1)  # CPUs Ray may use (null: all of this machine's)
-    num_gpus: int | None = ranged(None, low=0)  # GPUs Ray may use (null: all visible)
-    log_to_driver: bool = False  # true shows the client processes' stdout/stderr (debugging)
-    temp_dir: str | None = None  # Ray's session folder (null: a fresh folder under the system temp dir)
-    keep_logs: bool = False  # keep Ray's session folder (its logs) after the run
+    address: str | None = setting(None, 'a Ray cluster to join ("HOST:PORT", "auto"); null: a local Ray per run')
+    num_cpus: int | None = ranged(None, low=1, doc="CPUs Ray may use (null: all of this machine's)")
+    num_gpus: int | None = ranged(None, low=0, doc="GPUs Ray may use (null: all visible)")
+    log_to_driver: bool = setting(False, "true shows the client processes' stdout/stderr (debugging)")
+    temp_dir: str | None = setting(None, "Ray's session folder (null: a fresh folder under the system temp dir)")
+    keep_logs: bool = setting(False, "keep Ray's session folder (its logs) after the run")
 
 
 @dataclass
@@ -117,91 +131,93 @@ class FaultsConfig:
     See :mod:`fedkd.federated.faults`.
     """
 
-    raise_fraction: float = ranged(0.0, low=0, high=1)  # the train handler raises
-    hang_fraction: float = ranged(0.0, low=0, high=1)  # sleeps past round_timeout
-    nonfinite_fraction: float = ranged(0.0, low=0, high=1)  # replies NaN/Inf weights
-    malformed_fraction: float = ranged(0.0, low=0, high=1)  # replies wrongly shaped weights
-    scaled_fraction: float = ranged(0.0, low=0, high=1)  # replies w0 + scale * (w - w0)
-    scale: float = ranged(100.0)
-    hang_seconds: float | None = ranged(None, low=0, low_open=True)  # null: round_timeout + 5
-    seed: int = ranged(0, low=0)
+    raise_fraction: float = ranged(0.0, low=0, high=1, doc="clients whose train handler raises")
+    hang_fraction: float = ranged(0.0, low=0, high=1, doc="clients that sleep past round_timeout")
+    nonfinite_fraction: float = ranged(0.0, low=0, high=1, doc="clients that reply NaN/Inf weights")
+    malformed_fraction: float = ranged(0.0, low=0, high=1, doc="clients that reply wrongly shaped weights")
+    scaled_fraction: float = ranged(0.0, low=0, high=1, doc="clients that reply w0 + scale * (w - w0)")
+    scale: float = ranged(100.0, doc="the scale of scaled_fraction's updates")
+    hang_seconds: float | None = ranged(None, low=0, low_open=True,
+                                        doc="seconds a hanging client sleeps (null: round_timeout + 5)")
+    seed: int = ranged(0, low=0, doc="seed of the choice of misbehaving clients")
 
 
 @dataclass
 class SimConfig(RunConfig):
     """``fedkd-sim``: federated training on Flower (FedAvg, FedProx, ...) with N simulated clients."""
 
-    model: Any = MISSING
-    client_models: Any = None  # optional per-client model configs (see fedkd.federated.data)
-    optim: Any = MISSING
-    partition: Any = MISSING
-    strategy: Any = MISSING
-    num_clients: int = ranged(10, low=1)
-    rounds: int = ranged(10, low=1)
-    local_epochs: int = ranged(1, low=1)
-    local_batch_size: int = ranged(32, low=1)  # a client's local training batch
-    eval_batch_size: int = ranged(1024, low=1)
-    keep_local_model: bool = False  # clients keep their trained weights in Context.state
-    # seconds the server waits for all clients to connect (Ray workers on a busy machine start slowly)
-    node_timeout: float = ranged(300.0, low=0, low_open=True)
-    round_timeout: float = ranged(3600.0, low=0, low_open=True)  # seconds the server waits for one round's replies
-    client_resources: ClientResourcesConfig = field(default_factory=ClientResourcesConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    faults: FaultsConfig = field(default_factory=FaultsConfig)
-    resume: str | None = None  # a run folder: continue that run after its last complete round
-    # test, or holdout: the last holdout_size training images, no client's (to choose settings)
-    evaluate_on: str = "test"
-    holdout_size: int = ranged(5000, low=1)
-    # training images no client holds, drawn from outside the holdout: the server's unlabeled proxy (strategy=feddf)
-    proxy_size: int = ranged(0, low=0)
+    model: Any = setting(MISSING, "the global model's architecture (conf/model/)")
+    client_models: Any = setting(None, "per-client model configs: a list (round-robin) or {partition_id: config}")
+    optim: Any = setting(MISSING, "the clients' local optimizer (conf/optim/)")
+    partition: Any = setting(MISSING, "how the training set is split among the clients (conf/partition/)")
+    strategy: Any = setting(MISSING, "the federated algorithm run by the server (conf/strategy/)")
+    num_clients: int = ranged(10, low=1, doc="simulated clients, one per partition")
+    rounds: int = ranged(10, low=1, doc="federated rounds")
+    local_epochs: int = ranged(1, low=1, doc="a client's epochs per round")
+    local_batch_size: int = ranged(32, low=1, doc="a client's local training batch")
+    eval_batch_size: int = ranged(1024, low=1, doc="batch of the server's evaluation")
+    keep_local_model: bool = setting(False, "clients keep their trained weights in Context.state")
+    # Ray workers on a busy machine start slowly.
+    node_timeout: float = ranged(300.0, low=0, low_open=True, doc="seconds the server waits for all clients to connect")
+    round_timeout: float = ranged(3600.0, low=0, low_open=True, doc="seconds the server waits for one round's replies")
+    client_resources: ClientResourcesConfig = setting(factory=ClientResourcesConfig, doc="what Ray reserves per client")
+    backend: BackendConfig = setting(factory=BackendConfig, doc="Flower's Ray simulation backend")
+    faults: FaultsConfig = setting(factory=FaultsConfig, doc="fault injection: fractions of clients that misbehave")
+    resume: str | None = setting(None, "a run folder: continue that run after its last complete round")
+    evaluate_on: str = setting("test", "test, or holdout: the last holdout_size training images, no client's")
+    holdout_size: int = ranged(5000, low=1, doc="images of the holdout (evaluate_on=holdout)")
+    proxy_size: int = ranged(0, low=0, doc="training images no client holds: the server's proxy (strategy=feddf)")
 
 
 @dataclass
 class CompareConfig:
     """``fedkd-compare``: strategies x seeds on one ``fedkd-sim`` config, then the report."""
 
-    strategies: list[str] = field(default_factory=lambda: ["fedavg", "fedftg"])
-    seeds: list[int] = ranged(low=0, factory=lambda: [0, 1, 2])
-    overrides: list[str] = field(default_factory=list)
-    strategy_overrides: dict[str, list[str]] = field(default_factory=dict)
-    target_accuracy: float = ranged(0.7, low=0, high=1)
-    title: str = ""
-    report_only: str | None = None
-    debug: bool = False
+    strategies: list[str] = setting(factory=lambda: ["fedavg", "fedftg"],
+                                    doc="options of conf/strategy/, or variants named in strategy_overrides")
+    seeds: list[int] = ranged(low=0, factory=lambda: [0, 1, 2], doc="one run per strategy and seed")
+    overrides: list[str] = setting(factory=list, doc="fedkd-sim settings of every run: overrides=['rounds=20',...]")
+    strategy_overrides: dict[str, list[str]] = setting(
+        factory=dict, doc="settings for one strategy: +strategy_overrides.fedftg=['strategy.iterations_per_round=10']")
+    target_accuracy: float = ranged(0.7, low=0, high=1, doc='the report\'s "rounds to reach" this accuracy')
+    title: str = setting("", "the report's title")
+    report_only: str | None = setting(None, "a finished compare folder: re-render its report, run nothing")
+    rerun_changed: bool = setting(False, "runs kept from earlier with another config move to stale/ and run again")
+    debug: bool = setting(False, "show tracebacks instead of one-line errors")
 
 
 @dataclass
 class TeacherConfig:
     """The teacher of ``fedkd-distill``: a checkpoint, or a model trained first when there is none."""
 
-    checkpoint: str | None = None  # a fedkd model .pt (its architecture is read from the file)
-    model: Any = MISSING  # architecture to train when checkpoint is null
-    optim: Any = MISSING
-    epochs: int = ranged(10, low=1)
-    batch_size: int = ranged(128, low=1)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    checkpoint: str | None = setting(None, "a fedkd model .pt (its architecture is read from the file)")
+    model: Any = setting(MISSING, "the architecture to train when checkpoint is null (conf/model/)")
+    optim: Any = setting(MISSING, "the optimizer of the teacher's training (conf/optim/)")
+    epochs: int = ranged(10, low=1, doc="epochs of the teacher's training")
+    batch_size: int = ranged(128, low=1, doc="batch of the teacher's training")
+    augment: AugmentConfig = setting(factory=AugmentConfig, doc="augmentation of the teacher's training")
 
 
 @dataclass
 class CentralizedConfig(RunConfig):
     """``fedkd-distill``: data-free distillation of one teacher into a student."""
 
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    student: Any = MISSING
-    optim: Any = MISSING  # the student's optimizer
-    synthesizer: Any = MISSING  # the synthesizer (conf/synthesizer/)
-    student_terms: Any = field(default_factory=dict)  # extra student losses by name (conf/student_terms/)
-    epochs: int = ranged(10, low=1)
-    iterations_per_epoch: int = ranged(50, low=1)
-    student_batch_size: int = ranged(256, low=1)  # samples per student step
-    eval_batch_size: int = ranged(1024, low=1)
-    cosine_lr: bool = True
-    keep_best_on_test: bool = False  # also save the student that scored best on the test set (plots only)
-    preview_images: int = ranged(64, low=0)
-    evaluate_on: str = "test"  # test, or holdout: the last holdout_size training images (to choose settings)
-    holdout_size: int = ranged(5000, low=1)
-    threads: int | None = ranged(None, low=1)  # torch CPU threads (null: torch's default)
-    resume: str | None = None  # a run folder: continue that run after its last complete epoch
+    teacher: TeacherConfig = setting(factory=TeacherConfig, doc="the teacher: a checkpoint, or trained first")
+    student: Any = setting(MISSING, "the student's architecture (conf/model/)")
+    optim: Any = setting(MISSING, "the student's optimizer (conf/optim/)")
+    synthesizer: Any = setting(MISSING, "how the inputs of the student's steps are made (conf/synthesizer/)")
+    student_terms: Any = setting(factory=dict, doc="extra student losses by name (conf/student_terms/)")
+    epochs: int = ranged(10, low=1, doc="distillation epochs")
+    iterations_per_epoch: int = ranged(50, low=1, doc="synthesizer steps per epoch, each followed by student steps")
+    student_batch_size: int = ranged(256, low=1, doc="samples per student step")
+    eval_batch_size: int = ranged(1024, low=1, doc="batch of the test-set evaluation")
+    cosine_lr: bool = setting(True, "cosine decay of the student's learning rate over all iterations")
+    keep_best_on_test: bool = setting(False, "also save the student that scored best on the test set (plots only)")
+    preview_images: int = ranged(64, low=0, doc="synthetic samples saved per epoch (samples/; 0: none)")
+    evaluate_on: str = setting("test", "test, or holdout: the last holdout_size training images (to choose settings)")
+    holdout_size: int = ranged(5000, low=1, doc="images of the holdout (evaluate_on=holdout)")
+    threads: int | None = ranged(None, low=1, doc="torch CPU threads (null: torch's default)")
+    resume: str | None = setting(None, "a run folder: continue that run after its last complete epoch")
 
 
 _registered = False

@@ -44,6 +44,7 @@ from fedkd.datafree.teacher import WEIGHTINGS
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError, check_choice
 from fedkd.federated import records as R
+from fedkd.report.samples import by_class
 from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 from fedkd.strategies.server_checks import probe_split, synthetic_agreement
@@ -237,8 +238,8 @@ class FedFTG(FedAvg):
                 server["teacher_boosted_accuracy"] = boosted_accuracy(teacher, probe, run.device)
         if self.image_every and (server_round == 1 or server_round % self.image_every == 0):
             with laps("images"):
-                samples = self.synthesizer.preview(64)
-                run.logger.images("server/samples", samples, server_round, run.spec.mean, run.spec.std)
+                samples, names = by_class(*self.synthesizer.labelled_preview(64), run.spec)  # rows by class
+                run.logger.images("server/samples", samples, server_round, run.spec.mean, run.spec.std, labels=names)
         parts = laps.split()
         server.update({f"server_seconds_{name}": seconds for name, seconds in parts.items() if name != "total"})
         server["server_seconds"] = parts["total"]

@@ -123,7 +123,7 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
     with ctx.logger:
         data = load_data(cfg)
         # partition.png: label counts per client, before round 1
-        write_partition_plot(partition_label_counts(cfg), cfg, ctx.out_dir)
+        write_partition_plot(partition_label_counts(cfg), cfg, ctx.out_dir, data.spec.class_names)
         # Initial models are built first, with the RNG seeded by RunContext: same start every run.
         eval_name, eval_split = evaluation_split(cfg)
         server_run = ServerRun.create(

@@ -38,6 +38,7 @@ from fedkd.datafree.synthesizers.real import needs_real_images
 from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, count_parameters, list_models, model_config, model_label
 from fedkd.models.checkpoint import model_from_checkpoint, model_meta
+from fedkd.report.samples import by_class
 from fedkd.training import evaluate, fit
 from fedkd.training.optimizers import optimizer_factory
 from fedkd.utils.checkpoint import save_model
@@ -175,7 +176,8 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         row = {**metrics, acc_key: result["accuracy"], loss_key: result["loss"], "lr": optimizer.param_groups[0]["lr"]}
         ctx.logger.log(epoch, row)
         if cfg.preview_images > 0:
-            ctx.logger.images("synthetic", synthesizer.preview(cfg.preview_images), epoch, spec.mean, spec.std)
+            samples, names = by_class(*synthesizer.labelled_preview(cfg.preview_images), spec)  # rows by class
+            ctx.logger.images("synthetic", samples, epoch, spec.mean, spec.std, labels=names)
         if cfg.keep_best_on_test and result["accuracy"] > best["accuracy"]:
             best.update(accuracy=result["accuracy"], epoch=epoch)
             save_model(ctx.out_dir / "student_best_on_test.pt", student, **model_meta(cfg.student, spec), epoch=epoch)

@@ -2,12 +2,14 @@
 
 Layout: ``<root>/train/<class>/<image>`` and ``<root>/test/<class>/<image>``. Classes are the
 training split's folder names in sorted order (torchvision's rule), so label ``k`` is the
-``k``-th name; the test split may lack classes but not add any. Images are decoded once with
-Pillow into one array; all grey-scale images give one channel, any colour image makes them all RGB.
+``k``-th name (the spec's ``class_names``: plot legends and sample grids show them); the test
+split may lack classes but not add any. Images are decoded once with Pillow into one array; all
+grey-scale images give one channel, any colour image makes them all RGB.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -160,11 +162,13 @@ def load_image_folder(root: Path, image_size: int | None, num_classes: int | Non
             f"image {test_files[0]} is {test_side}x{test_side} but the training images are {side}x{side}; "
             "set dataset.image_size=<side> to resize every image to one size"
         )
-    return finish(
+    bundle = finish(
         f"image_folder:{root.name}", x_train, y_train, x_test, y_test, len(classes),
         root / ".fedkd_spec.json", files_fingerprint(train_files + test_files), image_size,
         (str(root / "train"), str(root / "test")),
     )
+    bundle.spec = replace(bundle.spec, class_names=tuple(classes))  # after the cache: cached specs stay as they were
+    return bundle
 
 
 @own_dataset

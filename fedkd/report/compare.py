@@ -8,7 +8,8 @@ Layout read (and written by ``fedkd-compare``)::
 
 The report: ``report.md`` and ``report.json`` (final accuracy mean ± std over seeds, rounds to a
 target accuracy, server and client seconds per round) and ``accuracy.png`` (test accuracy per
-round, mean with a min-max band over seeds).
+round, mean with a min-max band over seeds); ``report.md`` first lists the settings compared
+(:mod:`fedkd.report.settings`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from fedkd.errors import FedkdError
 from fedkd.report.plots import integer_x_ticks, pyplot
+from fedkd.report.settings import settings_lines
 from fedkd.utils.run_logger import METRICS_FILE, read_metrics
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ class Run:
     strategy: str
     seed: str
     rounds: list[dict]
+    folder: Path | None = None  # the run folder (its saved config heads the report)
 
     @property
     def accuracy_key(self) -> str:
@@ -55,7 +58,7 @@ def find_runs(root: str | Path) -> list[Run]:
     """Every ``<root>/runs/<strategy>/<seed>/`` folder that holds a metrics file."""
     runs_dir = Path(root) / "runs"
     runs = [
-        Run(path.parent.parent.name, path.parent.name, read_metrics(path.parent))
+        Run(path.parent.parent.name, path.parent.name, read_metrics(path.parent), path.parent)
         for path in sorted(runs_dir.glob(f"*/*/{METRICS_FILE}"))
     ]
     runs = [r for r in runs if len(r.curve())]
@@ -113,13 +116,16 @@ def markdown_table(rows: list[dict]) -> str:
     target = rows[0]["target_accuracy"] if rows else 0
     split = rows[0].get("evaluated_on", "test") if rows else "test"
     lines = [
-        f"| strategy | seeds | rounds | final {split} accuracy (mean ± std) | rounds to {target:.0%} (seeds reaching) | server s/round | client s/round |",
+        f"| strategy | seeds | rounds | final {split} accuracy (mean ± std) | rounds to {target:.0%} (seeds reaching) "
+        "| server s/round | client s/round |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        reach = "-" if r["seeds_reaching_target"] == 0 else f"{r['rounds_to_target_mean']:.1f} ({r['seeds_reaching_target']}/{r['seeds']})"
+        reached = r["seeds_reaching_target"]
+        reach = "-" if reached == 0 else f"{r['rounds_to_target_mean']:.1f} ({reached}/{r['seeds']})"
+        accuracy = f"{100 * r['final_accuracy_mean']:.2f} ± {100 * r['final_accuracy_std']:.2f}"
         lines.append(
-            f"| {r['strategy']} | {r['seeds']} | {r['rounds']} | {100 * r['final_accuracy_mean']:.2f} ± {100 * r['final_accuracy_std']:.2f} "
+            f"| {r['strategy']} | {r['seeds']} | {r['rounds']} | {accuracy} "
             f"| {reach} | {r['server_seconds_per_round']:.2f} | {r['client_seconds_per_round']:.2f} |"
         )
     return "\n".join(lines)
@@ -161,6 +167,10 @@ def render(root: str | Path, target: float, title: str = "") -> str:
     rows = summarize(runs, target)
     table = markdown_table(rows)
     (root / "report.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (root / "report.md").write_text(f"# {title or 'Strategy comparison'}\n\n{table}\n\n![accuracy](accuracy.png)\n")
+    settings = settings_lines([(r.strategy, r.seed, r.folder) for r in runs if r.folder is not None])
+    head = "".join(line + "\n" for line in settings) + "\n" if settings else ""
+    (root / "report.md").write_text(
+        f"# {title or 'Strategy comparison'}\n\n{head}{table}\n\n![accuracy](accuracy.png)\n"
+    )
     plot(runs, root / "accuracy.png", title)
     return table

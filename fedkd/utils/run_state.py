@@ -152,6 +152,27 @@ def unknown_keys(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -
     return sorted(found)
 
 
+#: How :func:`config_changes` shows a key one side lacks.
+ABSENT = "(absent)"
+
+
+def config_changes(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, saved value, value now)`` for every value of two config identities that differs,
+    sorted by key (a key one side lacks: :data:`ABSENT`). Nodes of the same option (the same
+    ``_target_``, or none) are compared key by key; a node of another option is one change."""
+    saved = _renamed(saved)
+    found = []
+    for key in sorted(set(saved) | set(now), key=str):
+        old, new = saved.get(key, ABSENT), now.get(key, ABSENT)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict) and old.get("_target_") == new.get("_target_"):
+            found += config_changes(old, new, f"{prefix}{key}.")
+        else:
+            found.append((f"{prefix}{key}", old, new))
+    return found
+
+
 def check_identity(cfg: DictConfig, folder: Path, state: dict[str, Any],
                    identity: Callable[[DictConfig], dict[str, Any]]) -> None:
     """Refuse, in one line, a config other than the one the run had: naming the keys of the run's
@@ -166,7 +187,7 @@ def check_identity(cfg: DictConfig, folder: Path, state: dict[str, Any],
                 f"run folder {folder} was saved with key{'s' if len(unknown) > 1 else ''} {names}, which this "
                 "version does not know; start a new run"
             )
-        keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        keys = [key for key, _, _ in config_changes(saved, now)]
         raise ConfigError(
             f"resume={folder}: the config differs from the run's in {', '.join(keys)}; resume with the run's "
             f"overrides (see {folder / 'resolved_config.yaml'})"

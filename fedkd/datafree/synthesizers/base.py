@@ -119,10 +119,17 @@ class Synthesizer(ABC):
 
     def preview(self, n: int = 64) -> torch.Tensor:
         """Samples to look at (TensorBoard grids); not counted in :attr:`samples_generated`."""
+        return self.labelled_preview(n)[0]
+
+    def labelled_preview(self, n: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`preview` and the labels its samples were generated for (a conditional generator's),
+        or ``None``: a method without labels, or one with its own :meth:`preview` (its samples as they are)."""
+        if type(self).preview is not Synthesizer.preview:
+            return self.preview(n), None
         count = self.samples_generated
-        x = self.sample(n)[0]
+        x, y = self.sample(n)
         self.samples_generated = count
-        return x
+        return x, y
 
     def set_label_prior(self, prior: Sequence[float] | np.ndarray | torch.Tensor | None) -> None:
         """Ask for target labels in proportion to ``prior``: per-class counts or probabilities (a

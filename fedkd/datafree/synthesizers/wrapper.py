@@ -127,6 +127,12 @@ class SynthesizerWrapper(Synthesizer):
     def preview(self, n: int = 64) -> torch.Tensor:
         return self.base.preview(n)
 
+    def labelled_preview(self, n: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The base's, unless the wrapper changes what a preview holds (its own :meth:`preview`)."""
+        if type(self).preview is not SynthesizerWrapper.preview:
+            return self.preview(n), None
+        return self.base.labelled_preview(n)
+
     def state_dict(self) -> dict[str, Any]:
         """The base's state under ``"base"``; subclasses add theirs."""
         return {"base": self.base.state_dict()}

@@ -39,7 +39,8 @@ def test_label_counts_are_stacked_bars_one_per_client():
 def test_plot_label_counts_writes_a_png_and_refuses_a_flat_table(tmp_path):
     path = plot_label_counts(np.ones((4, 10), dtype=int), tmp_path / "p.png", "four clients")
     png = Image.open(path)
-    assert png.format == "PNG" and png.size == (500, 400)  # (4 + 0.25 * 4) x 4 inches at 100 dpi
+    # (5 + 0.25 * 4 + a legend of one-character labels: 1.08) x 4.5 inches at 120 dpi
+    assert png.format == "PNG" and png.size == (849, 540)
     with pytest.raises(ConfigError, match="clients, classes") as exc:
         plot_label_counts(np.ones(10), tmp_path / "flat.png")
     assert "\n" not in str(exc.value) and not (tmp_path / "flat.png").exists()
@@ -53,7 +54,7 @@ def test_every_federated_run_writes_its_partition_at_start(compare_dir):
     for strategy in ("fedavg", "fedftg", "fedgen"):
         run = compare_dir / "runs" / strategy / "seed0"
         png = Image.open(run / PARTITION_PLOT)
-        assert png.format == "PNG" and png.size == (500, 400), strategy  # 4 clients
+        assert png.format == "PNG" and png.size == (849, 540), strategy  # 4 clients, 10 digits
         # Before round 1: earlier than the first round's sample grid (FedFTG) and the final model.
         assert os.path.getmtime(run / PARTITION_PLOT) <= os.path.getmtime(run / "model.pt")
     fedftg = compare_dir / "runs" / "fedftg" / "seed0"

@@ -7,11 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fedkd.utils.run_logger import SAMPLES_DIR, RunLogger
+from fedkd.utils.run_logger import MIN_TILE, SAMPLES_DIR, RunLogger, tile_scale
 
 
 def grid_size(n: int, nrow: int, side: int, padding: int = 2) -> tuple[int, int]:
-    """(width, height) of torchvision's make_grid of ``n`` square ``side`` images."""
+    """(width, height) of torchvision's make_grid of ``n`` square ``side`` images, each enlarged
+    by a whole factor to at least ``MIN_TILE`` pixels."""
+    side *= -(-MIN_TILE // side)
     cols, rows = min(n, nrow), -(-n // nrow)
     return cols * (side + padding) + padding, rows * (side + padding) + padding
 
@@ -26,8 +28,14 @@ def test_images_writes_a_denormalised_png_grid(tmp_path, digits, tensorboard):
     png = Image.open(path)
     png.load()
     assert png.format == "PNG" and png.size == grid_size(20, 8, spec.image_size)
-    # The first cell holds the first image, un-normalised back to [0, 1] (then 0..255).
-    pixels = np.asarray(png.convert("L"), dtype=np.int16)[2 : 2 + spec.image_size, 2 : 2 + spec.image_size]
+    # The first cell holds the first image, un-normalised back to [0, 1] (then 0..255), each pixel
+    # a scale x scale square (nearest-neighbour enlargement): every scale-th pixel is the original.
+    scale = tile_scale(spec.image_size)
+    assert scale == 3 and spec.image_size * scale >= MIN_TILE
+    side = spec.image_size * scale
+    cell = np.asarray(png.convert("L"), dtype=np.int16)[2 : 2 + side, 2 : 2 + side]
+    pixels = cell[::scale, ::scale]
+    assert (cell[1::scale, 2::scale] == pixels).all()  # sharp squares, not interpolated
     expected = (images[0, 0] * spec.std[0] + spec.mean[0]).clamp(0, 1).mul(255).round().numpy()
     assert np.abs(pixels - expected).max() <= 1
     assert pixels.max() > 200 and pixels.min() < 50  # a digit, not a normalised (mostly negative) tensor
