@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from flwr.app import ArrayRecord, Message
 
 from fedkd.errors import FedkdError
+from fedkd.federated.client_errors import client_exception, where_tracebacks_are
 from fedkd.federated.faults import INJECTED
-from fedkd.federated.robust import screen_reply, short_reason
+from fedkd.federated.robust import screen_reply
 
 log = logging.getLogger("fedkd.sim")
 
@@ -45,12 +46,18 @@ def screen_replies(
         reference: the global weights a reply must match (keys, shapes, dtypes).
 
     Raises :class:`FedkdError` when every client raised, and not by an injected fault: that is a
-    bug or config error on the clients, not a fault to ride out.
+    bug or config error on the clients, not a fault to ride out. Its one line names the first
+    client's own exception (type and message, not Ray's wrapper) and where its traceback is.
     """
     counts = {"ok": 0, "failed": len(failed), "late": max(0, sampled - len(valid) - len(failed)),
               "nonfinite": 0, "malformed": 0}
+    if failed and not valid and not any(INJECTED in m.error.reason for m in failed):
+        raise FedkdError(
+            f"round {server_round}: every client failed; the first: {client_exception(failed[0].error.reason)} "
+            f"({where_tracebacks_are()})"
+        )
     for msg in failed:
-        log.warning("round %d: a client failed: %s", server_round, short_reason(msg.error.reason))
+        log.warning("round %d: a client failed: %s", server_round, client_exception(msg.error.reason))
     usable = []
     for msg in valid:
         kind = screen_reply(msg.content, reference(msg), weighted_by_key)
@@ -62,8 +69,4 @@ def screen_replies(
     counts["ok"] = len(usable)
     if counts["late"]:
         log.warning("round %d: %d client(s) did not reply within round_timeout", server_round, counts["late"])
-    if not usable and failed and not valid and not any(INJECTED in m.error.reason for m in failed):
-        raise FedkdError(
-            f"round {server_round}: no client returned an update ({failed[0].error.reason}); fix the client error above"
-        )
     return Screened(usable, counts)

@@ -33,6 +33,7 @@ from fedkd.federated.data import (
 )
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.resume import ResumeState, ServerCheckpointer
+from fedkd.federated.sanity import check_run_inputs
 from fedkd.federated.server_run import ServerRun
 from fedkd.models import build_from_config, count_parameters, model_config
 from fedkd.models.checkpoint import model_meta
@@ -119,6 +120,7 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
     if resume is not None:  # continue in the run's own folder, its metrics as at the checkpoint
         out_dir = resume.folder
         resume.rewrite_metrics()
+    check_run_inputs(cfg)  # before the run folder is written: data that cannot teach, a model that does not fit it
     ctx = RunContext.create(cfg, out_dir)
     with ctx.logger:
         data = load_data(cfg)

@@ -21,6 +21,7 @@ from fedkd.apps.client_app import make_client_app
 from fedkd.apps.server_app import make_server_app, quiet_flower
 from fedkd.config import check_sim
 from fedkd.errors import ConfigError
+from fedkd.federated.client_errors import ClientTracebacks
 from fedkd.federated.faults import INJECTED
 
 log = logging.getLogger("fedkd.sim")
@@ -94,17 +95,14 @@ def check_before_start(cfg: DictConfig) -> None:
     The same functions the server and clients call later, so the one-line error is theirs; the
     data and partitions are cached in this process, where the ServerApp uses them again.
     """
-    from fedkd.federated.data import client_model_configs, load_data, partitions
+    from fedkd.federated.data import partitions
     from fedkd.federated.faults import assignment
-    from fedkd.federated.records import group_key
-    from fedkd.models import build_from_config
+    from fedkd.federated.sanity import check_run_inputs
     from fedkd.training.optimizers import optimizer_factory
 
-    data = load_data(cfg)
+    check_run_inputs(cfg)  # the data can teach; every client architecture takes its images, one output per class
     partitions(cfg)
     assignment(cfg)  # fault-injection fractions
-    for model_cfg in {group_key(c): c for c in client_model_configs(cfg)}.values():
-        build_from_config(model_cfg, data.spec)
     optimizer_factory(instantiate(cfg.optim), "optim")  # the clients' optimiser (torch checks its values)
 
 
@@ -128,6 +126,8 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     flwr_logger = logging.getLogger("flwr")
     quiet = _DropDeprecation()
     flwr_logger.addFilter(quiet)
+    tracebacks = ClientTracebacks(show=bool(cfg.get("debug", False)))  # a client's traceback: to the run log
+    flwr_logger.addFilter(tracebacks)
     # Flower prints its warnings with its own handler; propagating them too would print them twice.
     propagate, flwr_logger.propagate = flwr_logger.propagate, False
     try:
@@ -139,6 +139,7 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         )
     finally:
         flwr_logger.removeFilter(quiet)
+        flwr_logger.removeFilter(tracebacks)
         flwr_logger.propagate = propagate
         if temp_dir is None:
             pass  # a cluster's logs stay in its own session folder

@@ -31,13 +31,17 @@ from fedkd.config import check_centralized
 from fedkd.data import DataBundle, Split
 from fedkd.data.augment import batch_augmenter
 from fedkd.data.evaluation import evaluation_split as data_evaluation_split
+from fedkd.data.sanity import check_training_data
 from fedkd.datafree import StudentRecipe, Synthesizer, Teacher, distill
+from fedkd.datafree.epoch_watch import EpochWatch
 from fedkd.datafree.student_terms import check_student_terms
 from fedkd.datafree.synthesizers.base import state_bytes
 from fedkd.datafree.synthesizers.real import needs_real_images
 from fedkd.errors import ConfigError
-from fedkd.models import build_from_config, count_parameters, list_models, model_config, model_label
+from fedkd.federated.data import load_data
+from fedkd.models import count_parameters, list_models, model_config, model_label
 from fedkd.models.checkpoint import model_from_checkpoint, model_meta
+from fedkd.models.sanity import build_checked
 from fedkd.report.samples import by_class
 from fedkd.training import evaluate, fit
 from fedkd.training.optimizers import optimizer_factory
@@ -57,7 +61,7 @@ def build_student(cfg: DictConfig, data: DataBundle) -> nn.Module:
             f"choose one of: {', '.join(list_models('classifier'))}"
         )
     try:
-        return build_from_config(cfg.student, data.spec)
+        return build_checked(cfg.student, data, f"student {name}")  # output width, input size
     except TypeError as exc:
         raise ConfigError(f"student '{name}' does not take these options ({exc}); fix the student config") from None
 
@@ -110,7 +114,7 @@ def load_or_train_teacher(
         model.to(device)
         source = str(path)
     else:
-        model = build_from_config(cfg.teacher.model, spec).to(device)
+        model = build_checked(cfg.teacher.model, data, f"teacher.model {model_label(cfg.teacher.model)}").to(device)
         optimizer = optimizer_factory(instantiate(cfg.teacher.optim), "teacher.optim")(model.parameters())
         log.info("no teacher.checkpoint: training %s for %d epochs", model_label(cfg.teacher.model), cfg.teacher.epochs)
         fit(
@@ -145,9 +149,10 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         torch.set_num_threads(cfg.threads)
     if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-    data = instantiate(cfg.dataset)
+    data = load_data(cfg)  # loaded once per process: the preflight's bundle (fedkd.cli.inputs)
     spec, device = data.spec, ctx.device
     # Build what the config describes before any long work, so config mistakes fail at once.
+    check_training_data(data)  # one class, NaN or constant images end here, before the first epoch
     student = build_student(cfg, data).to(device)
     synthesizer, recipe = build_synthesizer(cfg, data, device)
     terms = check_student_terms(instantiate(cfg.student_terms, _convert_="all"), "student_terms")
@@ -182,6 +187,7 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
             best.update(accuracy=result["accuracy"], epoch=epoch)
             save_model(ctx.out_dir / "student_best_on_test.pt", student, **model_meta(cfg.student, spec), epoch=epoch)
         log.info("epoch %d: student %s accuracy %.4f", epoch, split_name, result["accuracy"])
+        watch.after_epoch(epoch, result["accuracy"])  # the time left; a student stuck at chance
         extra = {acc_key: result["accuracy"], loss_key: result["loss"]}
         # Last, after everything that draws random numbers (the preview): the RNG states saved
         # are those the next epoch starts from.
@@ -205,6 +211,9 @@ def run_distillation(cfg: DictConfig, ctx: RunContext, resume: RunState | None =
         start, previous = resume.epoch + 1, dict(parts["metrics"])
         resume.restore_rng(ctx.generator)  # last: building models drew random numbers
         log.info("resuming %s after epoch %d of %d", ctx.out_dir, resume.epoch, cfg.epochs)
+    teacher_key = "teacher_accuracy" if split_name == "test" else f"teacher_{split_name}_accuracy"
+    watch = EpochWatch(cfg.epochs, start, spec.num_classes, type(synthesizer).__name__, cfg.iterations_per_epoch,
+                       teacher_accuracy=teacher_info.get(teacher_key), split=split_name, log=log)
     final = distill(
         student, teacher, synthesizer, optimizer, cfg.iterations_per_epoch,
         recipe=recipe, epochs=cfg.epochs, student_batch_size=cfg.student_batch_size, scheduler=scheduler,

@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from fedkd.cli.inputs import check_run_inputs
 from fedkd.config import check_composed
 from fedkd.errors import ConfigError, FedkdError
 
@@ -175,4 +176,5 @@ def preflight(config_name: str, cfg: DictConfig) -> Any:
     except Exception:  # an unresolvable run dir: Hydra reports it itself
         return None
     check_output_dir(out.resolve())
+    check_run_inputs(config_name, cfg)  # data and models (fedkd.cli.inputs): before the run folder exists
     return None

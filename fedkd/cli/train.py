@@ -18,8 +18,11 @@ from omegaconf import DictConfig
 from fedkd.cli.common import RunContext, hydra_entry
 from fedkd.config import check_train
 from fedkd.data.augment import batch_augmenter
-from fedkd.models import build_from_config, count_parameters, model_label
+from fedkd.data.sanity import check_training_data
+from fedkd.federated.data import load_data
+from fedkd.models import count_parameters, model_label
 from fedkd.models.checkpoint import model_meta
+from fedkd.models.sanity import build_checked
 from fedkd.training import fit
 from fedkd.training.optimizers import optimizer_factory
 from fedkd.utils.checkpoint import save_model
@@ -35,8 +38,9 @@ def train(cfg: DictConfig, ctx: RunContext, resume: RunState | None = None) -> d
     before ``ctx`` was created) continues after its last complete epoch.
     """
     check_train(cfg)
-    data = instantiate(cfg.dataset)
-    model = build_from_config(cfg.model, data.spec).to(ctx.device)
+    data = load_data(cfg)  # loaded once per process: the preflight's bundle (fedkd.cli.inputs)
+    check_training_data(data)  # one class, NaN or constant images end here, before the first epoch
+    model = build_checked(cfg.model, data, f"model {model_label(cfg.model)}").to(ctx.device)  # output width, size
     optimizer = optimizer_factory(instantiate(cfg.optim), "optim")(model.parameters())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_lr else None
     checkpointer = RunCheckpointer(ctx.out_dir, cfg, "train", ctx.generator)

@@ -26,8 +26,9 @@ ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
 
 # The teacher is trained in the run (saved as teacher.pt before distillation), so the resume must
 # load it instead of training it again; preview images draw random numbers every epoch.
-DISTILL = ["dataset=digits", "device=cpu", "seed=1", "teacher.epochs=1", "teacher.model.name=lenet5_half",
-           "teacher.batch_size=64", "epochs=3", "iterations_per_epoch=4", "student_batch_size=32",
+DISTILL = ["dataset=digits", "device=cpu", "seed=1", "synthesizer=dfad", "teacher.epochs=1",
+           "teacher.model.name=lenet5_half", "teacher.batch_size=64", "epochs=3", "iterations_per_epoch=4",
+           "student_batch_size=32",
            "synthesizer.batch_size=32", "synthesizer.generator.ngf=4", "preview_images=8", "keep_best_on_test=true"]
 TRAIN = ["dataset=digits", "device=cpu", "seed=2", "model=lenet5_half", "epochs=3", "batch_size=32"]
 CASES = {

@@ -90,11 +90,14 @@ def test_worked_example_sim_train_distill(folder, tmp_path, monkeypatch):
 
     # fedkd-train: a teacher of the same class, then fedkd-distill into a narrower student.
     common = ["dataset=image_folder", f"dataset.root={folder}"]
-    assert _main("fedkd-train", [*common, "model=custom", f"model._target_={MODEL}", "epochs=1", f"hydra.run.dir={tmp_path / 'train'}"], monkeypatch) == 0
+    train = [*common, "model=custom", f"model._target_={MODEL}", "epochs=1", f"hydra.run.dir={tmp_path / 'train'}"]
+    assert _main("fedkd-train", train, monkeypatch) == 0
     teacher = tmp_path / "train" / "model.pt"
     args = [
-        *common, f"teacher.checkpoint={teacher}", "model@student=custom", f"student._target_={MODEL}", "+student.width=4",
-        "epochs=1", "iterations_per_epoch=2", "student_batch_size=32", "preview_images=8", f"hydra.run.dir={tmp_path / 'distill'}",
+        *common, f"teacher.checkpoint={teacher}", "model@student=custom", f"student._target_={MODEL}",
+        "+student.width=4",
+        "epochs=1", "iterations_per_epoch=2", "student_batch_size=32", "preview_images=8", "synthesizer=dfad",
+        f"hydra.run.dir={tmp_path / 'distill'}",
     ]
     assert _main("fedkd-distill", args, monkeypatch) == 0
     student, _ = model_from_checkpoint(tmp_path / "distill" / "student.pt", _spec(folder))
@@ -111,16 +114,46 @@ def _spec(folder: Path):
 # --- docs/reliability.md rows: your own data and model (entry point, overrides, texts in the line).
 # {in} is the folder of prepared inputs below.
 ROWS: dict[str, tuple[str, list[str], list[str]]] = {
-    "image folder without a test split": ("fedkd-train", ["dataset=image_folder", "dataset.root={in}/no_test"], ["has no test/ split", "{in}/no_test/test/<class>/"]),
-    "empty class folder": ("fedkd-train", ["dataset=image_folder", "dataset.root={in}/empty_class"], ["empty_class/train/digit_9 holds no images", "add images or remove the folder"]),
-    "mixed image sizes without a resize": ("fedkd-train", ["dataset=image_folder", "dataset.root={in}/mixed"], ["big.png is 12x12", "dataset.image_size=<side>"]),
-    "labels outside the class range": ("fedkd-train", ["dataset=arrays", "dataset.root={in}/bad_labels.npz"], ["bad_labels.npz (y_test) holds label 11", "dataset.num_classes"]),
-    "arrays file without a split": ("fedkd-train", ["dataset=arrays", "dataset.root={in}/no_y_test.npz"], ["no_y_test.npz has no y_test", "np.savez"]),
-    "own model that cannot be imported": ("fedkd-train", ["model=custom", "model._target_=no_such_package.nets.Net"], ["cannot be imported", "PYTHONPATH"]),
-    "own model that is no nn.Module": ("fedkd-train", ["model=custom", "model._target_=collections.OrderedDict"], ["returned a OrderedDict, not a torch.nn.Module"]),
-    "registry options left for own model": ("fedkd-train", ["model._target_=torch.nn.Flatten"], ["takes no argument batch_norm, fc_batch_norm", "model=custom"]),
-    "unknown Flower partitioner": ("fedkd-sim", ["partition=flwr", "partition.partitioner=NoSuchPartitioner", "num_clients=3", "rounds=1"], ["'NoSuchPartitioner' is not a flwr-datasets partitioner", "DirichletPartitioner"]),
-    "own model without parameters": ("fedkd-train", ["model=custom", "model._target_=torch.nn.Identity"], ["built a Identity without parameters"]),
+    "image folder without a test split": (
+        "fedkd-train", ["dataset=image_folder", "dataset.root={in}/no_test"],
+        ["has no test/ split", "{in}/no_test/test/<class>/"],
+    ),
+    "empty class folder": (
+        "fedkd-train", ["dataset=image_folder", "dataset.root={in}/empty_class"],
+        ["empty_class/train/digit_9 holds no images", "add images or remove the folder"],
+    ),
+    "mixed image sizes without a resize": (
+        "fedkd-train", ["dataset=image_folder", "dataset.root={in}/mixed"],
+        ["big.png is 12x12", "dataset.image_size=<side>"],
+    ),
+    "labels outside the class range": (
+        "fedkd-train", ["dataset=arrays", "dataset.root={in}/bad_labels.npz"],
+        ["bad_labels.npz (y_test) holds label 11", "dataset.num_classes"],
+    ),
+    "arrays file without a split": (
+        "fedkd-train", ["dataset=arrays", "dataset.root={in}/no_y_test.npz"],
+        ["no_y_test.npz has no y_test", "np.savez"],
+    ),
+    "own model that cannot be imported": (
+        "fedkd-train", ["model=custom", "model._target_=no_such_package.nets.Net"],
+        ["cannot be imported", "PYTHONPATH"],
+    ),
+    "own model that is no nn.Module": (
+        "fedkd-train", ["model=custom", "model._target_=collections.OrderedDict"],
+        ["returned a OrderedDict, not a torch.nn.Module"],
+    ),
+    "registry options left for own model": (
+        "fedkd-train", ["model._target_=torch.nn.Flatten"],
+        ["takes no argument batch_norm, fc_batch_norm", "model=custom"],
+    ),
+    "unknown Flower partitioner": (
+        "fedkd-sim", ["partition=flwr", "partition.partitioner=NoSuchPartitioner", "num_clients=3", "rounds=1"],
+        ["'NoSuchPartitioner' is not a flwr-datasets partitioner", "DirichletPartitioner"],
+    ),
+    "own model without parameters": (
+        "fedkd-train", ["model=custom", "model._target_=torch.nn.Identity"],
+        ["built a Identity without parameters"],
+    ),
 }
 
 
@@ -146,7 +179,8 @@ def inputs(tmp_path_factory) -> Path:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir" for p in sorted(root.rglob("*"))}
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
 
 
 def test_rows_are_in_the_reliability_table():
@@ -158,7 +192,8 @@ def test_rows_are_in_the_reliability_table():
 def test_bad_own_data_or_model_gives_one_line_error(name, inputs, tmp_path, capfd, monkeypatch):
     cmd, overrides, needles = ROWS[name]
     before = _snapshot(inputs)
-    code = _main(cmd, [o.replace("{in}", str(inputs)) for o in overrides] + [f"hydra.run.dir={tmp_path / 'out'}"], monkeypatch)
+    args = [o.replace("{in}", str(inputs)) for o in overrides] + [f"hydra.run.dir={tmp_path / 'out'}"]
+    code = _main(cmd, args, monkeypatch)
     stdout, stderr = capfd.readouterr()
     lines = [line for line in stderr.splitlines() if line.startswith("fedkd: error: ")]
     assert code == 2 and len(lines) == 1, stderr[-2000:]

@@ -58,8 +58,9 @@ def test_fedkd_distill_writes_one_sample_grid_per_epoch(tmp_path, digits, digits
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="centralized", overrides=[
-            "device=cpu", "tensorboard=false", "preview_images=10", f"teacher.checkpoint={ckpt}",
-            "epochs=2", "iterations_per_epoch=1", "student_batch_size=32", "synthesizer.batch_size=32", "synthesizer.generator.ngf=4",
+            "device=cpu", "tensorboard=false", "preview_images=10", f"teacher.checkpoint={ckpt}", "synthesizer=dfad",
+            "epochs=2", "iterations_per_epoch=1", "student_batch_size=32", "synthesizer.batch_size=32",
+            "synthesizer.generator.ngf=4",
         ])
     ctx = RunContext.create(cfg, out_dir=tmp_path / "run")
     with ctx.logger:

@@ -1,0 +1,29 @@
+"""A federated run's data and client models, checked before the first round.
+
+``fedkd-sim`` (:func:`fedkd.apps.simulation.check_before_start`, before Ray starts) and the
+ServerApp (before it writes its run folder, which is all ``flwr run`` has) call
+:func:`check_run_inputs`; the data is the cached bundle the run then uses.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from fedkd.data.sanity import check_training_data
+from fedkd.federated.data import client_model_configs, load_data
+from fedkd.federated.records import group_key
+from fedkd.models import model_label
+from fedkd.models.sanity import build_checked
+
+
+def check_run_inputs(cfg: DictConfig) -> None:
+    """Raise a one-line error when the data cannot teach (one class, NaN or constant images:
+    :func:`fedkd.data.sanity.check_training_data`) or a client architecture does not fit it (output
+    width other than the class count, images too small for it: :func:`fedkd.models.sanity.build_checked`).
+    Builds each architecture once."""
+    data = load_data(cfg)
+    check_training_data(data)
+    what = "model" if cfg.get("client_models") is None else "client model"
+    for key, model_cfg in {group_key(c): c for c in client_model_configs(cfg)}.items():
+        build_checked(model_cfg, data, f"{what} {model_label(model_cfg)} ({key})" if what != "model"
+                      else f"model {model_label(model_cfg)}")
