@@ -81,3 +81,32 @@ def test_comparison_plot_has_whole_round_ticks(compare_dir, tmp_path):
     plot(runs, tmp_path / "accuracy.png")
     assert Image.open(tmp_path / "accuracy.png").size == (768, 480)  # 6.4 x 4 inches at 120 dpi
     assert (compare_dir / "accuracy.png").is_file()  # fedkd-compare's own
+
+
+def test_partition_plot_of_an_image_folder_names_its_classes(tmp_path):
+    from fedkd.data import load_dataset
+    from fedkd.report.plots import write_partition_plot
+
+    from ..data.own_data import digits_arrays, write_image_folder
+
+    root = write_image_folder(tmp_path / "flowers", digits_arrays(n_train=60, n_test=20, classes=3))
+    spec = load_dataset("image_folder", root=str(root)).spec
+    assert spec.class_names == ("digit_0", "digit_1", "digit_2")  # the class folders, in label order
+    assert load_dataset("image_folder", root=str(root)).spec.class_names == spec.class_names  # from the spec cache too
+    assert load_dataset("digits").spec.class_names is None  # indices, as before
+    counts = np.array([[5, 9, 0], [0, 7, 2]])
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    try:
+        draw_label_counts(counts, ax, class_names=spec.class_names)
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["digit_0", "digit_1", "digit_2"]
+        assert ax.get_legend().get_title().get_text() == "class"
+    finally:
+        plt.close(fig)
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"dataset": {"name": "image_folder"}, "num_clients": 2, "seed": 0, "partition": {
+        "_target_": "fedkd.data.partitions.flwr_dirichlet", "alpha": 0.5, "partition_by": "label",
+        "min_partition_size": 10, "self_balancing": True, "shuffle": True}})
+    png = Image.open(write_partition_plot(counts, cfg, tmp_path, spec.class_names))
+    assert png.size[1] == 540 and png.size[0] > 600  # a legend of names widens it; the long title wraps

@@ -84,3 +84,52 @@ def test_images_accepts_unnormalised_input(tmp_path):
     with RunLogger(tmp_path, tensorboard=False) as logger:
         path = logger.images("x", torch.full((3, 3, 5, 5), 0.5), 0)  # RGB, no mean/std
     assert Image.open(path).size == grid_size(3, 8, 5)
+
+
+def test_a_labelled_grid_is_ordered_by_class_and_names_each_tile(tmp_path, digits):
+    from dataclasses import replace
+
+    from fedkd.report.samples import by_class
+
+    spec = replace(digits.spec, class_names=tuple(f"class {k}" for k in range(10)))
+    images, labels = digits.train.x[:16], torch.as_tensor(digits.train.y[:16])
+    ordered, names = by_class(images, labels, spec)
+    assert names == [f"class {k}" for k in sorted(labels.tolist())]
+    assert torch.equal(ordered[0], images[int(torch.argsort(labels, stable=True)[0])])
+    assert by_class(images, None, spec) == (images, None)  # a method without labels: as it is
+    assert by_class(images, labels, digits.spec)[1][0] == str(int(labels.min()))  # no names: the index
+    with RunLogger(tmp_path, tensorboard=False) as logger:
+        plain_png = logger.images("plain", ordered, 1, spec.mean, spec.std)
+        named_png = logger.images("named", ordered, 1, spec.mean, spec.std, labels=names)
+    plain, named = (np.asarray(Image.open(path).convert("L")) for path in (plain_png, named_png))
+    assert plain.shape == named.shape == grid_size(16, 8, 28)[::-1]
+    corner = (slice(2, 2 + 16), slice(2, 2 + 40))  # the first tile's top-left corner holds its label
+    assert (plain[corner] != named[corner]).any()
+    assert (plain[40:80, 40:80] == named[40:80, 40:80]).all()  # the rest of the tile is the image
+
+
+def test_labelled_preview_gives_the_generated_labels_without_counting_samples():
+    from fedkd.datafree.synthesizers.base import Synthesizer
+
+    class Labelled(Synthesizer):
+        def __init__(self):  # no generator, no spec: only what the preview reads
+            self.samples_generated = 0
+
+        def synthesize(self, teacher, student):
+            return {}
+
+        def sample(self, n):
+            self.samples_generated += n
+            return torch.zeros(n, 1, 4, 4), torch.arange(n) % 3
+
+    class OwnPreview(Labelled):
+        def preview(self, n=64):
+            return torch.ones(n, 1, 4, 4)
+
+    x, y = Labelled().labelled_preview(6)
+    assert x.shape == (6, 1, 4, 4) and y.tolist() == [0, 1, 2, 0, 1, 2]
+    synth = Labelled()
+    synth.preview(5)
+    assert synth.samples_generated == 0
+    x, y = OwnPreview().labelled_preview(2)
+    assert y is None and x.sum() == 2 * 16
