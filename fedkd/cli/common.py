@@ -48,8 +48,10 @@ def _user_error(exc: BaseException | None) -> FedkdError | None:
 Task = Callable[[DictConfig, Any], object]
 
 #: What a run that failed before writing results leaves in its folder besides the job's log and
-#: empty folders: Hydra's config files and the run's bookkeeping.
-NO_RESULTS = (".hydra", ".hydra-resume", "resolved_config.yaml")
+#: empty folders: Hydra's config files and what a run writes before its first round or epoch.
+NO_RESULTS = (".hydra", ".hydra-resume", "resolved_config.yaml", "partition.png")
+#: The most bytes of a TensorBoard events file that holds no event yet (its header: 88 bytes).
+EMPTY_EVENTS = 128
 
 
 def _run_folder(cfg: DictConfig) -> Path | None:
@@ -62,8 +64,9 @@ def _run_folder(cfg: DictConfig) -> Path | None:
 
 def discard_unused(folder: Path, job_log: str) -> bool:
     """Remove ``folder`` (a run folder this start created) when it holds nothing but
-    :data:`NO_RESULTS`, the job's log ``job_log``, an empty ``metrics.jsonl`` and empty folders;
-    return whether it was removed. A folder holding anything else is kept as it is."""
+    :data:`NO_RESULTS`, the job's log ``job_log``, an empty ``metrics.jsonl``, TensorBoard files
+    without events and empty folders; return whether it was removed. A folder holding anything
+    else is kept as it is."""
     if not folder.is_dir():
         return False
     for item in folder.rglob("*"):
@@ -71,6 +74,8 @@ def discard_unused(folder: Path, job_log: str) -> bool:
         if item.is_dir() or top in NO_RESULTS or (item.parent == folder and item.name == job_log):
             continue
         if item.parent == folder and item.name == "metrics.jsonl" and item.stat().st_size == 0:
+            continue
+        if top == "tb" and item.name.startswith("events.out.tfevents") and item.stat().st_size <= EMPTY_EVENTS:
             continue
         return False
     shutil.rmtree(folder, ignore_errors=True)

@@ -156,7 +156,7 @@ def check_before_start(cfg: DictConfig) -> None:
     root = Path(str(cfg.hydra.run.dir)).expanduser()
     backup = get_gh_backup()  # composing the runs' configs replaces the entry point's Hydra
     try:
-        check_stale(plan(cfg, root), root, bool(cfg.rerun_changed))
+        check_stale(plan(cfg, root), root, bool(cfg.get("rerun_changed", False)))
     finally:
         restore_gh_from_backup(backup)
 
@@ -167,7 +167,7 @@ def run_all(cfg: DictConfig, root: Path) -> None:
     from fedkd.federated.resume import STATE_FILE
 
     runs = plan(cfg, root)
-    check_stale(runs, root, bool(cfg.rerun_changed))
+    check_stale(runs, root, bool(cfg.get("rerun_changed", False)))
     for run in runs:
         if run.changes:
             log.info("%s seed %s: made with another config, moved to %s", run.strategy, run.seed, move_aside(run, root))

@@ -59,8 +59,12 @@ def _help_of(schema: type, path: str) -> str:
 def _shown(value: Any) -> str:
     if value is None:
         return "null"
+    if value == "":
+        return '""'
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, list):  # as the command line writes it: [fedavg,fedftg]
+        return "[" + ",".join(_shown(v) for v in value) + "]"
     return str(value)
 
 
@@ -144,9 +148,9 @@ def help_text(config_name: str, cfg: DictConfig, group_options: Callable[[str], 
     schema = SCHEMAS[config_name]
     command = COMMANDS[config_name]
     summary = (schema.__doc__ or "").strip().splitlines()[0].replace("``", "")
-    usage = f"Usage: {command} [GROUP=OPTION ...] [KEY=VALUE ...]   (Hydra overrides of conf/{config_name}.yaml)"
-    lines = [summary, "", usage]
     groups = _groups(cfg, schema)
+    usage = f"{command} {'[GROUP=OPTION ...] ' if groups else ''}[KEY=VALUE ...]"
+    lines = [summary, "", f"Usage: {usage}   (Hydra overrides of conf/{config_name}.yaml)"]
     if groups:
         lines += ["", "Config groups (GROUP=OPTION, or GROUP@PACKAGE=OPTION; an option's key: PACKAGE.KEY=VALUE):"]
         for group, package, choice, doc in groups:

@@ -173,3 +173,23 @@ def test_a_failed_start_keeps_a_folder_that_existed(tmp_path, monkeypatch, capfd
     code, _, err = _main("fedkd-compare", [f"report_only={tmp_path}", f"hydra.run.dir={out}"], monkeypatch, capfd)
     _error_line(err)
     assert code == 2 and (out / "notes.txt").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(("extra", "removed"), [
+    ({}, True),
+    ({"tb/events.out.tfevents.1.host.0": b"x" * 88, "partition.png": b"png"}, True),  # before round 1
+    ({"metrics.jsonl": b'{"step": 1}\n'}, False),  # a round was recorded
+    ({"model.pt": b"weights"}, False),
+    ({"tb/events.out.tfevents.1.host.0": b"x" * 4000}, False),  # scalars were logged
+])
+def test_discard_unused_removes_only_a_folder_without_results(extra, removed, tmp_path):
+    from fedkd.cli.common import discard_unused
+
+    folder = tmp_path / "run"
+    files = {".hydra/config.yaml": b"seed: 0\n", "sim.log": b"[INFO] starting\n", "resolved_config.yaml": b"seed: 0\n",
+             "metrics.jsonl": b"", **extra}
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    assert discard_unused(folder, "sim.log") is removed
+    assert folder.exists() is not removed
