@@ -11,6 +11,7 @@ from flwr.serverapp import Grid
 
 from fedkd.errors import FedkdError
 from fedkd.federated import records as R
+from fedkd.federated.client_errors import client_exception
 
 #: ``construct(record, node_ids, message_type) -> messages`` (:func:`fedkd.strategies.messages.build_messages`).
 MessageBuilder = Callable[[RecordDict, list[int], str], Iterable[Message]]
@@ -70,7 +71,8 @@ class PartitionDirectory:
         for reply in replies:
             if reply.has_error():
                 raise FedkdError(
-                    f"node {reply.metadata.src_node_id} could not report its partition ({reply.error.reason}); "
+                    f"node {reply.metadata.src_node_id} could not report its partition "
+                    f"({client_exception(reply.error.reason)}); "
                     "check that its ClientApp loads (fedkd installed) and its --node-config"
                 )
             metrics = R.reply_metrics(reply)

@@ -3,6 +3,10 @@
 Flower's own ``start`` always begins at round 1 with the initial model. A resumed run
 (``resume=<run folder>``) begins after its last checkpointed round with that round's global model,
 so the loop is written out here once, for every fedkd strategy.
+
+Ctrl-C (:mod:`fedkd.utils.interrupt`) ends the loop between rounds, after the last round's
+checkpoint, or while a round waits for replies (the grid raises there): the round in progress is
+discarded and the checkpoint of the last complete round stands.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from collections.abc import Callable
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
+
+from fedkd.utils.interrupt import check_stop
 
 EvaluateFn = Callable[[int, ArrayRecord], MetricRecord | None]
 
@@ -37,8 +43,10 @@ def run_rounds(
         if initial is not None:
             result.evaluate_metrics_serverapp[0] = initial
     for server_round in range(first_round, num_rounds + 1):
+        check_stop()  # Ctrl-C: no new round
         messages = strategy.configure_train(server_round, arrays, train_config, grid)
-        new_arrays, train_metrics = strategy.aggregate_train(server_round, grid.send_and_receive(messages, timeout=timeout))
+        replies = grid.send_and_receive(messages, timeout=timeout)
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:
             result.arrays = arrays = new_arrays
         if train_metrics is not None:

@@ -15,8 +15,9 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from omegaconf import DictConfig, OmegaConf
 
+from fedkd.apps.federation import client_overrides
 from fedkd.clients.handlers import handle_evaluate, handle_query, handle_train
-from fedkd.federated.config import RUN_CONFIG_OVERRIDES, config_from_run_config, plain
+from fedkd.federated.config import RUN_CONFIG_OVERRIDES, compose_sim_config, parse_overrides, plain
 
 
 @functools.lru_cache(maxsize=4)
@@ -25,15 +26,17 @@ def _config_from_json(text: str) -> DictConfig:
 
 
 @functools.lru_cache(maxsize=4)
-def _config_from_overrides(overrides: str) -> DictConfig:
-    return config_from_run_config({RUN_CONFIG_OVERRIDES: overrides})
+def _config_from_overrides(overrides: tuple[str, ...]) -> DictConfig:
+    return compose_sim_config(overrides)
 
 
 def client_config(context: Context, fixed: str | None) -> DictConfig:
-    """The run's config: the one the app was built with, else composed from the run config (cached)."""
+    """The run's config: the one the app was built with, else composed from the run config (cached),
+    ``num_clients`` from the node's ``num-partitions`` unless the overrides set it (:mod:`fedkd.apps.federation`)."""
     if fixed is not None:
         return _config_from_json(fixed)
-    return _config_from_overrides(str(context.run_config.get(RUN_CONFIG_OVERRIDES, "")))
+    overrides = parse_overrides(str(context.run_config.get(RUN_CONFIG_OVERRIDES, "")))
+    return _config_from_overrides(tuple(client_overrides(overrides, context.node_config)))
 
 
 def make_client_app(cfg: DictConfig | None = None) -> ClientApp:

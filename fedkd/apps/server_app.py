@@ -20,10 +20,11 @@ from flwr.serverapp import Grid, ServerApp
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fedkd.apps.federation import federation_config
 from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
-from fedkd.federated.config import RUN_CONFIG_OUT_DIR, config_from_run_config
+from fedkd.federated.config import RUN_CONFIG_OUT_DIR
 from fedkd.federated.data import (
     client_model_configs,
     evaluation_split,
@@ -35,11 +36,13 @@ from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.resume import ResumeState, ServerCheckpointer
 from fedkd.federated.sanity import check_run_inputs
 from fedkd.federated.server_run import ServerRun
+from fedkd.federated.stoppable_grid import SERVER_RUNNING, StoppableGrid
 from fedkd.models import build_from_config, count_parameters, model_config
 from fedkd.models.checkpoint import model_meta
 from fedkd.report.plots import write_partition_plot
 from fedkd.training import evaluate
 from fedkd.utils.checkpoint import save_model
+from fedkd.utils.interrupt import Interrupted
 from fedkd.utils.run_context import RunContext, quiet_libraries
 
 log = logging.getLogger("fedkd.sim")
@@ -234,11 +237,18 @@ def make_server_app(
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        run_cfg = cfg if cfg is not None else config_from_run_config(context.run_config)
-        out = Path(out_dir) if out_dir is not None else out_dir_from_run_config(context.run_config)
-        summary = run_server(grid, run_cfg, out)
-        if result is not None:
-            result.update(summary)
+        SERVER_RUNNING.set()
+        try:
+            grid = StoppableGrid(grid)  # Ctrl-C reaches this thread through it (fedkd.utils.interrupt)
+            run_cfg = cfg if cfg is not None else federation_config(grid, context.run_config)
+            out = Path(out_dir) if out_dir is not None else out_dir_from_run_config(context.run_config)
+            summary = run_server(grid, run_cfg, out)
+            if result is not None:
+                result.update(summary)
+        except Interrupted:
+            return  # Ctrl-C: the last complete round's checkpoint stands; the entry point says so
+        finally:
+            SERVER_RUNNING.clear()
 
     return server
 

@@ -18,7 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fedkd.apps.client_app import make_client_app
+from fedkd.apps.ray_setup import local_system_config, probe_address
 from fedkd.apps.server_app import make_server_app, quiet_flower
+from fedkd.apps.sim_interrupt import QuietAfterStop, wind_down
 from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated.client_errors import ClientTracebacks
@@ -73,6 +75,7 @@ def backend_config(cfg: DictConfig, temp_dir: str | None) -> dict[str, Any]:
         init_args["address"] = str(cfg.backend.address)
         return {"client_resources": client_resources(cfg), "init_args": init_args}
     init_args["_temp_dir"] = temp_dir
+    init_args["_system_config"] = local_system_config()  # clients keep up on a busy machine (fedkd.apps.ray_setup)
     if cfg.backend.num_cpus is not None:
         init_args["num_cpus"] = int(cfg.backend.num_cpus)
     if cfg.backend.num_gpus is not None:
@@ -116,6 +119,9 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     from flwr.simulation import run_simulation
 
     check_sim(cfg)
+    if cfg.backend.get("address") is not None:
+        check_cluster(cfg)
+        probe_address(str(cfg.backend.address))  # seconds, where ray.init retries a dead address for minutes
     check_before_start(cfg)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     # A local Ray keeps logs and sockets in its session folder; a fresh one per run, removed
@@ -128,6 +134,8 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     flwr_logger.addFilter(quiet)
     tracebacks = ClientTracebacks(show=bool(cfg.get("debug", False)))  # a client's traceback: to the run log
     flwr_logger.addFilter(tracebacks)
+    after_stop = QuietAfterStop()  # Ctrl-C: the engine's complaints about its interrupted work stay off the console
+    flwr_logger.addFilter(after_stop)
     # Flower prints its warnings with its own handler; propagating them too would print them twice.
     propagate, flwr_logger.propagate = flwr_logger.propagate, False
     try:
@@ -137,9 +145,13 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
             num_supernodes=int(cfg.num_clients),
             backend_config=backend_config(cfg, temp_dir),
         )
+    except KeyboardInterrupt:  # Ctrl-C left the engine; the ServerApp's thread follows (fedkd.apps.sim_interrupt)
+        wind_down()
+        raise
     finally:
         flwr_logger.removeFilter(quiet)
         flwr_logger.removeFilter(tracebacks)
+        flwr_logger.removeFilter(after_stop)
         flwr_logger.propagate = propagate
         if temp_dir is None:
             pass  # a cluster's logs stay in its own session folder

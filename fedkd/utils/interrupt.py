@@ -1,0 +1,178 @@
+"""Ctrl-C: the first press stops a run cleanly, a second one at once; both end in one line, exit code 130.
+
+The command-line entry points run inside :func:`handle_sigint`. The first SIGINT sets :data:`STOP`
+and raises :class:`KeyboardInterrupt` in the main thread, as Python's own handler does: a
+centralized run (``fedkd-train``, ``fedkd-distill``) leaves its epoch there, and on Flower's
+simulation engine the main thread leaves the engine, which shuts Ray down. The federated server
+runs in a thread of its own there, which a signal never reaches: it checks :data:`STOP` between
+rounds and while it waits for replies (:class:`fedkd.federated.stoppable_grid.StoppableGrid`) and
+ends with :class:`Interrupted`. Checkpoints are written atomically after every complete epoch or
+round, so the last one stays valid whatever the interrupt hits. A second SIGINT while the first is
+being handled prints the same line and exits at once.
+
+:func:`message` words the line from the run's folder: the last complete epoch or round is the one
+in its checkpoint file, and the command that resumes it is the run's own command line with
+``resume=<folder>``.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Set by the first Ctrl-C; cleared when the handler is removed.
+STOP = threading.Event()
+#: The shell's exit code for a process ended by SIGINT (128 + 2).
+EXIT_CODE = 130
+
+#: The console command of each entry point's config.
+COMMANDS = {"sim": "fedkd-sim", "train": "fedkd-train", "centralized": "fedkd-distill", "compare": "fedkd-compare"}
+#: Each resumable config: (checkpoint file, the key of its last complete step, the step's name).
+CHECKPOINTS = {
+    "sim": ("server_state.pt", "round", "round"),
+    "train": ("train_state.pt", "epoch", "epoch"),
+    "centralized": ("train_state.pt", "epoch", "epoch"),
+}
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised where a thread that signals never reach notices :data:`STOP` (the federated server)."""
+
+
+@dataclass
+class RunInfo:
+    """What the one-line message names: the entry point's config, the run folder, the command line's overrides."""
+
+    config_name: str
+    folder: Path
+    overrides: Sequence[str] = field(default_factory=list)
+
+    @property
+    def command(self) -> str:
+        return COMMANDS.get(self.config_name, f"fedkd ({self.config_name})")
+
+
+_run: RunInfo | None = None
+_armed = False
+
+
+def armed() -> bool:
+    """Whether a Ctrl-C handler of this module is installed (a run can be stopped by :data:`STOP`)."""
+    return _armed
+
+
+def check_stop() -> None:
+    """Raise :class:`Interrupted` once Ctrl-C was pressed."""
+    if STOP.is_set():
+        raise Interrupted()
+
+
+def describe(run: RunInfo | None) -> None:
+    """Register the run that :func:`message` words (``None``: none yet)."""
+    global _run
+    _run = run
+
+
+def last_step(path: Path, key: str) -> int | None:
+    """The last complete epoch or round in a checkpoint file, or ``None`` when there is none."""
+    if not path.is_file():
+        return None
+    try:
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors stay on disk
+        return int(state[key])
+    except Exception:  # a file being replaced, or not a fedkd state: no step to name
+        return None
+
+
+def _command(run: RunInfo, *extra: str) -> str:
+    kept = [o for o in run.overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume", "hydra.run.dir")]
+    return " ".join([run.command, *(shlex.quote(o) for o in [*kept, *extra])])
+
+
+def _compare_message(run: RunInfo) -> str:
+    """Where a comparison stopped: its unfinished run (one without ``summary.json``) and the command."""
+    again = _command(run, f"hydra.run.dir={run.folder}")
+    state, key, unit = CHECKPOINTS["sim"]
+    for folder in sorted((run.folder / "runs").glob("*/seed*")):
+        if (folder / "summary.json").exists():
+            continue
+        step = last_step(folder / state, key)
+        where = f"in {folder.relative_to(run.folder)}"
+        if step is not None:
+            return (f"fedkd: interrupted {where} after {unit} {step}; continue with {again} "
+                    f"(finished runs are kept, that run resumes after {unit} {step})")
+        return f"fedkd: interrupted {where} before its first {unit} completed; continue with {again}"
+    return f"fedkd: interrupted; continue with {again} (finished runs are kept)"
+
+
+def message() -> str:
+    """The one line that ends an interrupted run: where it stopped and how to resume it."""
+    run = _run
+    if run is None:
+        return "fedkd: interrupted before the run started"
+    if run.config_name == "compare":
+        return _compare_message(run)
+    if run.config_name not in CHECKPOINTS:
+        return f"fedkd: interrupted; output in {run.folder}"
+    state, key, unit = CHECKPOINTS[run.config_name]
+    step = last_step(run.folder / state, key)
+    if step is None:
+        return f"fedkd: interrupted before {unit} 1 completed; nothing to resume, run the command again"
+    return f"fedkd: interrupted after {unit} {step}; resume with {_command(run, f'resume={run.folder}')}"
+
+
+def exit_interrupted() -> None:
+    """Print :func:`message` and exit with :data:`EXIT_CODE`; at once (``os._exit``) when a thread
+    that would keep the interpreter alive is still running (a federated server busy in its round)."""
+    print(message(), file=sys.stderr, flush=True)
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if busy:
+        _exit_now()
+    sys.exit(EXIT_CODE)
+
+
+def _exit_now() -> None:
+    import logging
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()  # the run's log file gets its last lines
+    os._exit(EXIT_CODE)
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    if STOP.is_set():  # the second Ctrl-C: stop now, the last checkpoint stays as it is
+        print(message(), file=sys.stderr, flush=True)
+        _exit_now()
+    STOP.set()
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def handle_sigint() -> Iterator[None]:
+    """Install the Ctrl-C handler for the ``with`` block (main thread only; a SIGINT that the
+    process was started ignoring, a background job's, stays ignored)."""
+    global _armed
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not (
+        signal.default_int_handler
+    ):
+        yield
+        return
+    STOP.clear()
+    signal.signal(signal.SIGINT, _on_sigint)
+    _armed = True
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _armed = False
+        STOP.clear()
