@@ -1,7 +1,8 @@
 """What a fedkd client does with each message: one Flower client per data partition.
 
-The ``ClientApp`` that routes messages here is :mod:`fedkd.apps.client_app`. The client's partition comes from its node config (``partition-id``, ``num-partitions``: set by
-the simulation engine, or ``flower-supernode --node-config``). Handlers:
+The ``ClientApp`` that routes messages here is :mod:`fedkd.apps.client_app`. The client's
+partition comes from its node config (``partition-id``, ``num-partitions``: set by the
+simulation engine, or ``flower-supernode --node-config``). Handlers:
 
 - ``train``: load the global model (or, when the server sends none that fits this client's
   architecture, the model kept in ``Context.state``), train ``local-epochs`` on the partition,
@@ -23,11 +24,11 @@ import time
 from typing import Any
 
 import torch
-from fedkd.clients.train import GeneratorRegularizer, local_train
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fedkd.clients.train import GeneratorRegularizer, local_train
 from fedkd.datafree import generators as _generators  # noqa: F401  (FedGen's generator is built here)
 from fedkd.errors import ConfigError
 from fedkd.federated import faults
@@ -51,7 +52,9 @@ def partition_of(context: Context, cfg: DictConfig) -> int:
         )
     pid, parts = int(node[R.PARTITION_ID]), int(node.get(R.NUM_PARTITIONS, cfg.num_clients))
     if parts != cfg.num_clients:
-        raise ConfigError(f"num-partitions={parts} on this SuperNode but num_clients={cfg.num_clients}; make them equal")
+        raise ConfigError(
+            f"num-partitions={parts} on this SuperNode but num_clients={cfg.num_clients}; make them equal"
+        )
     check_partition_id(cfg, pid)
     return pid
 

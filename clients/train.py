@@ -62,9 +62,14 @@ class GeneratorRegularizer:
     ) -> None:
         prior = torch.as_tensor(label_prior, dtype=torch.float64)
         if prior.dim() != 1 or (prior < 0).any() or prior.sum() <= 0:
-            raise ConfigError("the generator's label prior must be non-negative with a positive sum; check the server's label counts")
+            raise ConfigError(
+                "the generator's label prior must be non-negative with a positive sum; check the server's label counts"
+            )
         if weight < 0 or kl_weight < 0:
-            raise ConfigError(f"generator weights must be >= 0 (got {weight}, {kl_weight}); fix strategy.regularizer_weight / kl_weight")
+            raise ConfigError(
+                f"generator weights must be >= 0 (got {weight}, {kl_weight}); "
+                "fix strategy.regularizer_weight / kl_weight"
+            )
         self.generator = generator.eval().requires_grad_(False)
         self.prior = prior / prior.sum()
         self.weight, self.kl_weight, self.batch_size = float(weight), float(kl_weight), batch_size
@@ -77,7 +82,9 @@ class GeneratorRegularizer:
         with torch.no_grad():
             return self.generator(labels.to(device), noise=noise.to(device))
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         head = getattr(model, "head", None)
         if not isinstance(head, nn.Linear):
             raise ConfigError(f"FedGen needs a registry classifier with a linear head; {type(model).__name__} has none")
@@ -134,5 +141,7 @@ def local_train(
         terms.append(regularizer)
     metrics: dict[str, float] = {"loss": float("nan"), "accuracy": float("nan")}
     for _ in range(epochs):
-        metrics = train_epoch(model, split, optimizer, batch_size, device, generator=generator, regularizer=combine(terms))
+        metrics = train_epoch(
+            model, split, optimizer, batch_size, device, generator=generator, regularizer=combine(terms)
+        )
     return metrics

@@ -27,7 +27,9 @@ class FedProx(FedAvg):
         super().__init__(**kwargs)
         self.proximal_mu = float(proximal_mu)
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         """FedAvg's train instructions with ``proximal-mu`` added to their config."""
         config[R.PROXIMAL_MU] = self.proximal_mu
         return super().configure_train(server_round, arrays, config, grid)

@@ -44,7 +44,10 @@ def random_crop_flip(x: torch.Tensor, pad: int, hflip: bool = True) -> torch.Ten
 
 
 def random_resized_crop(
-    x: torch.Tensor, scale: tuple[float, float] = (0.25, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: bool = True
+    x: torch.Tensor,
+    scale: tuple[float, float] = (0.25, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    hflip: bool = True,
 ) -> torch.Tensor:
     """Crop a random box of ``scale`` times the area and aspect ``ratio`` from each sample and
     resize it to the full size (bilinear), flipping it horizontally with probability 1/2."""

@@ -49,7 +49,10 @@ def partitioner_class(name: str) -> type:
     )
     cls = getattr(module, name, None)
     if name not in usable or cls is None:
-        raise ConfigError(f"partition.partitioner '{name}' is not a flwr-datasets partitioner of samples; choose one of: {', '.join(usable)}")
+        raise ConfigError(
+            f"partition.partitioner '{name}' is not a flwr-datasets partitioner of samples; "
+            f"choose one of: {', '.join(usable)}"
+        )
     return cls
 
 
@@ -102,13 +105,20 @@ def flower(
         parts = [np.asarray(split.load_partition(i)[INDEX_COLUMN], dtype=np.int64) for i in range(split.num_partitions)]
     except (ValueError, TypeError, KeyError) as exc:  # e.g. Dirichlet's min_partition_size not reached in 10 draws
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"{partitioner} cannot split {len(labels)} samples among {num_clients} clients ({first}); change the partition options or num_clients") from None
+        raise ConfigError(
+            f"{partitioner} cannot split {len(labels)} samples among {num_clients} clients ({first}); "
+            "change the partition options or num_clients"
+        ) from None
     if len(parts) != num_clients:
-        raise ConfigError(f"{partitioner} made {len(parts)} partitions but num_clients={num_clients}; set num_clients={len(parts)} or change the partitioner's options")
+        raise ConfigError(
+            f"{partitioner} made {len(parts)} partitions but num_clients={num_clients}; "
+            f"set num_clients={len(parts)} or change the partitioner's options"
+        )
     smallest = min(range(num_clients), key=lambda i: len(parts[i]))
     if len(parts[smallest]) < min_size:
         raise ConfigError(
-            f"{partitioner} gave client {smallest} {len(parts[smallest])} samples, fewer than partition.min_size={min_size}; "
+            f"{partitioner} gave client {smallest} {len(parts[smallest])} samples, "
+            f"fewer than partition.min_size={min_size}; "
             "lower partition.min_size or num_clients, or change the partitioner's options"
         )
     return [np.sort(p) for p in parts]

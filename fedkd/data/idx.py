@@ -28,7 +28,8 @@ FASHION_FILES = {
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one idx file (``.gz`` or raw) into a uint8 array of the shape its header states."""
     path = Path(path)
-    remedy = "re-install the data (e.g. 'apt-get install --reinstall dataset-fashion-mnist') or point dataset.root at a complete copy"
+    remedy = ("re-install the data (e.g. 'apt-get install --reinstall dataset-fashion-mnist') "
+              "or point dataset.root at a complete copy")
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except FileNotFoundError:

@@ -32,14 +32,16 @@ def skew_rows(labels: np.ndarray, num_clients: int, alphas: list[float], seeds: 
     for alpha in alphas:
         for name, make in makers.items():
             stats = [label_skew(labels, make(alpha, seed), num_classes) for seed in range(seeds)]
-            rows.append({"alpha": alpha, "partitioner": name, **{c: float(np.mean([s[c] for s in stats])) for c in COLUMNS}})
+            rows.append({"alpha": alpha, "partitioner": name,
+                         **{c: float(np.mean([s[c] for s in stats])) for c in COLUMNS}})
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     head = "| alpha | partitioner | " + " | ".join(COLUMNS) + " |"
     rule = "|---|---|" + "---|" * len(COLUMNS)
-    body = [f"| {r['alpha']:g} | {r['partitioner']} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + " |" for r in rows]
+    body = [f"| {r['alpha']:g} | {r['partitioner']} | " + " | ".join(f"{r[c]:.2f}" for c in COLUMNS) + " |"
+            for r in rows]
     return "\n".join([head, rule, *body])
 
 

@@ -84,7 +84,9 @@ class BNStatHooks:
         self._calls.close()
 
     def _make_hook(self, index: int):
-        def hook(module: nn.modules.batchnorm._BatchNorm, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        def hook(
+            module: nn.modules.batchnorm._BatchNorm, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+        ) -> None:
             # Record the statistics of this layer's input for the loss (float32: bf16 under autocast).
             x = inputs[0].float()
             dims = [0, *range(2, x.dim())]

@@ -66,7 +66,9 @@ class RingBuffer:
         """``n`` rows drawn uniformly (with replacement) from what the buffer holds."""
         return self.sample_labelled(n, generator)[0]
 
-    def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def sample_labelled(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``n`` rows drawn uniformly (with replacement) and their labels (``None`` if unlabelled)."""
         if self._data is None or self._size == 0:
             raise RuntimeError("the buffer is empty; add rows before sampling")

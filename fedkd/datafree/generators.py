@@ -79,7 +79,9 @@ class ImageGenerator(nn.Module):
             self.register_buffer("mean", torch.tensor(spec.mean).view(1, -1, 1, 1))
             self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1))
 
-    def noise(self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> torch.Tensor:
+    def noise(
+        self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """A batch of latent codes ``z ~ N(0, I)``, shape ``(n, nz)``."""
         return torch.randn(n, self.nz, device=device, generator=generator)
 
@@ -163,7 +165,8 @@ class NoisyLayerGenerator(ImageGenerator):
     ) -> None:
         if batch_size < 1 or embed_dim < 1:
             raise ConfigError(
-                f"generator batch_size and embed_dim must be >= 1 (got {batch_size}, {embed_dim}); set e.g. embed_dim=64"
+                f"generator batch_size and embed_dim must be >= 1 (got {batch_size}, {embed_dim}); "
+                "set e.g. embed_dim=64"
             )
         super().__init__(spec, nz=nz, ngf=ngf, output=output, channels_last=channels_last)
         self.num_classes, self.batch_size = spec.num_classes, batch_size

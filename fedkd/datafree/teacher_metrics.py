@@ -45,7 +45,9 @@ def teacher_accuracies(teacher: EnsembleTeacher, split: Split, device: torch.dev
     return _accuracies(teacher, split, device, batch_size, names)
 
 
-def boosted_accuracy(teacher: EnsembleTeacher, split: Split, device: torch.device | str, batch_size: int = 1024) -> float:
+def boosted_accuracy(
+    teacher: EnsembleTeacher, split: Split, device: torch.device | str, batch_size: int = 1024
+) -> float:
     """``teacher_boosted_accuracy``: the teacher with its member weights, its own weighting, no labels."""
     figures = _accuracies(teacher, split, device, batch_size, {"boosted": lambda logits, y: teacher.combine(logits)})
     return figures["boosted"]

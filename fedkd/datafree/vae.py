@@ -82,10 +82,13 @@ class ConvVAE(nn.Module):
         super().__init__()
         if latent_dim < 1 or nf < 1:
             raise ConfigError(
-                f"synthesizer.vae latent_dim and nf must be >= 1 (got latent_dim={latent_dim}, nf={nf}); set e.g. latent_dim=32 nf=32"
+                f"synthesizer.vae latent_dim and nf must be >= 1 (got latent_dim={latent_dim}, nf={nf}); "
+                "set e.g. latent_dim=32 nf=32"
             )
         if spec.image_size < 8:
-            raise ConfigError(f"the replay VAE needs images of at least 8x8 pixels (got {spec.image_size}); use another dataset")
+            raise ConfigError(
+                f"the replay VAE needs images of at least 8x8 pixels (got {spec.image_size}); use another dataset"
+            )
         self.latent_dim = latent_dim
         self.encoder = nn.Sequential(
             nn.Conv2d(spec.channels, nf, 4, 2, 1),

@@ -42,7 +42,9 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise FedkdError(f"a Flower process exited with code {process.returncode} before listening on {port}; see its log")
+            raise FedkdError(
+                f"a Flower process exited with code {process.returncode} before listening on {port}; see its log"
+            )
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -149,7 +151,9 @@ class LoopbackDeployment:
             secure = ["--ssl-ca-certfile", str(self.tls.ca_cert), "--ssl-certfile", str(self.tls.server_cert),
                       "--ssl-keyfile", str(self.tls.server_key)]
             secure += ["--enable-supernode-auth"] if self.node_keys is not None else []
-        link = self._start("superlink", ["flower-superlink", *secure, *mode, "--host", "127.0.0.1", "--port", str(self.port)])
+        link = self._start(
+            "superlink", ["flower-superlink", *secure, *mode, "--host", "127.0.0.1", "--port", str(self.port)]
+        )
         wait_for_port(self.port, timeout, link)
         if self.node_keys is not None:
             for public in self.authorized:
@@ -164,7 +168,9 @@ class LoopbackDeployment:
             env=self.env, cwd=self.workdir, capture_output=True, text=True, timeout=120,
         )
         if done.returncode != 0 or "registered successfully" not in done.stdout:
-            raise FedkdError(f"flwr supernode register {public_key} failed: {(done.stdout + done.stderr).strip()[-300:]}")
+            raise FedkdError(
+                f"flwr supernode register {public_key} failed: {(done.stdout + done.stderr).strip()[-300:]}"
+            )
 
     def add_supernode(
         self, partition_id: int, private_key: Path | None = None, name: str | None = None, plaintext: bool = False,
@@ -193,7 +199,9 @@ class LoopbackDeployment:
         try:
             data = json.loads(done.stdout)
         except json.JSONDecodeError:
-            raise FedkdError(f"flwr supernode list gave no JSON: {(done.stdout + done.stderr).strip()[-300:]}") from None
+            raise FedkdError(
+                f"flwr supernode list gave no JSON: {(done.stdout + done.stderr).strip()[-300:]}"
+            ) from None
         return list(data.get("nodes", data) if isinstance(data, dict) else data)
 
     def stop(self, grace: float = 10.0) -> None:
@@ -222,7 +230,9 @@ class LoopbackDeployment:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # ------------------------------------------------------------------ the run
@@ -257,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=2, help="SuperNodes, one per partition (num_clients)")
-    parser.add_argument("--overrides", default="rounds=2", help='Hydra overrides of conf/sim.yaml, e.g. "rounds=5 strategy=fedprox"')
+    parser.add_argument("--overrides", default="rounds=2",
+                        help='Hydra overrides of conf/sim.yaml, e.g. "rounds=5 strategy=fedprox"')
     parser.add_argument("--out", default="outputs/loopback", help="run output folder")
     parser.add_argument("--workdir", default=None, help="logs and FLWR_HOME (default: <out>/deployment)")
     parser.add_argument("--simulation", action="store_true", help="SuperLink in simulation mode (virtual SuperNodes)")

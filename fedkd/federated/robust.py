@@ -37,9 +37,13 @@ def check_options(aggregation: str, trim_fraction: float, num_malicious: int, cl
     if not 0.0 <= trim_fraction < 0.5:
         raise ConfigError(f"strategy.trim_fraction must be in [0, 0.5) (got {trim_fraction}); use e.g. 0.2")
     if num_malicious < 0:
-        raise ConfigError(f"strategy.num_malicious must be >= 0 (got {num_malicious}); use the number of clients you distrust")
+        raise ConfigError(
+            f"strategy.num_malicious must be >= 0 (got {num_malicious}); use the number of clients you distrust"
+        )
     if clip_norm is not None and not clip_norm > 0:
-        raise ConfigError(f"strategy.clip_norm must be > 0 or null (got {clip_norm}); use e.g. 5.0, or null for no clipping")
+        raise ConfigError(
+            f"strategy.clip_norm must be > 0 or null (got {clip_norm}); use e.g. 5.0, or null for no clipping"
+        )
 
 
 def short_reason(reason: str) -> str:
@@ -99,7 +103,9 @@ def update_norm(arrays: ArrayRecord, reference: ArrayRecord) -> float:
     return math.sqrt(total)
 
 
-def clip_update_norms(contents: Sequence[RecordDict], reference: ArrayRecord, max_norm: float) -> tuple[list[RecordDict], int]:
+def clip_update_norms(
+    contents: Sequence[RecordDict], reference: ArrayRecord, max_norm: float
+) -> tuple[list[RecordDict], int]:
     """Each reply with its update ``w - reference`` scaled to norm ``<= max_norm``; and how many were clipped."""
     out: list[RecordDict] = []
     clipped = 0

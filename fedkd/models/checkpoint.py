@@ -14,7 +14,9 @@ from fedkd.models.registry import build_from_config, model_config
 from fedkd.utils.checkpoint import check_meta, load_checkpoint, load_state
 
 
-def model_from_checkpoint(path: str | Path, spec: DatasetSpec, expect: dict[str, Any] | None = None) -> tuple[nn.Module, dict]:
+def model_from_checkpoint(
+    path: str | Path, spec: DatasetSpec, expect: dict[str, Any] | None = None
+) -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint describes (``meta["model_config"]``) for ``spec``, load it.
 
     The checkpoint's class count and input channels must match ``spec``.

@@ -33,7 +33,9 @@ SPEC_ARGUMENTS = ("num_classes", "in_channels", "image_size")
 def locate(target: str) -> Callable[..., Any]:
     """Import ``package.module.Name`` (the longest importable module prefix, then attributes)."""
     if target in ("???", ""):
-        raise ConfigError("model._target_ is not set; give your class or factory, e.g. model._target_=mypackage.nets.MyNet")
+        raise ConfigError(
+            "model._target_ is not set; give your class or factory, e.g. model._target_=mypackage.nets.MyNet"
+        )
     parts = target.split(".")
     if len(parts) < 2 or not all(p.isidentifier() for p in parts):
         raise ConfigError(f"model._target_ '{target}' is not a dotted path; give e.g. mypackage.nets.MyNet")
@@ -49,14 +51,17 @@ def locate(target: str) -> Callable[..., Any]:
             continue
         except Exception as exc:  # the module itself fails (SyntaxError, an error at import)
             raise ConfigError(
-                f"model._target_ '{target}': importing {module_name} fails ({type(exc).__name__}: {str(exc)[:120]}); fix that module"
+                f"model._target_ '{target}': importing {module_name} fails "
+                f"({type(exc).__name__}: {str(exc)[:120]}); fix that module"
             ) from None
         try:
             for attr in parts[cut:]:
                 obj = getattr(obj, attr)
             return obj
         except AttributeError:
-            raise ConfigError(f"model._target_ '{target}': {module_name} has no {'.'.join(parts[cut:])}; check the name") from None
+            raise ConfigError(
+                f"model._target_ '{target}': {module_name} has no {'.'.join(parts[cut:])}; check the name"
+            ) from None
     raise ConfigError(
         f"model._target_ '{target}' cannot be imported ({error}); install its package or add its folder to PYTHONPATH"
     )
@@ -79,7 +84,10 @@ def build_custom(target: str, spec: DatasetSpec, options: dict[str, Any]) -> nn.
     """Call the class or factory ``target`` for ``spec`` with the config's ``options``."""
     factory = locate(target)
     if not callable(factory):
-        raise ConfigError(f"model._target_ '{target}' is a {type(factory).__name__}, not a class or function; give an nn.Module class or a factory")
+        raise ConfigError(
+            f"model._target_ '{target}' is a {type(factory).__name__}, not a class or function; "
+            "give an nn.Module class or a factory"
+        )
     kwargs = dict(options)
     signature = _signature(factory)
     if signature is not None:
@@ -97,7 +105,8 @@ def build_custom(target: str, spec: DatasetSpec, options: dict[str, Any]) -> nn.
         if unknown:
             raise ConfigError(
                 f"model._target_ '{target}' takes no argument {', '.join(unknown)}; remove them from the model config "
-                "(start from model=custom, or model@student=custom in fedkd-distill, not a registry model's config) or add them to its signature"
+                "(start from model=custom, or model@student=custom in fedkd-distill, not a registry model's config) "
+                "or add them to its signature"
             )
         missing = [n for n, p in params.items() if p.default is inspect.Parameter.empty and n not in kwargs]
         if missing:
@@ -108,11 +117,18 @@ def build_custom(target: str, spec: DatasetSpec, options: dict[str, Any]) -> nn.
     try:
         model = factory(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"model._target_ '{target}' does not take these options ({str(exc)[:160]}); fix the model config") from None
+        raise ConfigError(
+            f"model._target_ '{target}' does not take these options ({str(exc)[:160]}); fix the model config"
+        ) from None
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"model._target_ '{target}' returned a {type(model).__name__}, not a torch.nn.Module; return the network")
+        raise ConfigError(
+            f"model._target_ '{target}' returned a {type(model).__name__}, not a torch.nn.Module; return the network"
+        )
     if not any(True for _ in model.parameters()):
-        raise ConfigError(f"model._target_ '{target}' built a {type(model).__name__} without parameters; give a network with trainable layers")
+        raise ConfigError(
+            f"model._target_ '{target}' built a {type(model).__name__} without parameters; "
+            "give a network with trainable layers"
+        )
     return model
 
 
@@ -125,7 +141,8 @@ def linear_head(model: nn.Module, feature: str) -> nn.Linear:
     head = getattr(model, "head", None)
     if not isinstance(head, nn.Linear):
         raise ConfigError(
-            f"{feature} needs a model whose last layer is an nn.Linear attribute named 'head' (penultimate features -> logits); "
+            f"{feature} needs a model whose last layer is an nn.Linear attribute named 'head' "
+            "(penultimate features -> logits); "
             f"{type(model).__name__} has none: end its forward with self.head = nn.Linear(features, num_classes)"
         )
     return head

@@ -125,7 +125,8 @@ def fit(
         te = evaluate(model, test, device)
         if scheduler is not None:
             scheduler.step()
-        metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "test_loss": te["loss"], "test_accuracy": te["accuracy"]}
+        metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
+                   "test_loss": te["loss"], "test_accuracy": te["accuracy"]}
         bar.set_postfix(loss=f"{tr['loss']:.3f}", test_acc=f"{te['accuracy']:.3f}")
         if log is not None:
             log(epoch, metrics)

@@ -1,4 +1,5 @@
-"""The student-side terms beyond logit matching: attention transfer (ZSKT), activation- and decision-boundary hinges and virtual interpolation (activation regularisation + virtual interpolation)."""
+"""The student-side terms beyond logit matching: attention transfer (ZSKT), activation- and
+decision-boundary hinges and virtual interpolation (activation regularisation + virtual interpolation)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ def attention_map(activations: torch.Tensor) -> torch.Tensor:
     return F.normalize(a, dim=1)
 
 
-def attention_transfer(student_activations: Sequence[torch.Tensor], teacher_activations: Sequence[torch.Tensor]) -> torch.Tensor:
+def attention_transfer(
+    student_activations: Sequence[torch.Tensor], teacher_activations: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """Attention-transfer loss summed over matched layer pairs (same spatial size per pair).
 
     Each pair contributes ``mean((attention_map(s) - attention_map(t))**2)`` over samples and
@@ -43,7 +46,9 @@ def activation_boundary_loss(student_pre: torch.Tensor, teacher_pre: torch.Tenso
     return F.relu(margin - student_pre.float() * sign).square().mean()
 
 
-def decision_boundary_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+def decision_boundary_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, margin: float = 1.0
+) -> torch.Tensor:
     """The activation-boundary hinge on the teacher's decision, averaged over samples.
 
     For the teacher's predicted class ``c``, the decision functions ``s_c - s_k`` (``k != c``) are

@@ -1,4 +1,5 @@
-"""What synthesizers minimise over their samples: the teacher's verdict on them, their feature statistics, their diversity and image priors."""
+"""What synthesizers minimise over their samples: the teacher's verdict on them, their feature
+statistics, their diversity and image priors."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def bn_statistics_loss(
     total = torch.zeros((), device=means[0].device) if means else torch.zeros(())
     weights = [1.0] * len(means) if layer_weights is None else layer_weights
     for mu, var, r_mu, r_var, w in zip(means, variances, running_means, running_vars, weights, strict=True):
-        layer = torch.linalg.vector_norm(mu.float() - r_mu.float()) + torch.linalg.vector_norm(var.float() - r_var.float())
+        layer = (torch.linalg.vector_norm(mu.float() - r_mu.float())
+                 + torch.linalg.vector_norm(var.float() - r_var.float()))
         total = total + (layer if w == 1.0 else w * layer)
     return total
 

@@ -11,4 +11,7 @@ from fedkd.datafree.student_terms.base import (
 )
 from fedkd.datafree.student_terms.interpolation import VirtualInterpolation
 
-__all__ = ["ActivationRegularizer", "AttentionTransfer", "ForwardCapture", "StudentBatch", "StudentTerm", "VirtualInterpolation", "check_student_terms", "ordered_terms"]
+__all__ = [
+    "ActivationRegularizer", "AttentionTransfer", "ForwardCapture", "StudentBatch", "StudentTerm",
+    "VirtualInterpolation", "check_student_terms", "ordered_terms",
+]

@@ -140,12 +140,17 @@ class ActivationRegularizer(StudentTerm):
             if value is None or not value >= 0:
                 raise ConfigError(f"{KEY}.{key} must be >= 0 (got {value}); set {key}=<non-negative number>")
         if connector_lr is None or not connector_lr > 0:
-            raise ConfigError(f"{KEY}.connector_lr must be > 0 (got {connector_lr}); set connector_lr=<positive number>")
+            raise ConfigError(
+                f"{KEY}.connector_lr must be > 0 (got {connector_lr}); set connector_lr=<positive number>"
+            )
         if (teacher_layers is None) != (student_layers is None):
-            raise ConfigError(f"{KEY}: give both teacher_layers and student_layers, or neither (ReLU inputs, paired in order)")
+            raise ConfigError(
+                f"{KEY}: give both teacher_layers and student_layers, or neither (ReLU inputs, paired in order)"
+            )
         if teacher_layers is not None and len(list(teacher_layers)) != len(list(student_layers)):
             raise ConfigError(
-                f"{KEY}: teacher_layers has {len(list(teacher_layers))} names, student_layers {len(list(student_layers))}; "
+                f"{KEY}: teacher_layers has {len(list(teacher_layers))} names, "
+                f"student_layers {len(list(student_layers))}; "
                 "list as many student layers as teacher layers"
             )
         self.margin = float(margin)
@@ -241,7 +246,9 @@ class ActivationRegularizer(StudentTerm):
                   for pre in members_pre for p, t in zip(projected, pre, strict=True)]
         loss = torch.stack(losses).mean()
         if self.logit_weight > 0:
-            loss = loss + self.logit_weight * decision_boundary_loss(batch.student_logits, batch.teacher_logits, self.margin)
+            loss = loss + self.logit_weight * decision_boundary_loss(
+                batch.student_logits, batch.teacher_logits, self.margin
+            )
         return loss
 
     def step(self) -> None:

@@ -97,7 +97,8 @@ class AttentionTransfer(StudentTerm):
     """
 
     name = "attention"
-    calls_models = False  # re-runs only an ensemble's members (same input, no autograd): no hook another term reads changes
+    # re-runs only an ensemble's members (same input, no autograd): no hook another term reads changes
+    calls_models = False
 
     def __init__(
         self,
@@ -113,7 +114,9 @@ class AttentionTransfer(StudentTerm):
                 f"{key_prefix}student_layers and {key_prefix}teacher_layers: give both or neither "
                 "(neither: the last activation at each common spatial size)"
             )
-        if student_layers is not None and (len(list(student_layers)) != len(list(teacher_layers)) or not list(student_layers)):
+        if student_layers is not None and (
+            len(list(student_layers)) != len(list(teacher_layers)) or not list(student_layers)
+        ):
             raise ConfigError(
                 f"{key_prefix}student_layers has {len(list(student_layers))} names, {key_prefix}teacher_layers "
                 f"{len(list(teacher_layers))}; list as many (at least one) of each"
@@ -213,7 +216,8 @@ class AttentionTransfer(StudentTerm):
                 if s.dim() != 4 or t.dim() != 4 or s.shape[2:] != t.shape[2:]:
                     raise ConfigError(
                         f"{self.key_prefix}student_layers/teacher_layers: layer pair {i} has student output "
-                        f"{tuple(s.shape[1:])} and teacher output {tuple(t.shape[1:])}; pair 4-D outputs of equal spatial size"
+                        f"{tuple(s.shape[1:])} and teacher output {tuple(t.shape[1:])}; "
+                        "pair 4-D outputs of equal spatial size"
                     )
         self._checked = True
 

@@ -70,27 +70,29 @@ class StudentTerm(ABC):
 
     def __init__(self, weight: NonNegativeFloat = 1.0) -> None:
         if weight is None or not weight >= 0:
-            raise ConfigError(f"the {self.name} term's weight must be >= 0 (got {weight}); set weight=<non-negative number>")
+            raise ConfigError(
+                f"the {self.name} term's weight must be >= 0 (got {weight}); set weight=<non-negative number>"
+            )
         self.weight = float(weight)
 
-    def attach(self, student: nn.Module, teacher: nn.Module) -> None:
+    def attach(self, student: nn.Module, teacher: nn.Module) -> None:  # noqa: B027  (optional hook, a no-op by default)
         """Called once before the loop's first step (register hooks, build connectors)."""
 
-    def detach(self) -> None:
+    def detach(self) -> None:  # noqa: B027  (optional hook, a no-op by default)
         """Called once after the loop (remove hooks)."""
 
     @abstractmethod
     def __call__(self, batch: StudentBatch) -> torch.Tensor:
         """The term's (unweighted) loss on this batch, a scalar with autograd into the student."""
 
-    def step(self) -> None:
+    def step(self) -> None:  # noqa: B027  (optional hook, a no-op by default)
         """Called after every student optimiser step (update the term's own parameters)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The term's state across steps (for an exact resume); none by default."""
         return {}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027  (optional hook, a no-op by default)
         """Put back what :meth:`state_dict` returned."""
 
 

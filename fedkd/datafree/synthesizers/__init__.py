@@ -15,4 +15,8 @@ from fedkd.datafree.synthesizers.real import RealDataSource
 from fedkd.datafree.synthesizers.replay import PseudoReplaySynthesizer
 from fedkd.datafree.synthesizers.zskt import ZSKTSynthesizer
 
-__all__ = ["CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer", "EnsembleBoosting", "FastMetaSynthesizer", "NoisyLayerSynthesizer", "PoolSynthesizer", "PseudoReplaySynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer"]
+__all__ = [
+    "CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer",
+    "EnsembleBoosting", "FastMetaSynthesizer", "NoisyLayerSynthesizer", "PoolSynthesizer", "PseudoReplaySynthesizer",
+    "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer",
+]
