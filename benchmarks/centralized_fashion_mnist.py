@@ -54,16 +54,17 @@ BUDGETS: dict[str, dict[str, list[str]]] = {
         # best 4-epoch runs (78.5-79.3% against 76.6% for 30 steps and weight 0.5, same compute).
         "cmi": [
             "epochs=10", "iterations_per_epoch=10", "student_batch_size=128", "synthesizer.batch_size=128",
-            "synthesizer.synthesis_steps=60", "synthesizer.lr=1e-2", "synthesizer.oh=2.0", "synthesizer.student.steps=32",
-            "synthesizer.hflip=true",
+            "synthesizer.synthesis_steps=60", "synthesizer.lr=1e-2", "synthesizer.oh=2.0",
+            "synthesizer.student.steps=32", "synthesizer.hflip=true",
         ],
     },
     # Checks that the script runs end to end (a minute or two); its figures mean nothing.
     "smoke": {
         "teacher": ["epochs=1", "batch_size=128", "optim.lr=0.05", "dataset.max_train=2000"],
-        "dfad": ["epochs=1", "iterations_per_epoch=2", "student_batch_size=64", "synthesizer.batch_size=64", "synthesizer.lr=1e-4"],
-        "cmi": ["epochs=1", "iterations_per_epoch=2", "student_batch_size=64", "synthesizer.batch_size=64", "synthesizer.synthesis_steps=2",
-                "synthesizer.student.steps=5", "synthesizer.hflip=true"],
+        "dfad": ["epochs=1", "iterations_per_epoch=2", "student_batch_size=64", "synthesizer.batch_size=64",
+                 "synthesizer.lr=1e-4"],
+        "cmi": ["epochs=1", "iterations_per_epoch=2", "student_batch_size=64", "synthesizer.batch_size=64",
+                "synthesizer.synthesis_steps=2", "synthesizer.student.steps=5", "synthesizer.hflip=true"],
     },
     "paper": {
         "teacher": ["epochs=30", "batch_size=128", "optim.lr=0.05"],
@@ -170,7 +171,9 @@ def speed_phase(args: argparse.Namespace) -> dict:
         straightforward_iteration(cifar_gen, teacher, student, opt_g, opt_s, b, 256, spec.image_size)
 
     def run_ours() -> None:
-        distill(s_ours, frozen, ours, opt_ours, 1, recipe=StudentRecipe(steps=5, loss="l1"), student_batch_size=b, progress=False)  # DFAD's
+        # one DFAD iteration (DFAD's student recipe: 5 steps, L1 loss)
+        distill(s_ours, frozen, ours, opt_ours, 1, recipe=StudentRecipe(steps=5, loss="l1"), student_batch_size=b,
+                progress=False)
 
     run_straight(), run_ours()  # warm-up
     straight, mine = [], []
@@ -196,7 +199,8 @@ def speed_phase(args: argparse.Namespace) -> dict:
             "components_s": component_times(cifar_gen, teacher, student, b, 256, spec.image_size),
         },
         "ours": {
-            "generator": f"dfad_generator ngf={args.ngf} (32 channels at 14x14, {args.ngf} at 28x28), nz=100, channels-last",
+            "generator": f"dfad_generator ngf={args.ngf} (32 channels at 14x14, {args.ngf} at 28x28), "
+                         "nz=100, channels-last",
             "seconds_per_iteration": mine,
             "median_seconds_per_iteration": o_med,
             "samples_per_s": per_iteration / o_med,
@@ -241,8 +245,8 @@ def main() -> None:
     teacher_ckpt = Path(args.teacher) if args.teacher else work / "teacher" / "model.pt"
     if args.teacher is None:
         print("[1/5] training the LeNet-5 teacher ...", flush=True)
-        cmd = [str(BIN / "fedkd-train"), "dataset=fashion_mnist", "model=lenet5", f"device={args.device}", *budget["teacher"],
-               f"hydra.run.dir={work / 'teacher'}"]
+        cmd = [str(BIN / "fedkd-train"), "dataset=fashion_mnist", "model=lenet5", f"device={args.device}",
+               *budget["teacher"], f"hydra.run.dir={work / 'teacher'}"]
         wall, rss, rc = run_process(cmd, env, work / "teacher.log", work / "teacher")
         if rc:
             sys.exit(f"teacher training failed; see {work / 'teacher.log'}")
@@ -263,15 +267,18 @@ def main() -> None:
     for i, (name, overrides) in enumerate(plan.items(), start=2):
         print(f"[{i}/5] {name} ...", flush=True)
         out = work / name
-        cmd = [str(BIN / "fedkd-distill"), *common, f"teacher.checkpoint={teacher_ckpt}", *overrides, f"hydra.run.dir={out}"]
+        cmd = [str(BIN / "fedkd-distill"), *common, f"teacher.checkpoint={teacher_ckpt}", *overrides,
+               f"hydra.run.dir={out}"]
         wall, rss, rc = run_process(cmd, env, work / f"{name}.log", out)
         if rc:
             sys.exit(f"{name} failed; see {work / f'{name}.log'}")
         summary = read_json(out / "summary.json")
         rows[name] = {
-            "accuracy": summary["final_student_accuracy"], "process_wall_s": wall, "distill_wall_s": summary["wall_time_s"],
+            "accuracy": summary["final_student_accuracy"], "process_wall_s": wall,
+            "distill_wall_s": summary["wall_time_s"],
             "peak_rss_mb": rss, "student_steps": summary["student_steps"], "overrides": overrides,
-            "samples_per_s": summary["student_samples_per_s"] if name == "kd_real" else summary["synthetic_samples_per_s"],
+            "samples_per_s": (summary["student_samples_per_s"] if name == "kd_real"
+                              else summary["synthetic_samples_per_s"]),
             "samples": "real samples through the student" if name == "kd_real" else "synthetic samples generated",
             "teacher_accuracy": summary["teacher_accuracy"],
         }
@@ -282,8 +289,9 @@ def main() -> None:
     speed = None
     if not args.skip_speed:
         print("[5/5] DFAD iteration speed: straightforward vs ours ...", flush=True)
-        cmd = [sys.executable, __file__, "--phase", "speed", f"--threads={args.threads}", f"--speed-batch={args.speed_batch}",
-               f"--speed-iterations={args.speed_iterations}", f"--ours-repeat={args.ours_repeat}", f"--ngf={args.ngf}"]
+        cmd = [sys.executable, __file__, "--phase", "speed", f"--threads={args.threads}",
+               f"--speed-batch={args.speed_batch}", f"--speed-iterations={args.speed_iterations}",
+               f"--ours-repeat={args.ours_repeat}", f"--ngf={args.ngf}"]
         out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True)
         speed = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("SPEED_JSON "))[11:])
 
@@ -323,7 +331,8 @@ def render(result: dict) -> str:
         f"{result['device']}, {result['threads']} thread(s) per process, {result['cpu_count']} cores; "
         f"total {result['total_wall_s'] / 60:.1f} min)",
         "",
-        f"{'row':<16}{'test acc':>10}{'/ KD ref':>10}{'steps':>8}{'wall s':>9}{'loop s':>9}{'samples/s':>11}{'peak MiB':>10}",
+        f"{'row':<16}{'test acc':>10}{'/ KD ref':>10}{'steps':>8}{'wall s':>9}{'loop s':>9}"
+        f"{'samples/s':>11}{'peak MiB':>10}",
     ]
     for name, label in (("teacher", "teacher"), ("kd_real", "KD (real data)"), ("dfad", "DFAD"), ("cmi", "CMI")):
         r = rows.get(name, {})
@@ -344,9 +353,12 @@ def render(result: dict) -> str:
         s, o = speed["straightforward"], speed["ours"]
         lines += [
             "",
-            f"DFAD iteration (5 student steps + 1 generator step) at batch {speed['batch_size']}, {speed['threads']} thread(s), interleaved:",
-            f"  straightforward ({s['generator']}): {s['median_seconds_per_iteration']:.2f} s/it, {s['samples_per_s']:.0f} samples/s",
-            f"  ours ({o['generator']}): {o['median_seconds_per_iteration']:.2f} s/it, {o['samples_per_s']:.0f} samples/s",
+            f"DFAD iteration (5 student steps + 1 generator step) at batch {speed['batch_size']}, "
+            f"{speed['threads']} thread(s), interleaved:",
+            f"  straightforward ({s['generator']}): {s['median_seconds_per_iteration']:.2f} s/it, "
+            f"{s['samples_per_s']:.0f} samples/s",
+            f"  ours ({o['generator']}): {o['median_seconds_per_iteration']:.2f} s/it, "
+            f"{o['samples_per_s']:.0f} samples/s",
             f"  speed-up: {speed['speedup']:.1f}x",
             "  where the time goes (s per call at that batch):",
             f"  {'':<28}{'straightforward':>16}{'ours':>10}",

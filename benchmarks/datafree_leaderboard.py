@@ -46,12 +46,12 @@ THRESHOLDS = (0.75, 0.80)
 
 # 10 epochs x (iterations x student steps) = 3,200 student steps at batch 128 in every row.
 DFAD = ["synthesizer=dfad", "iterations_per_epoch=64", "synthesizer.batch_size=128", "synthesizer.lr=1e-4"]
-CMI = ["synthesizer=cmi", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.synthesis_steps=60", "synthesizer.lr=1e-2",
-       "synthesizer.oh=2.0", "synthesizer.student.steps=32", "synthesizer.hflip=true"]
-FAST = ["synthesizer=fast_meta", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.student.steps=32",
-        "synthesizer.hflip=true"]
-DI = ["synthesizer=deepinversion", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.student.steps=32",
-      "synthesizer.hflip=true"]
+CMI = ["synthesizer=cmi", "iterations_per_epoch=10", "synthesizer.batch_size=128", "synthesizer.synthesis_steps=60",
+       "synthesizer.lr=1e-2", "synthesizer.oh=2.0", "synthesizer.student.steps=32", "synthesizer.hflip=true"]
+FAST = ["synthesizer=fast_meta", "iterations_per_epoch=10", "synthesizer.batch_size=128",
+        "synthesizer.student.steps=32", "synthesizer.hflip=true"]
+DI = ["synthesizer=deepinversion", "iterations_per_epoch=10", "synthesizer.batch_size=128",
+      "synthesizer.student.steps=32", "synthesizer.hflip=true"]
 ADAM = ["optim=adam", "optim.lr=2e-3"]  # the student optimiser of RDSKD's, DAFL's and ZSKT's authors
 ROWS_FAST_POOL1 = [*FAST, "synthesizer.pool_size=128"]  # Fast-2 keeping one round's batch (no memory)
 ROWS_REPLAY_FAST = ["synthesizer=replay_fast_meta", "iterations_per_epoch=10", "synthesizer.base.batch_size=128",
@@ -64,7 +64,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
                         "synthesizer.generator_warmup=600", "synthesizer.ref_interval=60", *ADAM]),
     # The authors' generator schedule (conf defaults: 2,400 warm-up steps of 512, references every 120):
     # 8x the generated samples of the row above, the same student budget.
-    "rdskd_paper": ("RDSKD, the authors' warm-up (2,400 x 512)", ["synthesizer=rdskd", "iterations_per_epoch=64", *ADAM]),
+    "rdskd_paper": ("RDSKD, the authors' warm-up (2,400 x 512)",
+                    ["synthesizer=rdskd", "iterations_per_epoch=64", *ADAM]),
     "dfad_arvi": ("DFAD + act. reg. + virt. interp.", [*DFAD, "student_terms=[activation,interpolation]"]),
     "replay_dfad": ("pseudo replay over DFAD", ["synthesizer=replay_dfad", "iterations_per_epoch=64",
                                                 "synthesizer.base.batch_size=128", "synthesizer.base.lr=1e-4"]),
@@ -247,7 +248,8 @@ def collect() -> dict:
         for folder in sorted((OUT / row).glob("seed*")):  # runs finished here but not yet saved
             if (folder / "summary.json").is_file() and not result_file(row, int(folder.name[4:])).is_file():
                 save_result(row, int(folder.name[4:]))
-        runs = {int(p.stem.rsplit("_seed", 1)[1]): json.loads(p.read_text()) for p in sorted(RUN_RESULTS.glob(f"{row}_seed*.json"))}
+        runs = {int(p.stem.rsplit("_seed", 1)[1]): json.loads(p.read_text())
+                for p in sorted(RUN_RESULTS.glob(f"{row}_seed*.json"))}
         if not runs:
             continue
         figures = list(runs.values())
@@ -285,14 +287,16 @@ def render(table: dict) -> str:
         ratio = f"{acc / kd[0]:.3f}" if kd and not row.startswith("kd") else ""
         mean, msd = e["mean_accuracy_over_epochs"]
 
-        def reach(key: str) -> str:
+        def reach(key: str, e: dict = e) -> str:
             value, n = e[key]
             return "-" if value is None else f"{value:.0f} ({n}/{len(e['seeds'])})"
 
         state = e["synthesizer_state_mb"]
-        rate = e["student_samples_per_s"] if row.startswith("kd") and e["student_samples_per_s"] else e["synthetic_samples_per_s"]
+        rate = (e["student_samples_per_s"] if row.startswith("kd") and e["student_samples_per_s"]
+                else e["synthetic_samples_per_s"])
         lines.append(
-            f"{e['label']:36s} {len(e['seeds']):4d}{'*' if others[row] else ' '} {100 * acc:7.2f} ± {100 * sd:4.2f} {ratio:>5s} "
+            f"{e['label']:36s} {len(e['seeds']):4d}{'*' if others[row] else ' '} "
+            f"{100 * acc:7.2f} ± {100 * sd:4.2f} {ratio:>5s} "
             f"{100 * mean:7.2f} ± {100 * msd:4.2f} {100 * e['largest_epoch_drop'][0]:8.2f} {e['wall_time_s'][0]:7.0f} "
             f"{reach('time_to_75'):>10s} {reach('time_to_80'):>10s} {rate[0]:9.0f} "
             f"{e['peak_rss_mb'][0]:8.0f} {'' if state is None else f'{state[0]:8.1f}'}"
@@ -312,7 +316,9 @@ def render(table: dict) -> str:
     if any(others.values()):
         accuracies = ", ".join(f"{a:.4f}" for a in sorted(teachers) if a != teacher)
         lines.append(f"*: seeds run on the other teacher, trained again by the same command (test accuracy "
-                     f"{accuracies}): " + "; ".join(f"{table[r]['label']}: {', '.join(map(str, s))}" for r, s in others.items() if s) + ".")
+                     f"{accuracies}): "
+                     + "; ".join(f"{table[r]['label']}: {', '.join(map(str, s))}" for r, s in others.items() if s)
+                     + ".")
     return "\n".join(lines)
 
 

@@ -33,7 +33,8 @@ RESULTS = board.RESULTS / "datafree_sensitivity"
 METHODS = {"dfad": (1e-4, 0.1), "rdskd": (1e-3, 2e-3), "dafl": (0.2, 2e-3),
            # The same sweep at three times the student steps, where RDSKD led over seeds.
            "dfad_x3": (1e-4, 0.1), "rdskd_x3": (1e-3, 2e-3)}
-CHANGES = {"gen_lr_x0.5": (0.5, 1.0), "gen_lr_x2": (2.0, 1.0), "student_lr_x0.5": (1.0, 0.5), "student_lr_x2": (1.0, 2.0)}
+CHANGES = {"gen_lr_x0.5": (0.5, 1.0), "gen_lr_x2": (2.0, 1.0), "student_lr_x0.5": (1.0, 0.5),
+           "student_lr_x2": (1.0, 2.0)}
 
 
 def overrides(method: str, change: str) -> list[str]:
@@ -51,14 +52,16 @@ def run_setting(method: str, change: str, teacher: Path) -> None:
     print(f"{name}: {'ok' if code == 0 else f'FAILED (exit {code})'}, {seconds:.0f} s", flush=True)
     if code == 0:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        figures = {"method": method, "change": change, "overrides": overrides(method, change), **board.run_figures(folder)}
+        figures = {"method": method, "change": change, "overrides": overrides(method, change),
+                   **board.run_figures(folder)}
         (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=1))
 
 
 def report() -> None:
     lines = ["Sensitivity, Fashion-MNIST, LeNet-5 -> LeNet-5-half, leaderboard budget (3,200 student steps;",
              "_x3: 9,600), seed 0 (final test accuracy %)", "",
-             f"{'method':8s} {'row':>7s} " + " ".join(f"{c:>16s}" for c in CHANGES) + f" {'over settings':>16s} {'over seeds':>19s}"]
+             f"{'method':8s} {'row':>7s} " + " ".join(f"{c:>16s}" for c in CHANGES)
+             + f" {'over settings':>16s} {'over seeds':>19s}"]
     table = {}
     for method in METHODS:
         row = board.RUN_RESULTS / f"{method}_seed0.json"
@@ -67,7 +70,8 @@ def report() -> None:
             path = RESULTS / f"{method}_{change}.json"
             values[change] = json.loads(path.read_text())["final_accuracy"] if path.is_file() else None
         done = [v for v in values.values() if v is not None]
-        seeds = [json.loads(p.read_text())["final_accuracy"] for p in sorted(board.RUN_RESULTS.glob(f"{method}_seed*.json"))]
+        seeds = [json.loads(p.read_text())["final_accuracy"]
+                 for p in sorted(board.RUN_RESULTS.glob(f"{method}_seed*.json"))]
         spread = (statistics.fmean(done), statistics.stdev(done)) if len(done) > 1 else None
         over_seeds = (statistics.fmean(seeds), statistics.stdev(seeds)) if len(seeds) > 1 else None
         table[method] = {"settings": values, "over_settings": spread, "over_seeds": over_seeds}
@@ -89,7 +93,8 @@ def report() -> None:
     print(text)
     board.RESULTS.mkdir(parents=True, exist_ok=True)
     (board.RESULTS / "datafree_sensitivity.txt").write_text(text + "\n")
-    (board.RESULTS / "datafree_sensitivity.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "methods": table}, indent=1))
+    (board.RESULTS / "datafree_sensitivity.json").write_text(
+        json.dumps({"date": time.strftime("%Y-%m-%d"), "methods": table}, indent=1))
 
 
 def main() -> None:

@@ -49,25 +49,28 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # What limits DeepInversion (its test curve levels off near 81 % by epoch 4).
     "di": ("DeepInversion (the leaderboard row)", DI),
     "di_adi": ("Adaptive DeepInversion (competition term 1)", [*DI, "synthesizer.adi=1.0"]),
-    "di_b256": ("DeepInversion, 256 samples x 50 steps per round", [*DI, "synthesizer.batch_size=256",
-                                                                  "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000"]),
+    "di_b256": ("DeepInversion, 256 samples x 50 steps per round",
+                [*DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000"]),
     "di_zskd": ("DeepInversion with ZSKD's Dirichlet targets", [*DI, "synthesizer.dirichlet_betas=[1.0,0.1]"]),
-    "di_b512": ("DeepInversion, 512 samples x 25 steps per round", [*DI, "synthesizer.batch_size=512",
-                                                                  "synthesizer.synthesis_steps=25", "synthesizer.pool_size=60000"]),
+    "di_b512": ("DeepInversion, 512 samples x 25 steps per round",
+                [*DI, "synthesizer.batch_size=512", "synthesizer.synthesis_steps=25", "synthesizer.pool_size=60000"]),
     # The student's gradient clipped at 2 (its norm: about 1, with spikes that killed one seed's student).
     "fast_vi_clip": ("Fast-2 + virt. interp., grad clip 2", [*board.FAST, "student_terms=[interpolation]", CLIP]),
     "fast_arvi_clip": ("Fast-2 + act. reg. + virt. interp., grad clip 2", [*board.FAST, TERMS, CLIP]),
     # 256 x 50 won on count at equal synthesis cost, 512 x 25 lost on quality; what does
     # more synthesis time buy (better samples, or more of them), and does ADI's competition add to 256 x 50?
-    "di_b256_s100": ("DeepInversion, 256 samples x 100 steps per round", [*DI, "synthesizer.batch_size=256",
-                                                                        "synthesizer.synthesis_steps=100", "synthesizer.pool_size=30000"]),
-    "di_b512_s50": ("DeepInversion, 512 samples x 50 steps per round", [*DI, "synthesizer.batch_size=512",
-                                                                      "synthesizer.synthesis_steps=50", "synthesizer.pool_size=60000"]),
+    "di_b256_s100": ("DeepInversion, 256 samples x 100 steps per round",
+                     [*DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=100",
+                      "synthesizer.pool_size=30000"]),
+    "di_b512_s50": ("DeepInversion, 512 samples x 50 steps per round",
+                    [*DI, "synthesizer.batch_size=512", "synthesizer.synthesis_steps=50",
+                     "synthesizer.pool_size=60000"]),
     "di_b256_adi": ("Adaptive DeepInversion, 256 samples x 50 steps per round",
                     [*DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000",
                      "synthesizer.adi=1.0"]),
-    "di_b256_fbn10": ("DeepInversion, 256 x 50, first BN layer weighted 10", [*DI, "synthesizer.batch_size=256",
-                      "synthesizer.synthesis_steps=50", "synthesizer.pool_size=30000", "synthesizer.first_bn_weight=10"]),
+    "di_b256_fbn10": ("DeepInversion, 256 x 50, first BN layer weighted 10",
+                      [*DI, "synthesizer.batch_size=256", "synthesizer.synthesis_steps=50",
+                       "synthesizer.pool_size=30000", "synthesizer.first_bn_weight=10"]),
     # Is clipping alone (no student terms) what Fast-2 needs to reach CMI in 1/5 of its time?
     "fast": ("Fast-2 (the leaderboard row)", board.FAST),
     "fast_clip": ("Fast-2, grad clip 2", [*board.FAST, CLIP]),
@@ -94,8 +97,9 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                                                                       "synthesizer.batch_size=256"]),
     # more samples per round kept paying (128 -> 256 -> 512); within 1/5 of CMI's time: one inner
     # step for 1,024 samples (the synthesis cost of Fast-2 with 512), or 768 at two
-    "fast1_b1024": ("Fast-1, 1,024 samples per round", [*board.FAST, "synthesizer.batch_size=1024",
-                                                        "synthesizer.synthesis_steps=1", "synthesizer.pool_size=60000"]),
+    "fast1_b1024": ("Fast-1, 1,024 samples per round",
+                    [*board.FAST, "synthesizer.batch_size=1024", "synthesizer.synthesis_steps=1",
+                     "synthesizer.pool_size=60000"]),
     "fast_b768": ("Fast-2, 768 samples per round", [*board.FAST, "synthesizer.batch_size=768",
                                                     "synthesizer.pool_size=60000"]),
     # NAYER (noisy-layer generator), the leaderboard's budget: 100 rounds of 256 samples
@@ -116,9 +120,11 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     # The authors' Fast-5 (their inner learning rates for 5 steps), at 128 and 256 samples per round.
     "fast5": ("Fast-5, 128 samples per round", [*board.FAST, "synthesizer.synthesis_steps=5", "synthesizer.lr=3e-3",
                                                 "synthesizer.lr_z=0.01"]),
-    "fast5_b256": ("Fast-5, 256 samples per round", [*board.FAST, "synthesizer.synthesis_steps=5", "synthesizer.lr=3e-3",
-                                                     "synthesizer.lr_z=0.01", "synthesizer.batch_size=256"]),
-    "fast_b512_e12": ("Fast-2 512, 12 epochs (3,840 student steps)", [*board.FAST, "synthesizer.batch_size=512", "epochs=12"]),
+    "fast5_b256": ("Fast-5, 256 samples per round",
+                   [*board.FAST, "synthesizer.synthesis_steps=5", "synthesizer.lr=3e-3", "synthesizer.lr_z=0.01",
+                    "synthesizer.batch_size=256"]),
+    "fast_b512_e12": ("Fast-2 512, 12 epochs (3,840 student steps)",
+                      [*board.FAST, "synthesizer.batch_size=512", "epochs=12"]),
     # The base re-run on the re-trained teacher (the di_b256 figure came from the first teacher).
     # Two inversion-side candidates measured against it needed code that was reverted
     # after they lost (cropped inversion views, targets towards disagreeing classes): their results
@@ -200,7 +206,8 @@ def report() -> None:
         return
     print(f"{'candidate':58s} {'seeds':>5s} {'holdout acc':>11s} {'wall s':>7s}")
     for r in done:
-        print(f"{r['label']:58s} {len(r['seeds']):5d} {100 * r['mean_holdout_accuracy']:10.2f}% {r['mean_wall_time_s']:7.0f}")
+        print(f"{r['label']:58s} {len(r['seeds']):5d} {100 * r['mean_holdout_accuracy']:10.2f}% "
+              f"{r['mean_wall_time_s']:7.0f}")
     # The leaderboard's combination row: the best seed-0 holdout figure (the rule the row was fixed by;
     # extra seeds serve comparisons of their own, such as the Fast one below).
     best = max(done, key=lambda r: r["holdout_accuracies"][0])
@@ -223,7 +230,8 @@ def main() -> None:
     args = parser.parse_args()
     unknown = [n for n in args.candidates.split(",") if n not in CANDIDATES]
     if unknown:
-        print(f"fedkd: error: unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}", file=sys.stderr)
+        print(f"fedkd: error: unknown candidate {', '.join(unknown)}; choose from {', '.join(CANDIDATES)}",
+              file=sys.stderr)
         sys.exit(2)
     if not args.report_only:
         teacher = board.ensure_teacher()

@@ -34,8 +34,8 @@ from statistics import mean
 
 import torch
 
-from fedkd.federated.config import compose_sim_config
 from fedkd.apps.simulation import parallel_clients, simulate
+from fedkd.federated.config import compose_sim_config
 from fedkd.utils.run_logger import read_metrics
 
 HERE = Path(__file__).resolve().parent
@@ -62,7 +62,7 @@ def overhead(rows: list[dict]) -> dict[str, float]:
     L = mean(r["client_train_seconds_critical"] for r in later)
     A = mean(r["aggregate_seconds"] for r in later)
     E = mean(r["eval_seconds"] for r in later)
-    O = T - H - A
+    overhead_s = T - H - A  # O in the module docstring
     return {
         "round_seconds": mean(r["round_seconds"] for r in later),
         "first_round_seconds": rows[0]["round_seconds"],
@@ -71,8 +71,8 @@ def overhead(rows: list[dict]) -> dict[str, float]:
         "local_training_seconds_busiest_worker": L,
         "aggregate_seconds": A,
         "eval_seconds": E,
-        "flower_ray_overhead_seconds": O,
-        "overhead_percent": 100 * O / T,
+        "flower_ray_overhead_seconds": overhead_s,
+        "overhead_percent": 100 * overhead_s / T,
         "not_training_percent": 100 * (T - L) / T,
         "bytes_per_round": mean(r["bytes_sent"] + r["bytes_received"] for r in later),
     }
@@ -88,7 +88,8 @@ def table(results: dict[str, dict]) -> str:
         o = r["timing"]
         lines.append(
             f"{name:<15}{r['rounds']:>7}{r['final_test_accuracy']:>10.4f}"
-            f"{r['best_test_accuracy']:>10.4f} ({r['best_round']:>2}){o['round_seconds']:>9.1f}{o['first_round_seconds']:>10.1f}"
+            f"{r['best_test_accuracy']:>10.4f} ({r['best_round']:>2}){o['round_seconds']:>9.1f}"
+            f"{o['first_round_seconds']:>10.1f}"
             f"{o['train_phase_seconds']:>9.2f}{o['client_seconds_busiest_worker']:>9.2f}"
             f"{o['local_training_seconds_busiest_worker']:>9.2f}{o['aggregate_seconds']:>8.2f}{o['eval_seconds']:>8.2f}"
             f"{o['flower_ray_overhead_seconds']:>7.2f}{o['overhead_percent']:>7.1f}{o['not_training_percent']:>7.1f}"

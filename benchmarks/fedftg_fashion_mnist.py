@@ -89,7 +89,8 @@ def run_setting(args, name: str, strategies: list[str], overrides: list[str], st
 
     root = args.out / name
     cfg = OmegaConf.create(
-        {"strategies": strategies, "seeds": args.seeds, "overrides": overrides, "strategy_overrides": strategy_overrides}
+        {"strategies": strategies, "seeds": args.seeds, "overrides": overrides,
+         "strategy_overrides": strategy_overrides}
     )
     started = time.perf_counter()
     run_all(cfg, root)
@@ -124,7 +125,8 @@ def main() -> None:
             run_setting(args, f"dirichlet_{alpha}", ["fedavg", "fedftg"], setting_overrides(args, alpha), ftg)
         )
     if not args.skip_one_shot:
-        one_shot = [o for o in setting_overrides(args, args.alphas[0]) if not o.startswith(("rounds=", "local_epochs="))]
+        one_shot = [o for o in setting_overrides(args, args.alphas[0])
+                    if not o.startswith(("rounds=", "local_epochs="))]
         one_shot += ["experiment=one_shot", f"local_epochs={args.one_shot_epochs}"]
         results["settings"].append(
             run_setting(args, f"one_shot_dirichlet_{args.alphas[0]}", ["fedavg", "one_shot_fedftg"], one_shot,
@@ -138,7 +140,8 @@ def main() -> None:
                   markdown_table(setting["rows"]), ""]
     speed = results["ensemble_speed"]
     lines.append(
-        f"Ensemble of 10 small_cnn (channels {args.channels}), batch 256: forward vmap {speed['vmap_forward_s'] * 1e3:.1f} ms "
+        f"Ensemble of 10 small_cnn (channels {args.channels}), batch 256: "
+        f"forward vmap {speed['vmap_forward_s'] * 1e3:.1f} ms "
         f"vs loop {speed['loop_forward_s'] * 1e3:.1f} ms ({speed['speedup_forward']:.2f}x); forward+backward vmap "
         f"{speed['vmap_forward_backward_s'] * 1e3:.1f} ms vs loop {speed['loop_forward_backward_s'] * 1e3:.1f} ms "
         f"({speed['speedup_forward_backward']:.2f}x)"

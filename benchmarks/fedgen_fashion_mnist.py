@@ -70,14 +70,16 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=12000, help="0: the whole training set")
     parser.add_argument("--strategies", nargs="+", default=STRATEGIES)
     parser.add_argument("--fedftg-iterations", type=int, default=10, help="FedFTG's server iterations per round")
-    parser.add_argument("--fedgen", nargs="*", default=[], help="extra FedGen overrides, e.g. strategy.regularizer_weight=10")
+    parser.add_argument("--fedgen", nargs="*", default=[],
+                        help="extra FedGen overrides, e.g. strategy.regularizer_weight=10")
     parser.add_argument("--override", nargs="*", default=[], help="more fedkd-sim overrides for every strategy")
     parser.add_argument("--target", type=float, default=0.7)
     parser.add_argument("--out", type=Path, default=Path("outputs/benchmarks/fedgen"))
     parser.add_argument("--tag", default="fedgen_fashion_mnist")
     args = parser.parse_args()
 
-    strategy_overrides = {"fedftg": [f"strategy.iterations_per_round={args.fedftg_iterations}"], "fedgen": list(args.fedgen)}
+    strategy_overrides = {"fedftg": [f"strategy.iterations_per_round={args.fedftg_iterations}"],
+                          "fedgen": list(args.fedgen)}
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "settings": []}
     lines = []
     for alpha in args.alphas:
@@ -85,7 +87,8 @@ def main() -> None:
         overrides = setting_overrides(args, alpha)
         root = args.out / name
         cfg = OmegaConf.create(
-            {"strategies": args.strategies, "seeds": args.seeds, "overrides": overrides, "strategy_overrides": strategy_overrides}
+            {"strategies": args.strategies, "seeds": args.seeds, "overrides": overrides,
+             "strategy_overrides": strategy_overrides}
         )
         started = time.perf_counter()
         run_all(cfg, root)
@@ -96,7 +99,8 @@ def main() -> None:
                                     "rows": rows, "table": table, "wall_s": wall, "runs_s": runs_seconds(root),
                                     "report": str(root / "report.md")})
         lines += [f"## {name}  ({' '.join(overrides)}; FedFTG {strategy_overrides['fedftg']}; "
-                  f"FedGen {strategy_overrides['fedgen'] or 'defaults'}; runs {runs_seconds(root):.0f}s, this invocation "
+                  f"FedGen {strategy_overrides['fedgen'] or 'defaults'}; runs {runs_seconds(root):.0f}s, "
+                  "this invocation "
                   f"{wall:.0f}s)", markdown_table(rows), ""]
     text = "\n".join(lines)
     print(text)

@@ -82,22 +82,27 @@ def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, d
         rows = grid[setting]
         baseline = rows.get("fedavg")
         lines += [f"### {setting}", "",
-                  (f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | mean of the last {LAST} rounds % | rounds to {target:.0%} "
+                  (f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | mean of the last {LAST} rounds % "
+                   f"| rounds to {target:.0%} "
                    "| server s/round (aggregate + eval; without diagnostics) | client training phase s/round "
-                   "| teacher mean / logit-weighted / label-weighted (true label) % | intended-label agreement % | distillation helped (share of rounds) |"),
+                   "| teacher mean / logit-weighted / label-weighted (true label) % | intended-label agreement % "
+                   "| distillation helped (share of rounds) |"),
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         order = sorted(rows, key=lambda r: (STRATEGY_ORDER.index(r) if r in STRATEGY_ORDER else len(STRATEGY_ORDER), r))
         for row in order:
             c = cells.setdefault(setting, {})[row] = cell(rows[row], baseline, target)
-            reach = "-" if not c["seeds_reaching"] else f"{c['rounds_to_target']:.1f} ({c['seeds_reaching']}/{len(c['seeds'])})"
+            reach = ("-" if not c["seeds_reaching"]
+                     else f"{c['rounds_to_target']:.1f} ({c['seeds_reaching']}/{len(c['seeds'])})")
             teacher = "-" if math.isnan(c["teacher_mean"]) else " / ".join(
-                "-" if math.isnan(c[k]) else f"{100 * c[k]:.1f}" for k in ("teacher_mean", "teacher_logit", "teacher_label_true"))
+                "-" if math.isnan(c[k]) else f"{100 * c[k]:.1f}"
+                for k in ("teacher_mean", "teacher_logit", "teacher_label_true"))
             if not math.isnan(c["teacher_boosted"]):  # Co-Boosting's re-weighted teacher, after the round
                 teacher += f"; boosted {100 * c['teacher_boosted']:.1f}"
             agree = "-" if math.isnan(c["agreement"]) else f"{100 * c['agreement']:.1f}"
             helped = "-" if math.isnan(c["helped_share"]) else f"{c['helped_share']:.2f} (gain {100 * c['gain']:+.2f})"
             diff = "-" if row == "fedavg" else _fmt(*c["diff_to_fedavg"], signed=True)
-            lines.append(f"| {row} | {len(c['seeds'])} | {_fmt(*c['final'])} | {diff} | {_fmt(*c['last_rounds'])} | {reach} | {c['server_s']:.2f}; {c['server_without_diagnostics_s']:.2f} "
+            lines.append(f"| {row} | {len(c['seeds'])} | {_fmt(*c['final'])} | {diff} | {_fmt(*c['last_rounds'])} "
+                         f"| {reach} | {c['server_s']:.2f}; {c['server_without_diagnostics_s']:.2f} "
                          f"| {c['train_phase_s']:.2f} | {teacher} | {agree} | {helped} |")
         lines.append("")
     return "\n".join(lines), cells
@@ -132,7 +137,8 @@ def skewed_line(cells: dict, skewed: tuple[str, ...]) -> str:
         diffs = [d for d in diffs if math.isfinite(d)]
         worst = min(diffs) if diffs else float("nan")
         if diffs:
-            parts.append(f"{row} {100 * statistics.fmean(diffs):+.2f} (over {len(diffs)} of {len(skewed)} settings; worst cell {100 * worst:+.2f})")
+            parts.append(f"{row} {100 * statistics.fmean(diffs):+.2f} (over {len(diffs)} of {len(skewed)} settings; "
+                         f"worst cell {100 * worst:+.2f})")
     return "Mean difference to FedAvg over the skewed settings (Dirichlet 0.1, shards; 10 and 50 clients), points: " + (
         "; ".join(parts) if parts else "no paired cells yet")
 

@@ -32,8 +32,8 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -116,7 +116,9 @@ def _boxes(x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     return torch.where(inside.unsqueeze(1), source, x)
 
 
-def _walk(x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], length: float, steps: int) -> torch.Tensor:
+def _walk(
+    x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], length: float, steps: int
+) -> torch.Tensor:
     """The first half of the batch moved ``steps`` times by ``length`` (L2, in normalised pixels; a
     Fashion-MNIST image has norm ~27) along the normalised gradient of ``objective`` (summed over
     the samples); the second half unchanged, so the student still sees the pool's own samples."""
@@ -224,11 +226,13 @@ def main() -> None:
     parser.add_argument("--temperatures", default="1,4,20")
     parser.add_argument("--augment", default="on,off",
                         help="on, off, or views: " + ", ".join(VIEWS))
-    parser.add_argument("--real-size", type=int, default=25600, help="images in the 'real' pool (DeepInversion's pool size)")
+    parser.add_argument("--real-size", type=int, default=25600,
+                        help="images in the 'real' pool (DeepInversion's pool size)")
     parser.add_argument("--steps", type=int, default=3200)
     parser.add_argument("--lrs", default="0.1", help="student SGD learning rates (cosine to 0), comma-separated")
     parser.add_argument("--weight-decays", default="5e-4", help="student SGD weight decays, comma-separated")
-    parser.add_argument("--emas", default="0", help="decays of an average of the student's weights (0: the last weights)")
+    parser.add_argument("--emas", default="0",
+                        help="decays of an average of the student's weights (0: the last weights)")
     parser.add_argument("--seeds", default="0", help="fit seeds, comma-separated (each recipe once per seed)")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", default=RESULTS.name, help="result file name under benchmarks/results/")
@@ -266,7 +270,8 @@ def main() -> None:
         print(f"{r['name']:24s} {r['pool_size']:6d} {r['temperature']:4g} {view:>12s} {r['lr']:6g} "
               f"{r['weight_decay']:7g} {r['ema']:6g} {r['seed']:4d} "
               f"{100 * r['holdout_accuracy']:7.2f}% {100 * r['pool_agreement']:14.2f}% {r['seconds']:5.0f}")
-    RESULTS.parent.joinpath(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+    RESULTS.parent.joinpath(args.out).write_text(
+        json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ def main() -> None:
         "1x1 conv as nn.Conv2d": lambda: conv(student_pre).sum().backward(),
         "1x1 conv as PointwiseConv": lambda: pointwise(student_pre).sum().backward(),
         "hinge, two masked sides": lambda: two_hinges(bn(pointwise(student_pre)), teacher_pre).backward(),
-        "hinge, one signed (library)": lambda: activation_boundary_loss(bn(pointwise(student_pre)), teacher_pre).backward(),
+        "hinge, one signed (library)": (
+            lambda: activation_boundary_loss(bn(pointwise(student_pre)), teacher_pre).backward()
+        ),
         "connector + hinge, before": lambda: two_hinges(bn(conv(student_pre)), teacher_pre).backward(),
         "connector + hinge, now": lambda: activation_boundary_loss(bn(pointwise(student_pre)), teacher_pre).backward(),
     }
