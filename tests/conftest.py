@@ -46,8 +46,8 @@ def cli():
 # A small federated setting on digits, and a tiny server budget per strategy: the tests check
 # behaviour, the benchmarks check quality.
 SMALL_SIM = ["dataset=digits", "num_clients=4", "rounds=2", "partition.alpha=0.5", "client_resources.num_cpus=1"]
-FEDFTG_BUDGET = ["strategy.iterations_per_round=4", "strategy.student_batch_size=64", "strategy.synthesizer.batch_size=64", "strategy.image_every=1",
-                 "strategy.diagnostics_every=1"]
+FEDFTG_BUDGET = ["strategy.iterations_per_round=4", "strategy.student_batch_size=64",
+                 "strategy.synthesizer.batch_size=64", "strategy.image_every=1", "strategy.diagnostics_every=1"]
 FEDGEN_BUDGET = ["strategy.generator_steps=20", "strategy.generator_batch_size=64"]
 
 
@@ -71,7 +71,8 @@ def compare_dir(tmp_path_factory):
 def _run_compare(out: Path) -> None:
     done = run_cli(
         "fedkd-compare", "strategies=[fedavg,fedftg,fedgen]", "seeds=[0]", f"overrides={_hydra_list(SMALL_SIM)}",
-        f"+strategy_overrides.fedftg={_hydra_list(FEDFTG_BUDGET)}", f"+strategy_overrides.fedgen={_hydra_list(FEDGEN_BUDGET)}",
+        f"+strategy_overrides.fedftg={_hydra_list(FEDFTG_BUDGET)}",
+        f"+strategy_overrides.fedgen={_hydra_list(FEDGEN_BUDGET)}",
         "target_accuracy=0.5", f"hydra.run.dir={out}", timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -96,7 +97,8 @@ def client_updates(cfg, run, seed: int = 0, epochs: int = 1, same_start: bool = 
         if same_start:
             model.load_state_dict(R.state_dict(run.initial_group_arrays(run.group_of(pid))))
         split = client_split(cfg, pid)
-        local_train(model, split, torch.optim.SGD, 0.05, epochs, 32, torch.device("cpu"), torch.Generator().manual_seed(pid))
+        local_train(model, split, torch.optim.SGD, 0.05, epochs, 32, torch.device("cpu"),
+                    torch.Generator().manual_seed(pid))
         metrics = MetricRecord({R.NUM_EXAMPLES: len(split), R.PARTITION_ID: pid, R.LABEL_COUNTS: counts[pid].tolist()})
         updates.append(ClientUpdate(pid, pid, RecordDict({R.ARRAYS: R.to_arrays(model), R.METRICS: metrics})))
     return updates
@@ -130,7 +132,9 @@ def bound_strategy(cfg, out_dir):
     return strategy, run
 
 
-def sigkill_when(argv: list[str], log_path: Path, ready, timeout: float, env: dict | None = None, poll: float = 0.05) -> int:
+def sigkill_when(
+    argv: list[str], log_path: Path, ready, timeout: float, env: dict | None = None, poll: float = 0.05
+) -> int:
     """Start ``argv`` in its own process group and SIGKILL the whole group as soon as ``ready()``
     holds (a checkpoint exists); returns the exit code (``-SIGKILL``). Fails if the process ends
     first (its log tail in the message) or ``ready()`` does not hold within ``timeout`` seconds."""

@@ -41,7 +41,9 @@ class FakeGrid:
         for msg in messages:
             assert msg.metadata.message_type == MessageType.QUERY
             self.queries += 1
-            metrics = MetricRecord({R.PARTITION_ID: self.partition[msg.metadata.dst_node_id], R.NUM_PARTITIONS: self.num_clients})
+            metrics = MetricRecord(
+                {R.PARTITION_ID: self.partition[msg.metadata.dst_node_id], R.NUM_PARTITIONS: self.num_clients}
+            )
             replies.append(_reply(msg, RecordDict({R.METRICS: metrics})))
         return replies
 

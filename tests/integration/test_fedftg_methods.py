@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SMALL_SIM, bound_strategy
 
 from fedkd.federated import records as R
 from fedkd.federated.config import compose_sim_config
-from conftest import SMALL_SIM, bound_strategy
 
 CHANCE = 0.1
-ROUND = ["strategy=fedftg", "strategy.warmup_rounds=0", "strategy.iterations_per_round=2", "strategy.student_batch_size=32",
-         "strategy.diagnostics_every=0", "strategy.image_every=0"]
+ROUND = ["strategy=fedftg", "strategy.warmup_rounds=0", "strategy.iterations_per_round=2",
+         "strategy.student_batch_size=32", "strategy.diagnostics_every=0", "strategy.image_every=0"]
 S = "strategy.synthesizer"
 # Per method: the group override and the sizes that keep a round to a few seconds.
 METHODS = {

@@ -9,6 +9,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from conftest import FEDGEN_BUDGET, SMALL_SIM, bound_strategy, client_updates
+from fakes import FakeGrid, task_identity  # noqa: F401  (Flower-like node ids; message identity)
 from flwr.app import ConfigRecord
 
 from fedkd.clients.train import GeneratorRegularizer, local_train
@@ -21,8 +23,6 @@ from fedkd.federated.data import client_split, partition_label_counts
 from fedkd.federated.resume import STATE_FILE
 from fedkd.models import build_model, count_parameters
 from fedkd.utils.run_logger import read_metrics
-from conftest import FEDGEN_BUDGET, SMALL_SIM, bound_strategy, client_updates
-from fakes import FakeGrid, task_identity  # noqa: F401  (Flower-like node ids; message identity)
 
 CHANCE = 0.1
 CPU = torch.device("cpu")

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, run_cli
 
 # `ray start` options whose defaults are fixed ports (6379, 10001, 8265, 52365, ...): each gets a
@@ -72,7 +71,9 @@ def ray_head(num_cpus: int = 2, timeout: float = 90) -> Iterator[tuple[str, Path
         deadline = time.monotonic() + timeout
         while "Ray runtime started" not in log_path.read_text():
             assert head.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"Ray head not up within {timeout:.0f} s: {log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"Ray head not up within {timeout:.0f} s: {log_path.read_text()[-3000:]}"
+            )
             time.sleep(0.5)
         yield f"127.0.0.1:{ports['port']}", Path(temp_dir)
     finally:

@@ -22,11 +22,11 @@ from fedkd.federated import faults
 from fedkd.federated import records as R
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.models import build_model
+from fedkd.strategies.fedavg import ClientUpdate, FedAvg
+from fedkd.strategies.round_stats import RoundStats
 from fedkd.training import evaluate, fit
 from fedkd.utils.checkpoint import load_checkpoint
 from fedkd.utils.run_logger import RunLogger, read_metrics
-from fedkd.strategies.fedavg import ClientUpdate, FedAvg
-from fedkd.strategies.round_stats import RoundStats
 
 BIN = Path(sys.executable).parent
 
@@ -40,7 +40,8 @@ def task_identity():
 
 def _cfg(num_clients: int = 10, **fractions: float):
     return OmegaConf.create({"num_clients": num_clients, "round_timeout": 1.0,
-                             "faults": {**{f"{k}_fraction": v for k, v in fractions.items()}, "scale": 100.0, "seed": 0}})
+                             "faults": {**{f"{k}_fraction": v for k, v in fractions.items()},
+                                        "scale": 100.0, "seed": 0}})
 
 
 def test_faulty_clients_are_chosen_by_partition_id_with_a_seeded_generator():

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import sigkill_when
 
 from fedkd.federated.resume import STATE_FILE
 from fedkd.utils.checkpoint import load_checkpoint
 from fedkd.utils.run_logger import read_metrics
-from conftest import sigkill_when
 
 BIN = Path(sys.executable).parent
 SIM = ["dataset=digits", "num_clients=2", "rounds=3", "model=lenet5_half", "client_resources.num_cpus=1", "device=cpu",
@@ -93,7 +93,8 @@ def test_run_killed_with_sigkill_and_resumed_ends_like_an_uninterrupted_one(refe
             assert row[key] == want[key], (row["step"], key, row[key], want[key])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["final_test_accuracy"] == json.loads((reference / "summary.json").read_text())["final_test_accuracy"]
-    ours, theirs = load_checkpoint(out / "model.pt")["state_dict"], load_checkpoint(reference / "model.pt")["state_dict"]
+    ours, theirs = (load_checkpoint(out / "model.pt")["state_dict"],
+                    load_checkpoint(reference / "model.pt")["state_dict"])
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     assert (out / ".hydra" / "overrides.yaml").read_text() != (out / ".hydra-resume" / "overrides.yaml").read_text()
 
@@ -132,7 +133,8 @@ def test_compare_resumes_an_interrupted_run_and_keeps_finished_ones(tmp_path, mo
     ServerCheckpointer(killed, sim_cfg, FedAvg(num_clients=2), Rows())(1, ArrayRecord({"w": torch.zeros(2)}))
     calls = []
     monkeypatch.setattr(simulation, "simulate", lambda cfg, out: calls.append((cfg, out)))
-    cfg = OmegaConf.create({"strategies": ["fedavg"], "seeds": [0, 1, 2], "overrides": overrides, "strategy_overrides": {}})
+    cfg = OmegaConf.create({"strategies": ["fedavg"], "seeds": [0, 1, 2], "overrides": overrides,
+                            "strategy_overrides": {}})
     run_all(cfg, tmp_path)
     assert [out for _, out in calls] == [killed, tmp_path / "runs" / "fedavg" / "seed2"]
     assert calls[0][0].resume == str(killed) and calls[1][0].resume is None
@@ -148,7 +150,8 @@ def test_compare_runs_a_named_variant_of_a_strategy_under_its_own_name(tmp_path,
     calls = []
     monkeypatch.setattr(simulation, "simulate", lambda cfg, out: calls.append((cfg, out)))
     cfg = OmegaConf.create({"strategies": ["fedavg", "ftg_global"], "seeds": [0], "overrides": ["dataset=digits"],
-                            "strategy_overrides": {"ftg_global": ["strategy=fedftg", "strategy.global_teacher_weight=0.5"]}})
+                            "strategy_overrides": {
+                                "ftg_global": ["strategy=fedftg", "strategy.global_teacher_weight=0.5"]}})
     run_all(cfg, tmp_path)
     (plain, plain_out), (variant, variant_out) = calls
     assert plain.strategy._target_.endswith("FedAvg") and plain_out == tmp_path / "runs" / "fedavg" / "seed0"

@@ -45,7 +45,8 @@ def test_supernodes_without_an_authorised_key_or_without_tls_are_refused(tmp_pat
         online = _online(deployment, 1)
         assert len(online) == 1, deployment.logs()
         intruders = {
-            "unregistered key": (deployment.add_supernode(1, stranger, name="unregistered"), "Failed to activate SuperNode"),
+            "unregistered key": (deployment.add_supernode(1, stranger, name="unregistered"),
+                                 "Failed to activate SuperNode"),
             "no key": (deployment.add_supernode(1, None, name="nokey"), "All SuperNodes must be registered"),
         }
         # Plaintext to the TLS port: the handshake fails, the SuperNode keeps retrying, never joins.

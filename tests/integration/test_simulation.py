@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from fedkd.apps.simulation import simulate
 from fedkd.data import load_dataset
 from fedkd.federated.config import compose_sim_config
 from fedkd.federated.loopback import LoopbackDeployment
-from fedkd.apps.simulation import simulate
-from fedkd.training import evaluate
 from fedkd.models.checkpoint import model_from_checkpoint
+from fedkd.training import evaluate
 from fedkd.utils.run_logger import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]

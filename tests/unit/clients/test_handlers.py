@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fedkd.clients.handlers import LOCAL_MODEL_KEY, STATE_KEY, handle_query, handle_train
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedkd.clients.handlers import LOCAL_MODEL_KEY, STATE_KEY, handle_query, handle_train
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.data import client_split, partition_label_counts

@@ -16,7 +16,8 @@ def digits_arrays(n_train: int = 120, n_test: int = 40, classes: int = 10) -> di
     keep = d.target < classes
     x = (d.images[keep] * 16).clip(0, 255).astype(np.uint8)
     y = d.target[keep].astype(np.int64)
-    return {"x_train": x[:n_train], "y_train": y[:n_train], "x_test": x[n_train : n_train + n_test], "y_test": y[n_train : n_train + n_test]}
+    return {"x_train": x[:n_train], "y_train": y[:n_train],
+            "x_test": x[n_train : n_train + n_test], "y_test": y[n_train : n_train + n_test]}
 
 
 def write_image_folder(root: Path, arrays: dict[str, np.ndarray] | None = None, rgb: bool = False) -> Path:

@@ -27,7 +27,8 @@ def _partitioner(name: str, **overrides):
 
 
 def test_every_flower_config_is_there():
-    assert {"flwr_iid", "flwr_dirichlet", "flwr_shard", "flwr_pathological", "flwr_linear", "flwr_square", "flwr_exponential"} <= set(CONFIGS)
+    assert {"flwr_iid", "flwr_dirichlet", "flwr_shard", "flwr_pathological", "flwr_linear", "flwr_square",
+            "flwr_exponential"} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -66,7 +67,9 @@ def test_same_split_as_flowers_federated_dataset(tmp_path):
 
 def test_generic_config_takes_any_partitioner_and_its_options():
     sizes = [100, 300, 600]
-    parts = _partitioner("flwr", partitioner="InnerDirichletPartitioner", partition_sizes=sizes, alpha=0.5)(LABELS, 3, seed=0)
+    parts = _partitioner("flwr", partitioner="InnerDirichletPartitioner", partition_sizes=sizes, alpha=0.5)(
+        LABELS, 3, seed=0
+    )
     assert [len(p) for p in parts] == sizes
     by_class = _partitioner("flwr", partitioner="NaturalIdPartitioner")(LABELS, 10, seed=0)
     assert all(len(np.unique(LABELS[p])) == 1 for p in by_class)  # one class per client

@@ -31,8 +31,10 @@ def test_image_folder_reads_spec_labels_and_pixels(tmp_path):
     assert (spec.channels, spec.image_size, spec.num_classes) == (1, 8, 10)
     assert spec.name == "image_folder:digits"
     # The folders are read class by class: compare as sorted (label, pixel sum) pairs.
-    want = sorted(zip(arrays["y_train"].tolist(), arrays["x_train"].reshape(len(arrays["x_train"]), -1).sum(1).tolist()))
-    have = sorted(zip(data.train.y.tolist(), (_raw(data) * 255).round().reshape(len(data.train), -1).sum(1).long().tolist()))
+    want = sorted(zip(arrays["y_train"].tolist(),
+                      arrays["x_train"].reshape(len(arrays["x_train"]), -1).sum(1).tolist()))
+    have = sorted(zip(data.train.y.tolist(),
+                      (_raw(data) * 255).round().reshape(len(data.train), -1).sum(1).long().tolist()))
     assert want == have
     assert abs(spec.mean[0] - arrays["x_train"].mean() / 255) < 1e-4  # mean and std of the training pixels
     assert abs(float(data.train.x.mean())) < 1e-4 and abs(float(data.train.x.std()) - 1) < 1e-2

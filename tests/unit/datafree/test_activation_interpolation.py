@@ -223,8 +223,8 @@ def test_dfad_with_both_terms_beats_chance_and_leaves_no_hooks(digits, digits_te
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     # conf/student_terms/ defaults; the loop runs the hook reader (activation) first.
     terms = [VirtualInterpolation(weight=0.1), ActivationRegularizer()]
-    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=25, recipe=StudentRecipe(steps=5, loss="l1"),
-                  student_batch_size=64, progress=False, terms=terms)
+    out = distill(student, Teacher(digits_teacher), synth, opt, iterations_per_epoch=25,
+                  recipe=StudentRecipe(steps=5, loss="l1"), student_batch_size=64, progress=False, terms=terms)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert out["term/activation"] > 0 and out["term/interpolation"] > 0

@@ -95,7 +95,8 @@ def test_seed_methods_learn_under_bf16_autocast(name, cpu_bf16, digits, digits_t
     assert torch.bfloat16 in dtypes  # the student's forwards ran in bf16
     assert all(math.isfinite(v) for v in out.values() if isinstance(v, float)), out
     synth_state = [t for t in _tensors(synth.state_dict()) if t.is_floating_point()]
-    assert synth_state and all(torch.isfinite(t).all() for t in synth_state)  # generator, VAE, pool: no NaN from a bf16 step
+    # generator, VAE, pool: no NaN from a bf16 step
+    assert synth_state and all(torch.isfinite(t).all() for t in synth_state)
     assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in student.parameters())
     if learns:
         acc = evaluate(student, digits.test, CPU)["accuracy"]

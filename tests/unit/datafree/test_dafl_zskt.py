@@ -149,7 +149,9 @@ def test_dafl_averages_an_ensembles_features_and_needs_a_head_for_its_activation
     with pytest.raises(ConfigError, match="synthesizer.a") as e:
         synth.synthesize(Teacher(headless), None)
     assert "\n" not in str(e.value)
-    assert "activation" not in DAFLSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=16, a=0).synthesize(Teacher(headless), None)
+    assert "activation" not in DAFLSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=16, a=0).synthesize(
+        Teacher(headless), None
+    )
 
 
 # ------------------------------------------------------------------------------- ZSKT
@@ -184,7 +186,8 @@ def _resume_matches(make_synth, digits_teacher, iterations: int, recipe: Student
         return student, make_synth(), torch.optim.Adam(student.parameters(), lr=2e-3)
 
     def run(student, synth, opt):
-        distill(student, teacher, synth, opt, iterations_per_epoch=iterations, recipe=recipe, student_batch_size=32, progress=False)
+        distill(student, teacher, synth, opt, iterations_per_epoch=iterations, recipe=recipe, student_batch_size=32,
+                progress=False)
 
     student, synth, opt = parts()
     run(student, synth, opt)
@@ -213,7 +216,9 @@ def test_dafl_state_round_trip_resumes_exactly(digits_teacher):
 
 
 def test_zskt_state_round_trip_resumes_exactly(digits_teacher):
-    make = lambda: ZSKTSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=32)
+    def make() -> ZSKTSynthesizer:
+        return ZSKTSynthesizer(SPEC, "cpu", SMALL_GEN, batch_size=32)
+
     assert "attention" in make().state_dict()
     _resume_matches(make, digits_teacher, iterations=2, recipe=StudentRecipe(steps=2))
 

@@ -136,8 +136,8 @@ def test_deepinversion_student_beats_chance_with_a_bounded_pool(digits, digits_t
     synth = DeepInversionSynthesizer(SPEC, "cpu", batch_size=64, synthesis_steps=25, pool_size=200)
     student = _student()
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, digits_teacher, synth, opt, iterations_per_epoch=5, recipe=StudentRecipe(steps=10, temperature=20.0),
-                  student_batch_size=64, progress=False)
+    out = distill(student, digits_teacher, synth, opt, iterations_per_epoch=5,
+                  recipe=StudentRecipe(steps=10, temperature=20.0), student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert len(synth.pool) == 200 and synth.pool.added == 5 * 64  # bounded, one batch a round
@@ -146,7 +146,8 @@ def test_deepinversion_student_beats_chance_with_a_bounded_pool(digits, digits_t
     x, y = synth.sample(32)
     assert x.shape == (32, *SPEC.shape)
     low, high = (0 - SPEC.mean[0]) / SPEC.std[0], (1 - SPEC.mean[0]) / SPEC.std[0]
-    assert y.shape == (32,) and synth.pool.all().min() >= low - 1e-5 and synth.pool.all().max() <= high + 1e-5  # clipped
+    # clipped
+    assert y.shape == (32,) and synth.pool.all().min() >= low - 1e-5 and synth.pool.all().max() <= high + 1e-5
 
 
 def test_fast_meta_student_beats_chance_with_a_bounded_pool(digits, digits_teacher):
@@ -156,8 +157,8 @@ def test_fast_meta_student_beats_chance_with_a_bounded_pool(digits, digits_teach
     )
     student = _student()
     opt = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    out = distill(student, digits_teacher, synth, opt, iterations_per_epoch=8, recipe=StudentRecipe(steps=10, temperature=20.0),
-                  student_batch_size=64, progress=False)
+    out = distill(student, digits_teacher, synth, opt, iterations_per_epoch=8,
+                  recipe=StudentRecipe(steps=10, temperature=20.0), student_batch_size=64, progress=False)
     acc = evaluate(student, digits.test, CPU)["accuracy"]
     assert acc > 0.5, acc  # chance: 0.1
     assert len(synth.pool) == 500 and synth.pool.added == 8 * 64
@@ -178,7 +179,8 @@ def test_deepinversion_follows_the_label_prior_and_adi_leaves_the_student_alone(
         predicted = digits_teacher(synth.pool.all()).argmax(1)
     assert (predicted < 3).float().mean() > 0.9  # the teacher sees the classes that were asked for
     _, y = synth.sample(64)
-    assert y is not None and (y < 3).all()  # the pool hands out the labels it was asked for (an ensemble weights by them)
+    # the pool hands out the labels it was asked for (an ensemble weights by them)
+    assert y is not None and (y < 3).all()
 
 
 def test_the_coarse_phase_moves_pixels_only_in_2x2_blocks_and_the_cosine_rate_ends_at_zero(digits_teacher):
@@ -234,7 +236,8 @@ def test_a_resumed_synthesizer_continues_exactly_like_an_uninterrupted_one(make,
     resumed.load_state_dict(state)
     if isinstance(original, FastMetaSynthesizer):
         assert original.bn_memory is not None
-        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(original.bn_memory, resumed.bn_memory))
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+                   for a, b in zip(original.bn_memory, resumed.bn_memory))
     results = []
     for synth in (original, resumed):
         torch.manual_seed(7)
@@ -287,6 +290,7 @@ def test_bad_settings_are_one_line_config_errors_naming_the_key(cls, kwargs, key
 
 
 def test_pools_must_be_filled_before_sampling():
-    for synth in (DeepInversionSynthesizer(SPEC, "cpu", batch_size=8), FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=8)):
+    for synth in (DeepInversionSynthesizer(SPEC, "cpu", batch_size=8),
+                  FastMetaSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=8)):
         with pytest.raises(RuntimeError, match="synthesize"):
             synth.sample(4)

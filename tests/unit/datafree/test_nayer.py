@@ -43,7 +43,8 @@ def test_reset_noise_redraws_only_the_noisy_layer_and_chunks_give_different_samp
         x = gen(y)
         assert x.shape == (30, *SPEC.shape)
         assert not torch.allclose(x[0], x[10])  # class 0 from two noisy layers: two samples
-        assert torch.equal(gen(torch.tensor([3, 3]))[0], gen(torch.tensor([3, 3]))[1])  # one chunk: one sample per class
+        # one chunk: one sample per class
+        assert torch.equal(gen(torch.tensor([3, 3]))[0], gen(torch.tensor([3, 3]))[1])
         gen.reset_noise()
         assert not torch.equal(gen.noise_weight, weight) and torch.count_nonzero(gen.noise_bias) == 0
         assert all(torch.equal(v, gen.state_dict()[k]) for k, v in body.items())  # the body and the embedding stay
@@ -68,7 +69,8 @@ def test_nayer_student_beats_chance_with_a_bounded_pool(digits, digits_teacher):
     x, y = synth.sample(20)
     assert x.shape == (20, *SPEC.shape) and y is not None
     assert torch.equal(synth.round_labels(), torch.arange(64) % 10)  # every chunk of ten holds each class once
-    assert torch.equal(torch.bincount(synth.pool.state_dict()["labels"][:500], minlength=10).sign(), torch.ones(10, dtype=torch.long))
+    assert torch.equal(torch.bincount(synth.pool.state_dict()["labels"][:500], minlength=10).sign(),
+                       torch.ones(10, dtype=torch.long))
 
 
 def test_nayer_asks_the_ensemble_teacher_with_the_label_priors_classes(digits_teacher):
@@ -98,7 +100,8 @@ def test_a_resumed_nayer_continues_exactly_like_an_uninterrupted_one(digits_teac
     student = _student()
 
     def make() -> NoisyLayerSynthesizer:  # a life of 2 rounds: the resumed round re-initialises the generator
-        return NoisyLayerSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, synthesis_steps=2, pool_size=40, generator_life=2)
+        return NoisyLayerSynthesizer(SPEC, "cpu", TINY_GEN, batch_size=16, synthesis_steps=2, pool_size=40,
+                                     generator_life=2)
 
     original = make()
     for _ in range(3):

@@ -45,7 +45,8 @@ def test_deepinversion_inverts_towards_the_soft_targets(digits_teacher):
     kl = []
     for steps in (1, 40):  # the KL of the noise batch, and after 40 steps towards the same draws
         seed_everything(0)
-        synth = DeepInversionSynthesizer(SPEC, "cpu", batch_size=32, synthesis_steps=steps, dirichlet_betas=[1.0, 0.1], pool_size=64)
+        synth = DeepInversionSynthesizer(SPEC, "cpu", batch_size=32, synthesis_steps=steps, dirichlet_betas=[1.0, 0.1],
+                                         pool_size=64)
         kl.append(synth.synthesize(teacher, build_model("lenet5_half", SPEC))["loss_oh"])
     assert 0 <= kl[1] < 0.7 * kl[0], kl  # the batch moved towards its targets
     hard = DeepInversionSynthesizer(SPEC, "cpu", batch_size=32, synthesis_steps=40, pool_size=64)

@@ -49,8 +49,8 @@ def test_terms_are_attached_once_called_every_step_and_reported():
     _, teacher, student, synth = _setup()
     term = CountingTerm(weight=0.5)
     opt = torch.optim.SGD(student.parameters(), lr=0.01)
-    out = distill(student, teacher, synth, opt, iterations_per_epoch=2, recipe=RECIPE, epochs=2, student_batch_size=8, progress=False,
-                  terms=[term])
+    out = distill(student, teacher, synth, opt, iterations_per_epoch=2, recipe=RECIPE, epochs=2, student_batch_size=8,
+                  progress=False, terms=[term])
     assert term.calls == {"attach": 1, "detach": 1, "call": 2 * 2 * 3, "step": 2 * 2 * 3}
     assert out["term/counting"] > 0
 
@@ -60,8 +60,8 @@ def test_a_term_changes_what_the_student_learns():
     for weight in (0.0, 10.0):
         _, teacher, student, synth = _setup()
         opt = torch.optim.SGD(student.parameters(), lr=0.05)
-        distill(student, teacher, synth, opt, iterations_per_epoch=3, recipe=RECIPE, student_batch_size=16, progress=False,
-                terms=[CountingTerm(weight)])
+        distill(student, teacher, synth, opt, iterations_per_epoch=3, recipe=RECIPE, student_batch_size=16,
+                progress=False, terms=[CountingTerm(weight)])
         x = torch.randn(64, 1, 28, 28)
         results.append(student.eval()(x).pow(2).mean().item())
     assert results[1] < results[0]  # the penalty on squared logits shrank them
@@ -76,7 +76,8 @@ def test_terms_are_detached_when_the_loop_fails():
 
     term = Failing()
     with pytest.raises(RuntimeError):
-        distill(student, teacher, synth, torch.optim.SGD(student.parameters(), lr=0.01), 1, recipe=RECIPE, progress=False, terms=[term])
+        distill(student, teacher, synth, torch.optim.SGD(student.parameters(), lr=0.01), 1, recipe=RECIPE,
+                progress=False, terms=[term])
     assert term.calls["detach"] == 1
 
 

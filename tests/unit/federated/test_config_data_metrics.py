@@ -8,15 +8,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from fedkd.strategies.fedavg import FedAvg
 from flwr.common.config import flatten_dict, fuse_dicts, get_project_config, parse_config_args
 from omegaconf import OmegaConf
 
 from fedkd.apps.server_app import check_models
 from fedkd.errors import ConfigError
 from fedkd.federated.config import config_from_run_config, plain
-from fedkd.federated.data import client_model_config, client_split, evaluation_split, load_data, partition_label_counts, partitions
+from fedkd.federated.data import (
+    client_model_config,
+    client_split,
+    evaluation_split,
+    load_data,
+    partition_label_counts,
+    partitions,
+)
 from fedkd.federated.metrics import RoundRecorder
+from fedkd.strategies.fedavg import FedAvg
 from fedkd.utils.run_logger import RunLogger, read_metrics
 
 REPO = Path(__file__).resolve().parents[3]

@@ -11,8 +11,8 @@ from fedkd.data import get_spec
 from fedkd.errors import ConfigError
 from fedkd.federated.records import group_key
 from fedkd.models import build_from_config, model_config, model_label
-from fedkd.models.custom import batchnorm_layers_of, linear_head
 from fedkd.models.checkpoint import model_from_checkpoint, model_meta
+from fedkd.models.custom import batchnorm_layers_of, linear_head
 from fedkd.utils.checkpoint import save_model
 
 SPEC = get_spec("cifar10")
@@ -24,7 +24,8 @@ class KwargsNet(nn.Module):
 
     def __init__(self, num_classes: int, in_channels: int, width: int = 4) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.BatchNorm2d(width), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.body = nn.Sequential(nn.Conv2d(in_channels, width, 3), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +37,8 @@ class SpecNet(nn.Module):
 
     def __init__(self, spec, hidden: int = 8) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(spec.channels * spec.image_size**2, hidden), nn.ReLU(), nn.Linear(hidden, spec.num_classes))
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(spec.channels * spec.image_size**2, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, spec.num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -113,7 +115,8 @@ def test_feature_requirements_are_found_by_inspection():
     assert linear_head(mine, "FedGen").in_features == 7  # FedGen's feature size
     assert len(batchnorm_layers_of(mine, "the BN-statistics loss")) == 1
     plain = build_from_config({"_target_": f"{HERE}.SpecNet"}, SPEC)
-    with pytest.raises(ConfigError, match="FedGen needs a model whose last layer is an nn.Linear attribute named 'head'"):
+    with pytest.raises(ConfigError, match="FedGen needs a model whose last layer is an nn.Linear attribute "
+                                          "named 'head'"):
         linear_head(plain, "FedGen")
     with pytest.raises(ConfigError, match="BN-statistics loss needs BatchNorm layers.*SpecNet"):
         batchnorm_layers_of(plain, "the BN-statistics loss")

@@ -13,7 +13,8 @@ CLASSIFIERS = list_models("classifier")
 
 
 def test_registry_has_the_documented_models():
-    assert {"lenet5", "lenet5_half", "small_cnn", "resnet8", "resnet18", "resnet34", "wrn16_2", "wrn40_2"} <= set(CLASSIFIERS)
+    assert {"lenet5", "lenet5_half", "small_cnn", "resnet8", "resnet18", "resnet34", "wrn16_2",
+            "wrn40_2"} <= set(CLASSIFIERS)
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

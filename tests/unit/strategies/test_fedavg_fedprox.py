@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 from fakes import FakeGrid, _arrays, _reply, task_identity  # noqa: F401  (task_identity: an autouse fixture)
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
 from fedkd.clients.train import proximal_term
+from fedkd.errors import ConfigError, FedkdError
+from fedkd.federated import records as R
 from fedkd.strategies.fedavg import FedAvg
 from fedkd.strategies.fedprox import FedProx
 from fedkd.strategies.sampling import sample_partitions
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-
-from fedkd.errors import ConfigError, FedkdError
-from fedkd.federated import records as R
 
 
 def _sampled(strategy: FedAvg, grid: FakeGrid, server_round: int) -> list[int]:
@@ -67,7 +67,8 @@ def _train_replies(num: int) -> list[Message]:
                 R.TRAIN_LOSS: float(pid), R.TRAIN_ACCURACY: 0.5, R.TRAIN_SECONDS: 1.0, R.CLIENT_SECONDS: 1.5,
             }
         )
-        instruction = Message(RecordDict({R.ARRAYS: arrays}), dst_node_id=int(rng.integers(1, 10**9)), message_type=MessageType.TRAIN)
+        instruction = Message(RecordDict({R.ARRAYS: arrays}), dst_node_id=int(rng.integers(1, 10**9)),
+                              message_type=MessageType.TRAIN)
         replies.append(_reply(instruction, RecordDict({R.ARRAYS: arrays, R.METRICS: metrics})))
     return replies
 

@@ -11,8 +11,8 @@ import torch
 from fedkd.data import get_spec
 from fedkd.errors import CheckpointError
 from fedkd.models import build_model
-from fedkd.training import evaluate, train_epoch
 from fedkd.models.checkpoint import model_from_checkpoint, model_meta
+from fedkd.training import evaluate, train_epoch
 from fedkd.utils.checkpoint import load_model, save_model
 from fedkd.utils.run_logger import read_metrics
 from fedkd.utils.seeding import seed_everything
@@ -46,7 +46,8 @@ def test_regularizer_is_added_to_the_loss(digits):
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: only the reported loss changes
     base = train_epoch(model, digits.train, opt, 128, CPU, gen, max_steps=2)["loss"]
     gen = seed_everything(0)
-    shifted = train_epoch(model, digits.train, opt, 128, CPU, gen, regularizer=lambda m, x, y, logits: torch.tensor(1.5), max_steps=2)
+    shifted = train_epoch(model, digits.train, opt, 128, CPU, gen,
+                          regularizer=lambda m, x, y, logits: torch.tensor(1.5), max_steps=2)
     assert shifted["loss"] == pytest.approx(base + 1.5, abs=1e-5)
 
 
@@ -130,14 +131,15 @@ def test_fedkd_train_writes_run_folder(cli, tmp_path):
         (["epochs=0"], "epochs"),
         (["batch_size=-4"], "batch_size"),
         (["model.name=vgg99"], "vgg99"),
-        (["device=cuda"] if not torch.cuda.is_available() else ["dataset.root=/nonexistent"], "device=" if not torch.cuda.is_available() else "does not exist"),
+        (["device=cuda"] if not torch.cuda.is_available() else ["dataset.root=/nonexistent"],
+         "device=" if not torch.cuda.is_available() else "does not exist"),
         (["dataset=mnist", "dataset.root=/nonexistent/fedkd"], "does not exist"),
     ],
 )
 def test_bad_config_is_one_line_error(cli, tmp_path, overrides, needle):
     result = cli("fedkd-train", *overrides, f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
-    lines = [l for l in result.stderr.strip().splitlines() if l.startswith("fedkd: error:")]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("fedkd: error:")]
     assert len(lines) == 1 and needle in lines[0], result.stderr[-1500:]
     assert "Traceback" not in result.stderr
 
