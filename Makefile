@@ -26,10 +26,13 @@ demo: install
 # Two pytest-xdist workers, a test file per worker at a time (a file's tests share module fixtures).
 XDIST  := -n 2 --dist loadfile
 
+# ruff first (seconds): a lint finding fails the suite as a test would.
 test: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not slow" $(XDIST) --durations=15
 
 test-all: install
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q $(XDIST) --durations=15
 
 clean:
