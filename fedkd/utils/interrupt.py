@@ -93,9 +93,19 @@ def last_step(path: Path, key: str) -> int | None:
         return None
 
 
+def _quote(word: str) -> str:
+    """``word`` for a POSIX shell: bare, in double quotes when it holds single quotes only (a Hydra
+    list of strings reads better so), else as :func:`shlex.quote` writes it."""
+    if shlex.quote(word) == word:
+        return word
+    if "'" in word and not any(c in word for c in '"$`\\!'):
+        return f'"{word}"'
+    return shlex.quote(word)
+
+
 def _command(run: RunInfo, *extra: str) -> str:
     kept = [o for o in run.overrides if o.split("=", 1)[0].lstrip("+~") not in ("resume", "hydra.run.dir")]
-    return " ".join([run.command, *(shlex.quote(o) for o in [*kept, *extra])])
+    return " ".join([run.command, *(_quote(o) for o in [*kept, *extra])])
 
 
 def _compare_message(run: RunInfo) -> str:

@@ -35,14 +35,14 @@ def test_the_message_names_the_checkpointed_round_and_the_command_that_resumes(t
 
 
 def test_the_message_of_a_comparison_names_its_unfinished_run(tmp_path, monkeypatch):
-    _describe(monkeypatch, "compare", tmp_path, ["strategies=[fedavg,fedftg]"])
+    _describe(monkeypatch, "compare", tmp_path, ["strategies=[fedavg,fedftg]", "overrides=['rounds=3']"])
     (tmp_path / "runs/fedavg/seed0").mkdir(parents=True)
     (tmp_path / "runs/fedavg/seed0/summary.json").write_text("{}")
     (tmp_path / "runs/fedftg/seed0").mkdir(parents=True)
     torch.save({"round": 2}, tmp_path / "runs/fedftg/seed0/server_state.pt")
     assert interrupt.message() == (
         f"fedkd: interrupted in runs/fedftg/seed0 after round 2; continue with fedkd-compare "
-        f"'strategies=[fedavg,fedftg]' hydra.run.dir={tmp_path} "
+        f"'strategies=[fedavg,fedftg]' \"overrides=['rounds=3']\" hydra.run.dir={tmp_path} "
         "(finished runs are kept, that run resumes after round 2)")
 
 
