@@ -202,8 +202,9 @@ class EnsembleTeacher(Teacher):
 
     @contextlib.contextmanager
     def per_member_calls(self) -> Iterator[None]:
-        """Use the per-member loop inside this context: hooks on member modules (BN statistics)
-        only fire when the members themselves are called, which the vectorised path does not do."""
+        """Use the per-member loop inside this context, every member on the whole batch: hooks on
+        member modules (BN statistics) only fire when the members themselves are called, which the
+        vectorised path does not do, and expect every sample (which the label-sparse path skips)."""
         self._loop_only += 1
         try:
             yield
