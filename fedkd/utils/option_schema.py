@@ -138,12 +138,23 @@ def _add(schema: OptionSchema, fn: Any, node: Mapping[str, Any], strict: bool = 
         _add(schema, parent, node)
 
 
+class UnknownChoice(ConfigError):
+    """A dispatcher's choice (``model.name``) that its lookup does not know."""
+
+    def __init__(self, choice: str, value: str, reason: str) -> None:
+        super().__init__(reason)
+        self.choice, self.value, self.reason = choice, value, reason
+
+
 def _add_choice(schema: OptionSchema, forward: Forward, node: Mapping[str, Any]) -> None:
     value = node.get(forward.choice) if forward.choice in node else None
     if not isinstance(value, str) or forward.lookup is None:
         schema.open = True  # no choice to read the options of (a missing value is reported where it is used)
         return
-    chosen = forward.lookup(value)  # an unknown choice: the lookup's one-line error
+    try:
+        chosen = forward.lookup(value)
+    except ConfigError as exc:  # the caller knows the node's path and names the key
+        raise UnknownChoice(forward.choice, value, str(exc)) from None
     schema.label = f"{schema.label} {forward.choice}={value}"
     _add(schema, chosen, node)
 
@@ -255,7 +266,10 @@ def check_option_node(node: DictConfig, path: str, default_target: str | None = 
         return
     else:
         target = default_target
-    schema = option_schema(str(target), node)
+    try:
+        schema = option_schema(str(target), node)
+    except UnknownChoice as exc:
+        raise ConfigError(f"{path}.{exc.choice} '{exc.value}' is unknown: {exc.reason}") from None
     if schema is not None:
         check_keys(node, path, schema)
 
