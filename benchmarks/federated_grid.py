@@ -81,6 +81,8 @@ ROWS: dict[str, list[str]] = {
     # The teacher keeps every client's latest model for 10 rounds (holdout: 78.20 % against
     # 66.43 % with the round's ten clients, FedAvg 62.90 %); with full participation it changes nothing
     "fedftg_memory": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10"],
+    # the same with at most 3 remembered clients per class in the teacher (the server's cost bounded)
+    "fedftg_memory_k3": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10", "strategy.teacher_members_per_class=3"],
     # FedDF (Lin et al., NeurIPS 2020): the average distilled from the mean of the clients' logits on the
     # proxy; the paper's teacher (the round's clients), and with fedftg_memory's 10-round client memory
     "feddf": [*FEDDF, "strategy.teacher_memory_rounds=1"],
