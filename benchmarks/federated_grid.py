@@ -66,6 +66,8 @@ ONE_SHOT = ["experiment=one_shot", "local_epochs=10", "rounds=1"]
 FEDFTG_BUDGET = ["strategy=fedftg", "strategy.iterations_per_round=5", "strategy.synthesizer.batch_size=64",
                  "strategy.student_batch_size=64", "strategy.diagnostics_every=2", "strategy.diagnostics_samples=1000"]
 FEDFTG = [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=1"]  # the paper's teacher: the round's clients only
+# DFRD at the same server budget; its teacher figures every 10 rounds (they only report, and cost CPU)
+DFRD_BUDGET = ["strategy=dfrd", *FEDFTG_BUDGET[1:], "strategy.diagnostics_every=10"]
 # FedDF distils on real images: 2,000 of the 12,000 training images form the server's unlabeled proxy,
 # which no client holds (so its clients share 10,000), at FedFTG's server budget: 10 student steps of 64.
 FEDDF = ["strategy=feddf", "proxy_size=2000", "strategy.iterations_per_round=10", "strategy.student_batch_size=64",
@@ -87,6 +89,14 @@ ROWS: dict[str, list[str]] = {
     # proxy; the paper's teacher (the round's clients), and with fedftg_memory's 10-round client memory
     "feddf": [*FEDDF, "strategy.teacher_memory_rounds=1"],
     "feddf_memory": [*FEDDF, "strategy.teacher_memory_rounds=10"],
+    # FedDF with fedftg_memory's teacher: each class's logit from the remembered clients weighted by their
+    # shares of it (label counts only; the proxy's labels stay unread), the real-data reference matched to it
+    "feddf_memory_lc": [*FEDDF, "strategy.teacher_memory_rounds=10", "strategy.class_weighting=label_counts",
+                        "strategy.diagnostics_every=10"],
+    # DFRD (Luo et al., NeurIPS 2023) at FedFTG's server budget: the paper's teacher (the round's clients),
+    # and with fedftg_memory's 10-round memory; options as conf/synthesizer/dfrd.yaml, not tuned on the grid
+    "dfrd": [*DFRD_BUDGET, "strategy.teacher_memory_rounds=1"],
+    "dfrd_memory": [*DFRD_BUDGET, "strategy.teacher_memory_rounds=10"],
     # MIFA (Gu et al., NeurIPS 2021): the mean of every client's latest update, absent clients' stale ones
     # included, with fedftg_memory's 10-round window (the paper keeps them for good: memory_rounds=null)
     "mifa": ["strategy=mifa", "strategy.memory_rounds=10"],

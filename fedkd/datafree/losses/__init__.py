@@ -19,6 +19,7 @@ from fedkd.datafree.losses.divergences import (
     kl_per_sample,
     l1_discrepancy,
     soft_target_kl,
+    transferability_kl,
 )
 from fedkd.datafree.losses.replay import gaussian_kl, teacher_agreement, vae_reconstruction
 from fedkd.datafree.losses.student_terms import (
@@ -49,6 +50,6 @@ __all__ = [
     "attention_map", "attention_transfer", "bn_statistics_loss", "convex_mix", "cross_entropy",
     "decision_boundary_loss", "diversity_loss", "exp_increment_penalty", "gaussian_kl", "hard_sample_cross_entropy",
     "info_nce", "information_entropy", "js_divergence", "kl_divergence", "kl_per_sample", "l1_discrepancy",
-    "l2_prior", "mode_seeking_ratio", "soft_target_kl", "teacher_agreement", "total_variation",
+    "l2_prior", "mode_seeking_ratio", "soft_target_kl", "teacher_agreement", "total_variation", "transferability_kl",
     "vae_reconstruction", "weighted_member_cross_entropy",
 ]

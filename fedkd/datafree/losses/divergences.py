@@ -43,6 +43,20 @@ def adversarial_kl(
     return -kl.mean()
 
 
+def transferability_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """DFRD's transferability term for the generator: minus the teacher-student KL on the samples the
+    student classifies as the label they were generated for (``-mean(1[argmax s = y] * KL(t || s))``).
+
+    Minimising it moves samples the global model still gets right towards its decision boundary,
+    where the ensemble disagrees with it most; samples it already gets wrong are left alone, so the
+    generator does not push them further off the label it was asked for.
+    """
+    kl = kl_per_sample(student_logits, teacher_logits, temperature)
+    return -(kl * (student_logits.argmax(1) == labels).float()).mean()
+
+
 def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Jensen-Shannon divergence of ``softmax(p/T)`` and ``softmax(q/T)``, averaged over the batch.
 

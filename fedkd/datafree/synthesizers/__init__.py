@@ -7,6 +7,7 @@ from fedkd.datafree.synthesizers.conditional import ConditionalSynthesizer
 from fedkd.datafree.synthesizers.dafl import DAFLSynthesizer
 from fedkd.datafree.synthesizers.deepinversion import DeepInversionSynthesizer
 from fedkd.datafree.synthesizers.dfad import DFADSynthesizer
+from fedkd.datafree.synthesizers.dfrd import DFRDSynthesizer
 from fedkd.datafree.synthesizers.fast_meta import FastMetaSynthesizer
 from fedkd.datafree.synthesizers.nayer import NoisyLayerSynthesizer
 from fedkd.datafree.synthesizers.pool import PoolSynthesizer
@@ -17,6 +18,7 @@ from fedkd.datafree.synthesizers.zskt import ZSKTSynthesizer
 
 __all__ = [
     "CMISynthesizer", "ConditionalSynthesizer", "DAFLSynthesizer", "DeepInversionSynthesizer", "DFADSynthesizer",
-    "EnsembleBoosting", "FastMetaSynthesizer", "NoisyLayerSynthesizer", "PoolSynthesizer", "PseudoReplaySynthesizer",
-    "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator", "ZSKTSynthesizer",
+    "DFRDSynthesizer", "EnsembleBoosting", "FastMetaSynthesizer", "NoisyLayerSynthesizer", "PoolSynthesizer",
+    "PseudoReplaySynthesizer", "RDSKDSynthesizer", "RealDataSource", "Synthesizer", "build_generator",
+    "ZSKTSynthesizer",
 ]

@@ -98,6 +98,11 @@ class Synthesizer(ABC):
         """``n`` inputs for a student step on the synthesizer's device, and their intended labels
         (``None`` when the method has none). Never tracks gradients."""
 
+    def end_epoch(self) -> None:  # noqa: B027 -- a hook with nothing to do for most methods
+        """Called by the distiller after each of its epochs (a federated server runs one per round):
+        work a method does once per round, such as DFRD's moving average of its generator. Nothing
+        by default."""
+
     def keeps_learning(self) -> bool:
         """Whether every :meth:`synthesize` call can still change what :meth:`sample` returns.
 

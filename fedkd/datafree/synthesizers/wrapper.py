@@ -124,6 +124,9 @@ class SynthesizerWrapper(Synthesizer):
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.base.sample(n)
 
+    def end_epoch(self) -> None:
+        self.base.end_epoch()
+
     def preview(self, n: int = 64) -> torch.Tensor:
         return self.base.preview(n)
 
