@@ -10,7 +10,9 @@ Fashion-MNIST from Debian's package folder (a 12,000-image training subset, the 
   Their ``proxy_size=2000`` keeps 2,000 training images from every client for the server, so their
   clients share 10,000 images where every other row's share all 12,000: FedDF pays for its proxy
   with client data (the other rows' partitions stay as they were, and their results valid);
-- one-shot (DENSE-style) as its own row set: one round, 10 local epochs, on the 10-client settings.
+- one-shot (DENSE-style) as its own row set: one round, 10 local epochs, on the 10-client settings;
+- the horizon (``--mode horizon``): Dirichlet 0.1 and shards with 50 clients at 20 %, 100 rounds, the
+  memory rows and their baselines; final, mean of the last 10 rounds, rounds to 70 %.
 
 Each setting x row x seed is one run folder of ``fedkd-compare``'s machinery
 (``<out>/<setting>/runs/<row>/seed<k>``), run in its own process; a finished run is never re-run
@@ -85,6 +87,9 @@ ROWS: dict[str, list[str]] = {
     "fedftg_memory": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10"],
     # the same with at most 3 remembered clients per class in the teacher (the server's cost bounded)
     "fedftg_memory_k3": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10", "strategy.teacher_members_per_class=3"],
+    # ... and each member's BN statistics from the samples of its own labels (the BN term label-sparse too)
+    "fedftg_memory_k3_bnsparse": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10",
+                                  "strategy.teacher_members_per_class=3", "strategy.synthesizer.bn_label_sparse=true"],
     # FedDF (Lin et al., NeurIPS 2020): the average distilled from the mean of the clients' logits on the
     # proxy; the paper's teacher (the round's clients), and with fedftg_memory's 10-round client memory
     "feddf": [*FEDDF, "strategy.teacher_memory_rounds=1"],
@@ -147,7 +152,14 @@ TUNE_ROWS: dict[str, list[str]] = {
     # for 5 or 10 rounds (about 67 % or 89 % of the clients at 20 % a round)
     "ftg_half_mem5": [*TUNE_BUDGET, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=5"],
     "ftg_half_mem10": [*TUNE_BUDGET, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=10"],
+    # the server's cost bounded: 3 clients per class, BN statistics label-sparse (against ftg_half_mem10)
+    "ftg_half_mem10_k3_bnsparse": [*TUNE_BUDGET, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=10",
+                                   "strategy.teacher_members_per_class=3", "strategy.synthesizer.bn_label_sparse=true"],
 }
+# The horizon: the two partial-participation settings where the rows part most, run to 100 rounds, with
+# the memory rows and their baselines; reported: final, mean of the last 10 rounds, rounds to 70 %.
+HORIZON_SETTINGS = {f"h100_{name}": [*SETTINGS[name], "rounds=100"] for name in ("dir0.1_c50", "shards2_c50")}
+HORIZON_ROWS = {name: ROWS[name] for name in ("fedavg", "mifa", "fedftg_memory", "feddf_memory_lc", "dfrd_memory")}
 # Per-round keys the per-run JSON keeps the mean of (when the run logged them).
 MEANS = ("aggregate_seconds", "train_phase_seconds", "client_train_seconds_critical", "round_seconds", "eval_seconds",
          "server_seconds", "server_seconds_average", "server_seconds_ensemble", "server_seconds_diagnostics",
@@ -169,6 +181,8 @@ def cells(mode: str) -> dict[str, tuple[list[str], dict[str, list[str]]]]:
         return {name: (o, TUNE_ROWS) for name, o in TUNE_SETTING.items()}
     if mode == "tune_one_shot":
         return {name: (o, ONE_SHOT_ROWS) for name, o in TUNE_ONE_SHOT_SETTING.items()}
+    if mode == "horizon":
+        return {name: (o, HORIZON_ROWS) for name, o in HORIZON_SETTINGS.items()}
     return {name: (o, ROWS) for name, o in SETTINGS.items()}
 
 
@@ -214,7 +228,7 @@ def collect(run_dir: Path, setting: str, row: str, seed: int, overrides: list[st
 
 def run_grid(args: argparse.Namespace) -> None:
     for setting, (overrides, rows) in cells(args.mode).items():
-        if args.settings and setting.removeprefix("one_shot_") not in args.settings:
+        if args.settings and setting.removeprefix("one_shot_").removeprefix("h100_") not in args.settings:
             continue
         for row, row_overrides in rows.items():
             if args.rows and row not in args.rows:
@@ -250,8 +264,9 @@ def main() -> None:
     parser.add_argument("--settings", type=lambda s: s.split(","), default=None, help="comma-separated; default all")
     parser.add_argument("--rows", type=lambda s: s.split(","), default=None, help="comma-separated; default all")
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    parser.add_argument("--mode", choices=("grid", "one_shot", "tune", "tune_one_shot"), default="grid",
-                        help="the round grid, its one-shot row set, or the tuning runs of either (holdout)")
+    parser.add_argument("--mode", choices=("grid", "one_shot", "tune", "tune_one_shot", "horizon"), default="grid",
+                        help="the round grid, its one-shot row set, the tuning runs of either (holdout), "
+                             "or the 100-round horizon")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--recollect", action="store_true",
                         help="rewrite the per-run JSON of finished runs from their run folders (runs nothing new)")
@@ -261,16 +276,21 @@ def main() -> None:
     parser.add_argument("--one", nargs=3, metavar=("SETTING", "ROW", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     name = {"grid": "federated_grid", "one_shot": "federated_grid_one_shot", "tune": "federated_grid_tuning",
-            "tune_one_shot": "federated_grid_tuning_one_shot"}[args.mode]
+            "tune_one_shot": "federated_grid_tuning_one_shot", "horizon": "federated_horizon"}[args.mode]
     args.results = args.results or RESULTS / name
     args.out = args.out or REPO / "outputs" / "benchmarks" / name
     if args.one:
         setting, row, seed = args.one
-        overrides, rows = {**cells("grid"), **cells("one_shot"), **cells("tune"), **cells("tune_one_shot")}[setting]
+        modes = ("grid", "one_shot", "tune", "tune_one_shot", "horizon")
+        every = {k: v for mode in modes for k, v in cells(mode).items()}
+        overrides, rows = every[setting]
         run_one(args.out, setting, row, int(seed), overrides, rows[row])
         return
     if not args.report_only:
         run_grid(args)
+    if args.mode == "horizon":  # rounds to 70 % and the mean of the last 10 of the 100 rounds
+        print(render(args.results, RESULTS / name, 0.70, tuple(HORIZON_SETTINGS), last=10))
+        return
     print(render(args.results, RESULTS / name, args.target, SKEWED))
 
 

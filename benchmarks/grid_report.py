@@ -40,12 +40,12 @@ def rounds_to(curve: list[float], target: float) -> int | None:
     return next((i + 1 for i, a in enumerate(curve) if a >= target), None)
 
 
-def cell(runs: list[dict], baseline: list[dict] | None, target: float) -> dict:
+def cell(runs: list[dict], baseline: list[dict] | None, target: float, last: int = LAST) -> dict:
     """One row x setting: final accuracy, paired difference to the baseline, timings, teacher figures."""
     finals = [r["final_accuracy"] for r in runs]
     # Skewed settings make the global model swing from round to round: the mean of the last rounds
     # shows the level a run settled at, next to the final round's figure.
-    lasts = [statistics.fmean(r["curve"][-LAST:]) for r in runs]
+    lasts = [statistics.fmean(r["curve"][-last:]) for r in runs]
     by_seed = {r["seed"]: r["final_accuracy"] for r in baseline or []}
     diffs = [r["final_accuracy"] - by_seed[r["seed"]] for r in runs if r["seed"] in by_seed]
     reached = [rounds_to(r["curve"], target) for r in runs]
@@ -76,13 +76,13 @@ def cell(runs: list[dict], baseline: list[dict] | None, target: float) -> dict:
     }
 
 
-def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, dict]:
+def table(grid: dict[str, dict[str, list[dict]]], target: float, last: int = LAST) -> tuple[str, dict]:
     lines, cells = [], {}
     for setting in sorted(grid):
         rows = grid[setting]
         baseline = rows.get("fedavg")
         lines += [f"### {setting}", "",
-                  (f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | mean of the last {LAST} rounds % "
+                  (f"| row | seeds | final accuracy % | Δ to FedAvg (paired) | mean of the last {last} rounds % "
                    f"| rounds to {target:.0%} "
                    "| server s/round (aggregate + eval; without diagnostics) | client training phase s/round "
                    "| teacher mean / logit-weighted / label-weighted (true label) % | intended-label agreement % "
@@ -90,7 +90,7 @@ def table(grid: dict[str, dict[str, list[dict]]], target: float) -> tuple[str, d
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         order = sorted(rows, key=lambda r: (STRATEGY_ORDER.index(r) if r in STRATEGY_ORDER else len(STRATEGY_ORDER), r))
         for row in order:
-            c = cells.setdefault(setting, {})[row] = cell(rows[row], baseline, target)
+            c = cells.setdefault(setting, {})[row] = cell(rows[row], baseline, target, last)
             reach = ("-" if not c["seeds_reaching"]
                      else f"{c['rounds_to_target']:.1f} ({c['seeds_reaching']}/{len(c['seeds'])})")
             teacher = "-" if math.isnan(c["teacher_mean"]) else " / ".join(
@@ -143,6 +143,27 @@ def skewed_line(cells: dict, skewed: tuple[str, ...]) -> str:
         "; ".join(parts) if parts else "no paired cells yet")
 
 
+NON_DISTILLATION = ("fedavg", "fedprox", "mifa", "fedavg_memory")  # rows that average models and nothing more
+
+
+def best_baseline_line(cells: dict, settings: tuple[str, ...]) -> str:
+    """Each distilling row against the best non-distillation row of each setting (MIFA included), on the
+    mean final accuracies: the mean difference over the settings it ran on, and its worst one."""
+    parts = []
+    rows = sorted({row for s in settings for row in cells.get(s, {})} - set(NON_DISTILLATION))
+    for row in rows:
+        diffs = []
+        for s in settings:
+            base = [cells[s][b]["final"][0] for b in NON_DISTILLATION if b in cells.get(s, {})]
+            if row in cells.get(s, {}) and base:
+                diffs.append(cells[s][row]["final"][0] - max(base))
+        if diffs:
+            parts.append(f"{row} {100 * statistics.fmean(diffs):+.2f} (over {len(diffs)} of {len(settings)}; "
+                         f"worst {100 * min(diffs):+.2f})")
+    return (f"Against the best of {', '.join(NON_DISTILLATION)} in each of those settings (means), points: "
+            + ("; ".join(parts) if parts else "no cells yet"))
+
+
 def plot(grid: dict[str, dict[str, list[dict]]], results: Path) -> None:
     """One PNG per setting: accuracy per round, mean over seeds with a min-max band."""
     import numpy as np
@@ -169,14 +190,16 @@ def plot(grid: dict[str, dict[str, list[dict]]], results: Path) -> None:
             plt.close(fig)
 
 
-def render(results: Path, prefix: Path, target: float, skewed: tuple[str, ...]) -> str:
-    """Write ``<prefix>.md``, ``<prefix>.json`` and each setting's PNG; return the text."""
+def render(results: Path, prefix: Path, target: float, skewed: tuple[str, ...], last: int = LAST) -> str:
+    """Write ``<prefix>.md``, ``<prefix>.json`` and each setting's PNG; return the text (``last``: the
+    rounds the "mean of the last rounds" column averages)."""
     grid = load(results)
     if not grid:
         return f"no finished runs under {results}"
-    text, cells = table(grid, target)
+    text, cells = table(grid, target, last)
     text = (f"## Summary: final accuracy %, mean ± std over seeds; Δ: paired difference to FedAvg\n\n"
-            f"{summary_table(cells)}\n\n{skewed_line(cells, skewed)}\n\n## Per setting\n\n{text}")
+            f"{summary_table(cells)}\n\n{skewed_line(cells, skewed)}\n\n{best_baseline_line(cells, skewed)}\n\n"
+            f"## Per setting\n\n{text}")
     prefix.with_suffix(".md").write_text(text)
     prefix.with_suffix(".json").write_text(json.dumps(cells, indent=1) + "\n")
     plot(grid, results)

@@ -8,7 +8,9 @@ channels, 28x28, 10 classes; the federated grid's server settings) three ways:
 - ``grad``: forward and backward with respect to the inputs (the generator's step trains through it);
 - ``no_grad``: forward only (the student's steps label their batch with it);
 - ``bn_hooks``: ``grad`` inside DeepInversion's BN-statistics hooks (FedFTG's default generator loss,
-  ``bn: 1.0``): every member must see the whole batch there, so it always runs dense.
+  ``bn: 1.0``): for the dense teacher every member on the whole batch (``bn_label_sparse: false``, the
+  default); for the label-sparse ones each member's statistics from the samples of its labels only
+  (``strategy.synthesizer.bn_label_sparse=true``).
 
 for the dense teacher, the label-sparse one (each member only on the samples whose label it holds),
 and the label-sparse one over the clients :func:`~fedkd.strategies.server_teacher.select_members`
@@ -109,7 +111,7 @@ def step(teacher: EnsembleTeacher, x: torch.Tensor, y: torch.Tensor, mode: str) 
 
     def bn_hooks() -> None:
         inputs = x.clone().requires_grad_(True)
-        with BNStatHooks(teacher) as hooks:
+        with BNStatHooks(teacher, label_sparse=teacher.sparse) as hooks:
             loss = torch.nn.functional.cross_entropy(teacher(inputs, y), y) + hooks.loss()
         torch.autograd.grad(loss, inputs)
 
@@ -138,9 +140,7 @@ def measure(name: str, counts: np.ndarray, repeats: int) -> list[dict]:
         forwards = float((weights > 0).sum(0).float().mean()) if sparse else float(teacher.num_members)
         rows.append({"label_sets": name, "remembered": len(counts), "cap": cap, "sparse": sparse,
                      "members": teacher.num_members, "forwards_per_sample": forwards})
-        # The hooks run dense: with no cap the sparse teacher's bn_hooks call is the dense one.
-        modes = ("grad", "no_grad") if sparse and cap is None else ("grad", "no_grad", "bn_hooks")
-        calls.append({mode: step(teacher, x, y, mode) for mode in modes})
+        calls.append({mode: step(teacher, x, y, mode) for mode in ("grad", "no_grad", "bn_hooks")})
     times: list[dict[str, list[float]]] = [{mode: [] for mode in c} for c in calls]
     for r in range(repeats + 1):  # the first round warms up
         for row, variant, spent in zip(rows, calls, times):
@@ -189,18 +189,22 @@ def server_round(name: str, counts: np.ndarray, repeats: int) -> list[dict]:
     recipe = synthesizer.recipe  # the student's steps and loss from the synthesizer's ``student`` node
     synthesizer.set_label_prior(counts.sum(0))
     states = [R.to_arrays(build_model("small_cnn", SPEC, channels=16)) for _ in range(len(counts))]
-    variants = [(None, False), (None, True), *((k, True) for k in CAPS)]
+    # (cap, label-sparse teacher, label-sparse BN statistics)
+    variants = [(None, False, False), (None, True, False), (None, True, True),
+                *((k, True, bn) for k in (2, 3) for bn in (False, True))]
     runs: list[list[dict[str, float]]] = [[] for _ in variants]
     for _ in range(repeats):  # the variants take turns, as in :func:`measure`
-        for (cap, sparse), spent in zip(variants, runs):
+        for (cap, sparse, bn_sparse), spent in zip(variants, runs):
+            synthesizer.bn_label_sparse = bn_sparse
             spent.append(one_round(counts, states, synthesizer, recipe, cap, sparse))
     rows = []
-    for (cap, sparse), spent in zip(variants, runs):
-        row = {"label_sets": name, "remembered": len(counts), "cap": cap, "sparse": sparse,
+    for (cap, sparse, bn_sparse), spent in zip(variants, runs):
+        row = {"label_sets": name, "remembered": len(counts), "cap": cap, "sparse": sparse, "bn_sparse": bn_sparse,
                **{k: statistics.median(r[k] for r in spent) for k in spent[0]}}
         rows.append(row)
         variant = "dense" if not sparse else ("sparse" if cap is None else f"sparse, k={cap}")
-        print(f"{name:>12} {len(counts):>6} {variant:>14} {int(row['members']):>7} {row['load_s']:8.3f} "
+        variant += ", BN sparse" if bn_sparse else ""
+        print(f"{name:>12} {len(counts):>6} {variant:>24} {int(row['members']):>7} {row['load_s']:8.3f} "
               f"{row['distill_s']:8.3f} {row['round_s']:8.3f}", flush=True)
     return rows
 
@@ -279,7 +283,7 @@ def main() -> None:
         rows += measure("2-3 classes", few_class_counts(1000, 2), args.repeats)
         summary.update({"repeats": args.repeats, "rows": rows})
     if "round" in tables:
-        print(f"\n{'label sets':>12} {'clients':>6} {'teacher':>14} {'members':>7} {'load s':>8} {'distil s':>8} "
+        print(f"\n{'label sets':>12} {'clients':>6} {'teacher':>24} {'members':>7} {'load s':>8} {'distil s':>8} "
               f"{'round s':>8}")
         rounds = server_round("2-3 classes", few_class_counts(50, 0), args.round_repeats)
         rounds += server_round("dir0.1", dirichlet_counts(50, 0), args.round_repeats)

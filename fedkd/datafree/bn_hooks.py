@@ -34,22 +34,32 @@ class BNStatHooks:
         features: also keep each sample's spatially pooled BN inputs (for :meth:`features`).
         first_layer_weight: weight of each member's first BN layer in :meth:`loss` (DeepInversion's
             authors weight it 10 in their ImageNet code: it constrains the pixel statistics most directly).
+        label_sparse: let a label-weighted ensemble run each member only on the samples of the labels
+            it holds (:class:`~fedkd.datafree.EnsembleTeacher`'s label-sparse path): each member's
+            statistics are then those of the samples it was trained on the labels of, matched against
+            its running statistics (which come from its own, label-skewed data), and the loss is the
+            mean over the members that ran. ``False``: every member sees the whole batch.
 
     Set :attr:`stat_rows` to ``n`` to compute the statistics on the first ``n`` samples of the
     batch only (CMI passes two augmented views in one call and matches the statistics of the first).
     """
 
-    def __init__(self, teacher: nn.Module, features: bool = False, first_layer_weight: float = 1.0) -> None:
+    def __init__(
+        self, teacher: nn.Module, features: bool = False, first_layer_weight: float = 1.0, label_sparse: bool = False
+    ) -> None:
         self.teacher = teacher
+        self.label_sparse = bool(label_sparse)
         layers = teacher.bn_layers() if hasattr(teacher, "bn_layers") else batchnorm_layers(teacher)
         # Only layers that track running statistics have something to match.
         self.layers = [layer for layer in layers if layer.running_mean is not None]
-        firsts = set()
-        for member in getattr(teacher, "members", [teacher]):
+        firsts, owner = set(), {}
+        for m, member in enumerate(getattr(teacher, "members", [teacher])):
             tracked = [layer for layer in batchnorm_layers(member) if layer.running_mean is not None]
             if tracked:
                 firsts.add(id(tracked[0]))
+            owner.update({id(layer): m for layer in tracked})
         self.layer_weights = [first_layer_weight if id(layer) in firsts else 1.0 for layer in self.layers]
+        self.layer_members = [owner.get(id(layer), 0) for layer in self.layers]  # which member a layer is in
         self.num_members = getattr(teacher, "num_members", 1)
         self.keep_features = features
         self.stat_rows: int | None = None
@@ -70,7 +80,9 @@ class BNStatHooks:
     def __enter__(self) -> BNStatHooks:
         # An ensemble's vectorised path never calls member modules; hooks need the per-member path.
         if hasattr(self.teacher, "per_member_calls"):
-            self._calls.enter_context(self.teacher.per_member_calls())
+            self._calls.enter_context(self.teacher.per_member_calls(whole_batch=not self.label_sparse))
+        if self.label_sparse:  # each call starts afresh: a member it skips leaves no earlier call's statistics
+            self._handles.append(self.teacher.register_forward_pre_hook(lambda *_: self._stats.clear()))
         for i, layer in enumerate(self.layers):
             self._handles.append(layer.register_forward_hook(self._make_hook(i)))
         return self
@@ -98,7 +110,8 @@ class BNStatHooks:
         return hook
 
     def loss(self) -> torch.Tensor:
-        """BN-statistics loss of the last forward pass: summed over layers, averaged over members."""
+        """BN-statistics loss of the last forward pass: summed over layers, averaged over the members
+        that ran (all of them unless ``label_sparse``)."""
         if not self._stats:
             return torch.zeros(())
         idx = sorted(self._stats)
@@ -107,7 +120,8 @@ class BNStatHooks:
         running_means = [self.layers[i].running_mean for i in idx]
         running_vars = [self.layers[i].running_var for i in idx]
         weights = [self.layer_weights[i] for i in idx]
-        return bn_statistics_loss(means, variances, running_means, running_vars, weights) / self.num_members
+        members = len({self.layer_members[i] for i in idx}) if self.label_sparse else self.num_members
+        return bn_statistics_loss(means, variances, running_means, running_vars, weights) / members
 
     def features(self) -> torch.Tensor:
         """Per-sample pooled inputs of all BN layers of the last forward pass, (N, feature_dim)."""

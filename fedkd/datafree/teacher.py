@@ -55,8 +55,9 @@ class Teacher(nn.Module):
         """BatchNorm layers of every member, for DeepInversion's statistics loss."""
         return [layer for m in self.members for layer in batchnorm_layers(m)]
 
-    def per_member_calls(self) -> contextlib.AbstractContextManager:
-        """Context in which every member module is really called (so forward hooks on them fire)."""
+    def per_member_calls(self, whole_batch: bool = True) -> contextlib.AbstractContextManager:
+        """Context in which every member module is really called (so forward hooks on them fire); a
+        single model always sees the whole batch."""
         return contextlib.nullcontext()
 
 
@@ -133,8 +134,8 @@ class EnsembleTeacher(Teacher):
     many member forwards as clients hold its label, not the whole ensemble (with Dirichlet-0.1
     clients about half of them; with a per-class cap, at most the cap). The dense path runs instead
     wherever the rows cannot be split: no labels, ``"logit"``/``"confidence"`` weighting, no class
-    weights (the plain mean), inside :meth:`per_member_calls` (hooks expect every member to see the
-    whole batch: BN statistics, feature matching) and on the batched path. ``False`` always runs
+    weights (the plain mean), inside :meth:`per_member_calls` unless it says otherwise (hooks that
+    expect every member to see the whole batch: BN statistics, feature matching) and on the batched path. ``False`` always runs
     dense. :meth:`member_logits` is always dense.
     """
 
@@ -176,7 +177,8 @@ class EnsembleTeacher(Teacher):
             self.batched = bool(batched)
         self.register_buffer("member_weights", None)  # a buffer: it follows the teacher's .to(device)
         self.member_weight_updates = 0  # set_member_weights calls so far (a boosting schedule decays with them)
-        self._loop_only = 0
+        self._loop_only = 0  # per_member_calls contexts open
+        self._whole_batch = 0  # of them, those that need every member on every sample
         self._stacked: tuple[dict, dict, torch.device] | None = None
         self._template: nn.Module | None = None
 
@@ -201,15 +203,18 @@ class EnsembleTeacher(Teacher):
         self._stacked = None
 
     @contextlib.contextmanager
-    def per_member_calls(self) -> Iterator[None]:
-        """Use the per-member loop inside this context, every member on the whole batch: hooks on
-        member modules (BN statistics) only fire when the members themselves are called, which the
-        vectorised path does not do, and expect every sample (which the label-sparse path skips)."""
+    def per_member_calls(self, whole_batch: bool = True) -> Iterator[None]:
+        """Use the per-member loop inside this context: hooks on member modules (BN statistics) only
+        fire when the members themselves are called, which the vectorised path does not do. With
+        ``whole_batch`` every member sees every sample (the label-sparse path is off); without, the
+        label-sparse path stays on and a member's hooks see only the rows of the labels it holds."""
         self._loop_only += 1
+        self._whole_batch += int(whole_batch)
         try:
             yield
         finally:
             self._loop_only -= 1
+            self._whole_batch -= int(whole_batch)
 
     def _batched_path(self, x: torch.Tensor) -> bool:
         return self.batched and not self._loop_only and (x.is_cuda or not self._cuda_only)
@@ -223,7 +228,7 @@ class EnsembleTeacher(Teacher):
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """The ensemble's logits (label-sparse where that is exact, see the class doc)."""
         if (self.sparse and labels is not None and self.weighting == "label" and self.class_weights is not None
-                and not self._loop_only and not self._batched_path(x)):
+                and not self._whole_batch and not self._batched_path(x)):
             weights = self._weight_matrix(self.member_weights, torch.float32, self.class_weights.shape[1])
             return label_sparse_logits(list(self.ensemble), x, labels, weights)
         return self.combine(self.member_logits(x), labels)

@@ -47,6 +47,10 @@ class ConditionalSynthesizer(Synthesizer):
         batch_size, generator_steps, lr, betas: generator optimisation per :meth:`synthesize`.
         ce, adv, div, bn: loss weights; ``adv_all_samples`` drops the agreement mask.
         hard_sample_power: weight each sample's cross-entropy by ``(1 - p_y)`` to this power (>= 0).
+        bn_label_sparse: with a label-weighted ensemble, each member's BN statistics come from the
+            samples of the labels it holds only (:class:`~fedkd.datafree.BNStatHooks`'s
+            ``label_sparse``): the BN term then costs as many member passes per sample as the
+            ensemble's cross-entropy, instead of every member on every sample.
     """
 
     @checked("synthesizer")
@@ -66,6 +70,7 @@ class ConditionalSynthesizer(Synthesizer):
         bn: NonNegativeFloat = 0.0,
         adv_all_samples: bool = False,
         hard_sample_power: NonNegativeFloat = 0.0,
+        bn_label_sparse: bool = False,
         *,
         student: StudentNode = None,
     ) -> None:
@@ -79,6 +84,7 @@ class ConditionalSynthesizer(Synthesizer):
         self.weights = {"ce": ce, "adv": adv, "div": div, "bn": bn}
         self.adv_all_samples = adv_all_samples
         self.hard_sample_power = float(hard_sample_power)
+        self.bn_label_sparse = bool(bn_label_sparse)
         self._params = [p for p in self.generator.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self._params, lr=lr, betas=check_betas(betas))
         self.set_label_prior(label_prior)  # None: uniform random labels
@@ -91,7 +97,7 @@ class ConditionalSynthesizer(Synthesizer):
         student_was_training = student.training
         student.eval()  # do not move the student's BN statistics with the generator's batches
         terms: dict[str, torch.Tensor] = {}
-        hooks = BNStatHooks(teacher) if w["bn"] > 0 else contextlib.nullcontext()
+        hooks = BNStatHooks(teacher, label_sparse=self.bn_label_sparse) if w["bn"] > 0 else contextlib.nullcontext()
         with hooks:
             for _ in range(self.generator_steps):
                 z = self.generator.noise(self.batch_size, self.device)

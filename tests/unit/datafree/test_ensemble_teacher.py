@@ -181,3 +181,48 @@ def test_label_sparse_teacher_runs_each_member_only_on_the_labels_it_holds():
         assert seen == [len(x)] * len(models)
     for handle in handles:
         handle.remove()
+
+
+def _subset_stats(member, x):
+    """Each tracked BN layer's input mean and variance when ``member`` runs on ``x`` alone."""
+    seen = []
+    layers = [layer for layer in batchnorm_layers(member) if layer.running_mean is not None]
+    handles = [layer.register_forward_hook(lambda mod, inp, out: seen.append(inp[0])) for layer in layers]
+    with torch.no_grad():
+        member(x)
+    for h in handles:
+        h.remove()
+    return [(t.mean([0, *range(2, t.dim())]), t.var([0, *range(2, t.dim())], unbiased=False)) for t in seen]
+
+
+def test_label_sparse_bn_statistics_come_from_each_members_own_labels_and_never_go_stale():
+    models = [random_bn_lenet(s) for s in range(3)]
+    counts = np.zeros((3, 10))
+    counts[0, [0, 1]], counts[1, [1, 2]], counts[2, [3]] = 10, 10, 10  # nobody else holds class 3
+    teacher = EnsembleTeacher(models, class_weights_from_counts(counts), weighting="label", batched=False)
+    torch.manual_seed(0)
+    x = torch.randn(24, *SPEC.shape)
+    labels = torch.tensor([0, 1, 2, 3] * 6)
+    dense_logits = EnsembleTeacher(models, class_weights_from_counts(counts), weighting="label", sparse=False)(x, labels)
+    with BNStatHooks(teacher, label_sparse=True) as hooks:
+        logits = teacher(x, labels)
+        torch.testing.assert_close(logits, dense_logits, rtol=1e-5, atol=1e-6)  # still the same teacher
+        per_layer = iter(hooks._stats[i] for i in sorted(hooks._stats))
+        for m, held in enumerate(([0, 1], [1, 2], [3])):
+            rows = torch.isin(labels, torch.tensor(held))
+            for mean, var in _subset_stats(models[m], x[rows]):
+                got_mean, got_var = next(per_layer)
+                torch.testing.assert_close(got_mean, mean)
+                torch.testing.assert_close(got_var, var)
+        three = hooks.loss()
+        # a batch of class 3 only: member 2 alone runs, and the others' statistics of the last call are gone
+        teacher(x[:4], torch.full((4,), 3))
+        assert {hooks.layer_members[i] for i in hooks._stats} == {2}
+        alone = hooks.loss()
+    with BNStatHooks(models[2]) as single:
+        models[2](x[:4])
+        torch.testing.assert_close(alone, single.loss())  # the mean over the members that ran: one
+    with BNStatHooks(teacher) as dense:  # the default: every member on the whole batch, as before
+        teacher(x, labels)
+        assert {dense.layer_members[i] for i in dense._stats} == {0, 1, 2}
+        assert not torch.isclose(dense.loss(), three)
