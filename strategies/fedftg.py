@@ -44,6 +44,7 @@ from fedkd.datafree.teacher import WEIGHTINGS
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError, check_choice
 from fedkd.federated import records as R
+from fedkd.federated.data import PROXY_REMEDY
 from fedkd.report.samples import by_class
 from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
@@ -57,7 +58,6 @@ from fedkd.utils.timing import Laps
 log = logging.getLogger("fedkd.sim")
 
 STUDENT_INITS = ("average", "previous", "scratch")
-PROXY_REMEDY = "set proxy_size=<n>: that many training images no client holds, given to the server without labels"
 
 
 class FedFTG(FedAvg):

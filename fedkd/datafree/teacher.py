@@ -135,8 +135,8 @@ class EnsembleTeacher(Teacher):
     clients about half of them; with a per-class cap, at most the cap). The dense path runs instead
     wherever the rows cannot be split: no labels, ``"logit"``/``"confidence"`` weighting, no class
     weights (the plain mean), inside :meth:`per_member_calls` unless it says otherwise (hooks that
-    expect every member to see the whole batch: BN statistics, feature matching) and on the batched path. ``False`` always runs
-    dense. :meth:`member_logits` is always dense.
+    expect every member to see the whole batch: BN statistics, feature matching) and on the batched
+    path. ``False`` always runs dense. :meth:`member_logits` is always dense.
     """
 
     def __init__(

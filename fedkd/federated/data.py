@@ -83,6 +83,9 @@ def _client_pool(cfg: DictConfig) -> int:
     return len(load_data(cfg).train) - holdout_size(cfg)
 
 
+PROXY_REMEDY = "set proxy_size=<n>: that many training images no client holds, given to the server without labels"
+
+
 def proxy_size(cfg: DictConfig) -> int:
     """Training images kept from every client as the server's unlabeled proxy (``proxy_size``; 0: none)."""
     size, pool = cfg.get("proxy_size", 0), _client_pool(cfg)

@@ -10,17 +10,25 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from fedkd.data.sanity import check_training_data
-from fedkd.federated.data import client_model_configs, load_data
+from fedkd.datafree.synthesizers.real import needs_real_images
+from fedkd.errors import ConfigError
+from fedkd.federated.data import PROXY_REMEDY, client_model_configs, load_data, proxy_size
 from fedkd.federated.records import group_key
 from fedkd.models import model_label
 from fedkd.models.sanity import build_checked
+from fedkd.utils.option_schema import located
 
 
 def check_run_inputs(cfg: DictConfig) -> None:
     """Raise a one-line error when the data cannot teach (one class, NaN or constant images:
     :func:`fedkd.data.sanity.check_training_data`) or a client architecture does not fit it (output
     width other than the class count, images too small for it: :func:`fedkd.models.sanity.build_checked`).
-    Builds each architecture once."""
+    Builds each architecture once. A server that distils on real images (FedDF) without a proxy
+    split is refused here too, before Ray starts, not when the server binds its strategy."""
+    synthesizer = cfg.get("strategy", {}).get("synthesizer")
+    target = located(str(synthesizer.get("_target_", ""))) if synthesizer is not None else None
+    if target is not None and needs_real_images(target) and proxy_size(cfg) == 0:
+        raise ConfigError(f"strategy.synthesizer distils on real images and there are none; {PROXY_REMEDY}")
     data = load_data(cfg)
     check_training_data(data)
     what = "model" if cfg.get("client_models") is None else "client model"

@@ -168,9 +168,13 @@ def _one_line(make) -> str:
 
 
 def test_feddf_without_a_proxy_ends_in_one_line(tmp_path):
+    from fedkd.federated.sanity import check_run_inputs
+
     cfg = compose_sim_config([*SMALL_SIM, "strategy=feddf"])  # proxy_size=0
-    error = _one_line(lambda: _bound(cfg, tmp_path))
-    assert "strategy.synthesizer distils on real images" in error and "set proxy_size=<n>" in error
+    for make in (lambda: check_run_inputs(cfg), lambda: _bound(cfg, tmp_path)):  # before Ray starts, and the server
+        error = _one_line(make)
+        assert "strategy.synthesizer distils on real images" in error and "set proxy_size=<n>" in error
+    check_run_inputs(compose_sim_config([*SMALL_SIM, "strategy=feddf", f"proxy_size={PROXY}"]))  # with one: fine
 
 
 @pytest.mark.parametrize("size", [1438, 5000])

@@ -203,7 +203,8 @@ def test_label_sparse_bn_statistics_come_from_each_members_own_labels_and_never_
     torch.manual_seed(0)
     x = torch.randn(24, *SPEC.shape)
     labels = torch.tensor([0, 1, 2, 3] * 6)
-    dense_logits = EnsembleTeacher(models, class_weights_from_counts(counts), weighting="label", sparse=False)(x, labels)
+    dense = EnsembleTeacher(models, class_weights_from_counts(counts), weighting="label", sparse=False)
+    dense_logits = dense(x, labels)
     with BNStatHooks(teacher, label_sparse=True) as hooks:
         logits = teacher(x, labels)
         torch.testing.assert_close(logits, dense_logits, rtol=1e-5, atol=1e-6)  # still the same teacher
