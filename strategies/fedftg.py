@@ -42,7 +42,7 @@ from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.datafree.synthesizers.real import real_images_for
 from fedkd.datafree.teacher import WEIGHTINGS
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
-from fedkd.errors import ConfigError, check_choice
+from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.data import PROXY_REMEDY
 from fedkd.report.samples import by_class
@@ -52,6 +52,7 @@ from fedkd.strategies.server_checks import probe_split, synthetic_agreement
 from fedkd.strategies.server_teacher import CLASS_WEIGHTINGS, ensemble_teacher, load_model
 from fedkd.training import evaluate
 from fedkd.training.optimizers import optimizer_factory
+from fedkd.utils.option_schema import checked
 from fedkd.utils.option_types import Forward, NonNegativeInt, PositiveInt, UnitFloat
 from fedkd.utils.timing import Laps
 
@@ -121,6 +122,7 @@ class FedFTG(FedAvg):
     #: Clients may train different architectures: weights are averaged within groups only.
     averages_weights = False
 
+    @checked("strategy")  # types and ranges from this signature, before anything is built
     def __init__(
         self,
         *,
@@ -145,13 +147,6 @@ class FedFTG(FedAvg):
         **fedavg: Annotated[Any, Forward()],
     ) -> None:
         super().__init__(**fedavg)
-        check_choice("strategy.class_weighting", class_weighting, CLASS_WEIGHTINGS)
-        check_choice("strategy.student_init", student_init, STUDENT_INITS)
-        if iterations_per_round < 1 or student_batch_size < 1:
-            raise ConfigError(
-                f"strategy.iterations_per_round and strategy.student_batch_size must be >= 1 "
-                f"(got {iterations_per_round}, {student_batch_size}); raise them"
-            )
         self.make_synthesizer = synthesizer
         self.make_optimizer = optimizer_factory(optimizer, "strategy.optimizer")
         self.iterations_per_round = iterations_per_round
@@ -163,24 +158,11 @@ class FedFTG(FedAvg):
         self.image_every = image_every
         self.freeze_bn_stats = freeze_bn_stats
         self.warmup_rounds = warmup_rounds
-        if not 0.0 <= global_teacher_weight <= 1.0 or diagnostics_every < 0 or diagnostics_samples < 0:
-            raise ConfigError(
-                f"strategy.global_teacher_weight must lie in [0, 1] and strategy.diagnostics_every/diagnostics_samples "
-                f"be >= 0 (got {global_teacher_weight}, {diagnostics_every}, {diagnostics_samples}); fix them"
-            )
         self.global_teacher_weight = global_teacher_weight
         self.diagnostics_every = diagnostics_every
         self.diagnostics_samples = diagnostics_samples
-        if safeguard is not None and not 0.0 <= safeguard <= 1.0:
-            raise ConfigError(
-                f"strategy.safeguard must be null or lie in [0, 1] (got {safeguard}); e.g. strategy.safeguard=0.9"
-            )
         self.safeguard = safeguard
         self.memory = ClientMemory(teacher_memory_rounds)
-        if teacher_members_per_class is not None and teacher_members_per_class < 1:
-            raise ConfigError(
-                f"strategy.teacher_members_per_class must be null or >= 1 (got {teacher_members_per_class}); e.g. 3"
-            )
         self.teacher_members_per_class = teacher_members_per_class
         self.student_terms = check_student_terms(student_terms, "strategy.student_terms")
         self.synthesizer: Synthesizer | None = None

@@ -38,11 +38,12 @@ from torch import nn
 
 from fedkd.datafree import class_weights_from_counts, uniform_class_weights
 from fedkd.datafree.losses import diversity_loss, weighted_member_cross_entropy
-from fedkd.errors import ConfigError, check_choice
+from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.models import build_from_config, count_parameters
 from fedkd.models.custom import linear_head
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
+from fedkd.utils.option_schema import checked
 from fedkd.utils.option_types import Forward, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 
 log = logging.getLogger("fedkd.sim")
@@ -68,6 +69,7 @@ class FedGen(FedAvg):
         regularizer_batch_size: generated features per client step (0: the real batch size).
     """
 
+    @checked("strategy")  # types and ranges from this signature, before anything is built
     def __init__(
         self,
         *,
@@ -84,18 +86,6 @@ class FedGen(FedAvg):
         **fedavg: Annotated[Any, Forward()],
     ) -> None:
         super().__init__(**fedavg)
-        check_choice("strategy.class_weighting", class_weighting, CLASS_WEIGHTINGS)
-        if generator_steps < 1 or generator_batch_size < 2 or generator_lr <= 0:
-            raise ConfigError(
-                "strategy.generator_steps >= 1, generator_batch_size >= 2 and generator_lr > 0 are required "
-                f"(got {generator_steps}, {generator_batch_size}, {generator_lr}); raise them"
-            )
-        if min(diversity, regularizer_weight, kl_weight, regularizer_batch_size) < 0 or not 0 < regularizer_decay <= 1:
-            raise ConfigError(
-                "strategy.diversity, regularizer_weight, kl_weight and regularizer_batch_size must be >= 0 and "
-                f"0 < regularizer_decay <= 1 (got {diversity}, {regularizer_weight}, {kl_weight}, "
-                f"{regularizer_batch_size}, {regularizer_decay}); fix conf/strategy/fedgen.yaml"
-            )
         self.generator_config = dict(generator)
         self.generator_lr = float(generator_lr)
         self.generator_steps = int(generator_steps)

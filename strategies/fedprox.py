@@ -12,18 +12,17 @@ from typing import Annotated, Any
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.strategies.fedavg import FedAvg
+from fedkd.utils.option_schema import checked
 from fedkd.utils.option_types import Forward, NonNegativeFloat
 
 
 class FedProx(FedAvg):
     """FedAvg plus the proximal term; ``proximal_mu`` >= 0 (0 is FedAvg)."""
 
+    @checked("strategy")
     def __init__(self, *, proximal_mu: NonNegativeFloat = 0.01, **kwargs: Annotated[Any, Forward()]) -> None:
-        if proximal_mu < 0:
-            raise ConfigError(f"strategy.proximal_mu must be >= 0 (got {proximal_mu}); use e.g. 0.01")
         super().__init__(**kwargs)
         self.proximal_mu = float(proximal_mu)
 

@@ -38,6 +38,19 @@ def run_cli(cmd: str, *overrides: str, cwd: Path = REPO, timeout: int = 300) -> 
     )
 
 
+def run_entry_point(cmd: str, args: list[str], monkeypatch) -> int:
+    """Run ``fedkd-train``/``-distill``/``-sim`` in-process, as its console script does; the exit code."""
+    from fedkd.cli import distill, sim, train
+
+    monkeypatch.setattr(sys, "argv", [cmd, *args])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    try:
+        {"fedkd-train": train.main, "fedkd-distill": distill.main, "fedkd-sim": sim.main}[cmd]()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -46,13 +46,6 @@ def check_options(aggregation: str, trim_fraction: float, num_malicious: int, cl
         )
 
 
-def short_reason(reason: str) -> str:
-    """The last line of a client's error reply (Ray wraps the client's exception in its traceback)."""
-    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
-    last = lines[-1] if lines else str(reason)
-    return last.split("Message: ", 1)[-1].rstrip("'>")[:300]
-
-
 def _is_float(array: Array) -> bool:
     return np.issubdtype(np.dtype(array.dtype), np.floating)
 

@@ -247,7 +247,7 @@ def test_teacher_memory_holds_clients_from_earlier_rounds_and_the_student_still_
 
 @pytest.mark.parametrize("bad, match", [("strategy.global_teacher_weight=1.5", "global_teacher_weight"),
                                         ("strategy.safeguard=2", "safeguard"),
-                                        ("strategy.ensemble_weighting=votes", "ensemble weighting"),
+                                        ("strategy.ensemble_weighting=votes", "ensemble_weighting"),
                                         ("strategy.diagnostics_every=-1", "diagnostics_every"),
                                         ("strategy.teacher_memory_rounds=0", "teacher_memory_rounds"),
                                         # RDSKD's paper schedule freezes its generator: stale for a changing teacher

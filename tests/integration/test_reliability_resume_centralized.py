@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import sigkill_when
+from conftest import run_entry_point, sigkill_when
 
 from fedkd.utils.checkpoint import load_checkpoint
 from fedkd.utils.run_logger import read_metrics
@@ -105,18 +105,9 @@ def test_run_killed_with_sigkill_and_resumed_ends_like_an_uninterrupted_one(cmd,
     assert not list(out.glob(f".{STATE_FILE}.*")), "no temporary file left behind"
 
 
-def _main(cmd: str, argv: list[str], monkeypatch, capfd) -> tuple[int | None, str]:
+def _main(cmd: str, argv: list[str], monkeypatch, capfd) -> tuple[int, str]:
     """Run the entry point in-process exactly as its console script does; exit code and stderr."""
-    from fedkd.cli import distill, train
-
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    monkeypatch.setattr(sys, "argv", [cmd, *argv])
-    code: int | None = 0
-    try:
-        {"fedkd-train": train.main, "fedkd-distill": distill.main}[cmd]()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    return code, capfd.readouterr().err
+    return run_entry_point(cmd, argv, monkeypatch), capfd.readouterr().err
 
 
 def _one_error_line(stderr: str) -> str:

@@ -22,6 +22,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 sys.path.insert(0, str(TESTS))  # the shared helpers; also what PYTHONPATH gives the Ray workers
+from conftest import run_entry_point  # noqa: E402
 from unit.data.own_data import digits_arrays, write_image_folder  # noqa: E402
 
 HERE = "integration.test_reliability_sanity"
@@ -102,19 +103,6 @@ def inputs(tmp_path_factory) -> Path:
     return root
 
 
-def _main(cmd: str, args: list[str], monkeypatch) -> int:
-    """Run an entry point in-process, as its console script does; the exit code."""
-    from fedkd.cli import distill, sim, train
-
-    monkeypatch.setattr(sys, "argv", [cmd, *args])
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    try:
-        {"fedkd-train": train.main, "fedkd-distill": distill.main, "fedkd-sim": sim.main}[cmd]()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
-
-
 def test_rows_are_in_the_reliability_table():
     doc = (REPO / "docs" / "reliability.md").read_text()
     assert not [name for name in ROWS if f"| {name} |" not in doc]
@@ -124,7 +112,8 @@ def test_rows_are_in_the_reliability_table():
 def test_meaningless_data_or_model_gives_one_line_and_no_run_folder(name, inputs, tmp_path, capfd, monkeypatch):
     cmd, overrides, needles = ROWS[name]
     run = tmp_path / "run"
-    code = _main(cmd, [o.replace("{in}", str(inputs)) for o in overrides] + [f"hydra.run.dir={run}"], monkeypatch)
+    args = [o.replace("{in}", str(inputs)) for o in overrides] + [f"hydra.run.dir={run}"]
+    code = run_entry_point(cmd, args, monkeypatch)
     stdout, stderr = capfd.readouterr()
     lines = [line for line in stderr.splitlines() if line.startswith("fedkd: error: ")]
     assert code == 2 and len(lines) == 1, stderr[-2000:]
@@ -164,7 +153,7 @@ def test_distill_says_the_time_left_and_warns_at_chance(tmp_path, monkeypatch, c
     digits = get_spec("digits")
     save_model(tmp_path / "teacher.pt", build_model("lenet5", digits), **model_meta({"name": "lenet5"}, digits))
     run = tmp_path / "run"
-    code = _main("fedkd-distill", [
+    code = run_entry_point("fedkd-distill", [
         f"teacher.checkpoint={tmp_path / 'teacher.pt'}", "synthesizer=dfad", "epochs=3", "iterations_per_epoch=1",
         "student_batch_size=32", "synthesizer.batch_size=32", "synthesizer.generator.ngf=4", "preview_images=0",
         "tensorboard=false", "device=cpu", f"hydra.run.dir={run}",

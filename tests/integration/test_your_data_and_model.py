@@ -18,6 +18,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 sys.path.insert(0, str(TESTS))  # the shared helpers; also what PYTHONPATH gives the Ray workers
+from conftest import run_entry_point  # noqa: E402
 from unit.data.own_data import digits_arrays, write_image_folder  # noqa: E402
 
 MODEL = "integration.test_your_data_and_model.TinyNet"  # importable with tests/ on PYTHONPATH
@@ -44,19 +45,6 @@ def _doc_block(marker: str) -> str:
     doc = (REPO / "docs" / "your_data_and_model.md").read_text()
     after = doc[doc.index(marker):]
     return after.split("```", 2)[1]
-
-
-def _main(cmd: str, args: list[str], monkeypatch) -> int:
-    """Run an entry point in-process, as its console script does; the exit code."""
-    from fedkd.cli import distill, sim, train
-
-    monkeypatch.setattr(sys, "argv", [cmd, *args])
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
-    try:
-        {"fedkd-train": train.main, "fedkd-distill": distill.main, "fedkd-sim": sim.main}[cmd]()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    return 0
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +79,7 @@ def test_worked_example_sim_train_distill(folder, tmp_path, monkeypatch):
     # fedkd-train: a teacher of the same class, then fedkd-distill into a narrower student.
     common = ["dataset=image_folder", f"dataset.root={folder}"]
     train = [*common, "model=custom", f"model._target_={MODEL}", "epochs=1", f"hydra.run.dir={tmp_path / 'train'}"]
-    assert _main("fedkd-train", train, monkeypatch) == 0
+    assert run_entry_point("fedkd-train", train, monkeypatch) == 0
     teacher = tmp_path / "train" / "model.pt"
     args = [
         *common, f"teacher.checkpoint={teacher}", "model@student=custom", f"student._target_={MODEL}",
@@ -99,7 +87,7 @@ def test_worked_example_sim_train_distill(folder, tmp_path, monkeypatch):
         "epochs=1", "iterations_per_epoch=2", "student_batch_size=32", "preview_images=8", "synthesizer=dfad",
         f"hydra.run.dir={tmp_path / 'distill'}",
     ]
-    assert _main("fedkd-distill", args, monkeypatch) == 0
+    assert run_entry_point("fedkd-distill", args, monkeypatch) == 0
     student, _ = model_from_checkpoint(tmp_path / "distill" / "student.pt", _spec(folder))
     assert isinstance(student, TinyNet) and student.head.in_features == 16  # width 4, 2x2 pooled
     assert list((tmp_path / "distill").rglob("*.png")), "the synthetic-sample preview PNG"
@@ -193,7 +181,7 @@ def test_bad_own_data_or_model_gives_one_line_error(name, inputs, tmp_path, capf
     cmd, overrides, needles = ROWS[name]
     before = _snapshot(inputs)
     args = [o.replace("{in}", str(inputs)) for o in overrides] + [f"hydra.run.dir={tmp_path / 'out'}"]
-    code = _main(cmd, args, monkeypatch)
+    code = run_entry_point(cmd, args, monkeypatch)
     stdout, stderr = capfd.readouterr()
     lines = [line for line in stderr.splitlines() if line.startswith("fedkd: error: ")]
     assert code == 2 and len(lines) == 1, stderr[-2000:]
