@@ -167,6 +167,7 @@ class SimConfig(RunConfig):
     evaluate_on: str = setting("test", "test, or holdout: the last holdout_size training images, no client's")
     holdout_size: int = ranged(5000, low=1, doc="images of the holdout (evaluate_on=holdout)")
     proxy_size: int = ranged(0, low=0, doc="training images no client holds: the server's proxy (strategy=feddf)")
+    proxy_path: str | None = setting(None, "your own unlabeled proxy instead: an image folder or a .npy/.npz file")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from fedkd.data import DataBundle, Split, label_counts
 from fedkd.data.evaluation import evaluation_split as data_evaluation_split
 from fedkd.data.evaluation import holdout_count
 from fedkd.data.specs import DatasetSpec
+from fedkd.data.unlabeled import load_unlabeled
 from fedkd.errors import ConfigError
 from fedkd.models import build_from_config, model_config
 
@@ -83,7 +84,8 @@ def _client_pool(cfg: DictConfig) -> int:
     return len(load_data(cfg).train) - holdout_size(cfg)
 
 
-PROXY_REMEDY = "set proxy_size=<n>: that many training images no client holds, given to the server without labels"
+PROXY_REMEDY = ("set proxy_size=<n> (that many training images no client holds, given to the server without labels) "
+                "or proxy_path=<a folder or .npy/.npz file of your own unlabeled images>")
 
 
 def proxy_size(cfg: DictConfig) -> int:
@@ -105,7 +107,12 @@ def proxy_indices(cfg: DictConfig) -> np.ndarray:
 
 def proxy_images(cfg: DictConfig) -> torch.Tensor | None:
     """The server's unlabeled proxy: the images at :func:`proxy_indices` and nothing else -- their labels
-    stay behind here, so nothing downstream can read them. ``None`` with ``proxy_size=0``."""
+    stay behind here, so nothing downstream can read them -- or the user's own unlabeled images at
+    ``proxy_path`` (:func:`fedkd.data.unlabeled.load_unlabeled`). ``None`` when neither is set."""
+    if cfg.get("proxy_path"):
+        if proxy_size(cfg):
+            raise ConfigError("proxy_size and proxy_path both give the server a proxy; set one (the other 0 or null)")
+        return load_unlabeled(cfg.proxy_path, load_data(cfg).spec)
     index = proxy_indices(cfg)
     return load_data(cfg).train.x[torch.from_numpy(index)].clone() if len(index) else None
 

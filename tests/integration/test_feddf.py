@@ -4,6 +4,8 @@ unlabeled real proxy images (``proxy_size``) that no client holds and whose labe
 from __future__ import annotations
 
 import logging
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,6 +156,27 @@ def test_feddf_runs_end_to_end_through_fedkd_sim(tmp_path):
     rows = read_metrics(tmp_path)
     assert all(np.isfinite(r["student_loss"]) and r["server_seconds_distillation"] > 0 for r in rows)
     assert rows[-1]["test_accuracy"] > 3 * CHANCE
+
+
+def test_feddf_distils_on_a_users_own_unlabeled_images(replies, tmp_path):
+    """proxy_path: the server's proxy is the user's array file; the clients keep every training image."""
+    from fedkd.data.unlabeled import load_unlabeled
+    from fedkd.federated.sanity import check_run_inputs
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "data"))
+    from own_data import digits_arrays
+
+    np.save(tmp_path / "proxy.npy", digits_arrays(n_train=400)["x_train"])  # 8x8 digits, resized to the run's side
+    own = [o for o in FEDDF if not o.startswith("proxy_size")] + [f"proxy_path={tmp_path / 'proxy.npy'}"]
+    cfg = compose_sim_config(own)
+    check_run_inputs(cfg)  # what fedkd-sim checks before Ray starts
+    assert D.proxy_size(cfg) == 0 and len(np.concatenate(D.partitions(cfg))) == len(D.load_data(cfg).train)
+    strategy, run = _bound(cfg, tmp_path / "run")
+    assert torch.equal(strategy.synthesizer.images, load_unlabeled(tmp_path / "proxy.npy", run.spec))
+    arrays, _ = strategy.aggregate(1, replies)
+    assert _accuracy(run, arrays) > 3 * CHANCE
+    both = compose_sim_config([*FEDDF, f"proxy_path={tmp_path / 'proxy.npy'}"])
+    assert "set one" in _one_line(lambda: check_run_inputs(both))
 
 
 # ----------------------------------------------------------------------------- bad options, one line each
