@@ -106,8 +106,8 @@ class FedFTG(FedAvg):
             keeps 21-23 models and costs a round 0.33-0.57 of the uncapped teacher's seconds (k=2:
             about 0.3), the same with 1,000 clients; on briefly trained Dirichlet-0.1 clients the
             label-weighted teacher hardly moves at k=3 (KL 0.003-0.006 to the uncapped one, 99.9 %
-            same argmax; k=2: 0.009-0.019, 99.3-99.7 %). ``None`` stays the default, the setting of
-            the grid's figures, until the grid compares 3 with it.
+            same argmax; k=2: 0.009-0.019, 99.3-99.7 %). The YAML's default is 3, chosen on the tuning
+            holdout; on the grid it kept the accuracy (docs/federated.md#the-servers-cost).
         diagnostics_every: compute the teacher and student figures
             (:mod:`fedkd.datafree.teacher_metrics`) in round 1 and every this many rounds (0: never);
             they only report, on a fixed subsample of the evaluation split.
