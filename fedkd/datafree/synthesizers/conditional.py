@@ -105,11 +105,7 @@ class ConditionalSynthesizer(Synthesizer):
                 with autocast(self.device):
                     x = self.generator(z, y)
                     t_logits = teacher(x, y)
-                    terms = {"ce": hard_sample_cross_entropy(t_logits, y, self.hard_sample_power)}
-                    if w["adv"] > 0:
-                        terms["adv"] = adversarial_kl(student(x), t_logits, only_agreeing=not self.adv_all_samples)
-                    if w["div"] > 0:
-                        terms["div"] = diversity_loss(z, x)
+                    terms = self.generator_terms(z, y, x, t_logits, student)
                     if w["bn"] > 0:
                         terms["bn"] = hooks.loss()
                     loss = sum(w[k] * v for k, v in terms.items())
@@ -119,6 +115,18 @@ class ConditionalSynthesizer(Synthesizer):
                 self.samples_generated += self.batch_size
         student.train(student_was_training)
         return {"generator_loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}}
+
+    def generator_terms(
+        self, z: torch.Tensor, y: torch.Tensor, x: torch.Tensor, t_logits: torch.Tensor, student: nn.Module
+    ) -> dict[str, torch.Tensor]:
+        """The generator loss's terms on one batch (keys of :attr:`weights`; the BN term is added by
+        :meth:`synthesize`): cross-entropy, and the adversarial and diversity terms when weighted."""
+        terms = {"ce": hard_sample_cross_entropy(t_logits, y, self.hard_sample_power)}
+        if self.weights["adv"] > 0:
+            terms["adv"] = adversarial_kl(student(x), t_logits, only_agreeing=not self.adv_all_samples)
+        if self.weights["div"] > 0:
+            terms["div"] = diversity_loss(z, x)
+        return terms
 
     def state_dict(self) -> dict[str, Any]:
         """The base state plus the generator's Adam state."""

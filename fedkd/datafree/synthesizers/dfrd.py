@@ -38,7 +38,6 @@ from fedkd.data.specs import DatasetSpec
 from fedkd.datafree.losses import cross_entropy, diversity_loss, transferability_kl
 from fedkd.datafree.recipe import StudentNode
 from fedkd.datafree.synthesizers.conditional import ConditionalSynthesizer
-from fedkd.datafree.teacher import as_teacher
 from fedkd.utils.device import autocast
 from fedkd.utils.option_schema import checked
 from fedkd.utils.option_types import AdamBetas, NonNegativeFloat, PositiveFloat, PositiveInt, Range, Supplied
@@ -76,33 +75,20 @@ class DFRDSynthesizer(ConditionalSynthesizer):
         student: StudentNode = None,
     ) -> None:
         super().__init__(spec, device, generator, label_prior, batch_size, generator_steps, lr, betas,
-                         ce=fidelity, adv=transferability, div=diversity, student=student)
+                         student=student)
+        # the conditional synthesizer's step loop weighs the terms by these names; no BN term
+        self.weights = {"fidelity": fidelity, "transferability": transferability, "diversity": diversity, "bn": 0.0}
         self.ema_decay, self.ema_weight = float(ema_decay), float(ema_weight)
         self.ema_generator = copy.deepcopy(self.generator).requires_grad_(False)
         self.ema_rounds = 0  # moving-average updates so far; 0: no round has ended yet
 
-    def synthesize(self, teacher: nn.Module, student: nn.Module) -> dict[str, float]:
-        """Generator step(s) on fidelity, transferability and diversity against the global model."""
-        teacher, w = as_teacher(teacher), self.weights
-        self.generator.train()
-        student_was_training = student.training
-        student.eval()  # the generator's batches must not move the global model's BN statistics
-        for _ in range(self.generator_steps):
-            z = self.generator.noise(self.batch_size, self.device)
-            y = self.target_labels(self.batch_size, balanced=False)
-            with autocast(self.device):
-                x = self.generator(z, y)
-                t_logits = teacher(x, y)
-                terms = {"fidelity": cross_entropy(t_logits, y),
-                         "transferability": transferability_kl(student(x), t_logits, y),
-                         "diversity": diversity_loss(z, x)}
-                loss = w["ce"] * terms["fidelity"] + w["adv"] * terms["transferability"] + w["div"] * terms["diversity"]
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward(inputs=self._params)
-            self.optimizer.step()
-            self.samples_generated += self.batch_size
-        student.train(student_was_training)
-        return {"generator_loss": loss.item(), **{f"loss_{k}": v.item() for k, v in terms.items()}}
+    def generator_terms(
+        self, z: torch.Tensor, y: torch.Tensor, x: torch.Tensor, t_logits: torch.Tensor, student: nn.Module
+    ) -> dict[str, torch.Tensor]:
+        """Fidelity, transferability against the global model (the student) and diversity."""
+        return {"fidelity": cross_entropy(t_logits, y),
+                "transferability": transferability_kl(student(x), t_logits, y),
+                "diversity": diversity_loss(z, x)}
 
     @torch.no_grad()
     def end_epoch(self) -> None:
