@@ -111,6 +111,16 @@ ROWS: dict[str, list[str]] = {
     # shares of it (label counts only; the proxy's labels stay unread), the real-data reference matched to it
     "feddf_memory_lc": [*FEDDF, "strategy.teacher_memory_rounds=10", "strategy.class_weighting=label_counts",
                         "strategy.diagnostics_every=10"],
+    # The generator's cost: FedFTG as fedftg_memory_k3_bnsparse with the proxy's 2,000 real images, each with
+    # its label for the teacher's weighting, in place of generated samples (a reference, not a method), and
+    # FedFTG itself with the same 2,000 images kept from the clients, so that both runs' clients hold the same
+    "fedftg_memory_labelled_proxy": ["strategy=fedftg_labelled_proxy", "proxy_size=2000",
+                                     "strategy.iterations_per_round=5", "strategy.student_batch_size=64",
+                                     "strategy.diagnostics_every=2", "strategy.diagnostics_samples=1000",
+                                     "strategy.teacher_memory_rounds=10"],
+    "fedftg_memory_k3_bnsparse_proxy": [*FEDFTG_BUDGET, "strategy.teacher_memory_rounds=10", "proxy_size=2000",
+                                        "strategy.teacher_members_per_class=3",
+                                        "strategy.synthesizer.bn_label_sparse=true"],
     # DFRD (Luo et al., NeurIPS 2023) at FedFTG's server budget: the paper's teacher (the round's clients),
     # and with fedftg_memory's 10-round memory; options as conf/synthesizer/dfrd.yaml, not tuned on the grid
     "dfrd": [*DFRD_BUDGET, "strategy.teacher_memory_rounds=1"],

@@ -164,6 +164,20 @@ def best_baseline_line(cells: dict, settings: tuple[str, ...]) -> str:
             + ("; ".join(parts) if parts else "no cells yet"))
 
 
+GENERATOR_COST = ("fedftg_memory_labelled_proxy", "fedftg_memory_k3_bnsparse_proxy")  # (real images, generator)
+
+
+def generator_cost_line(cells: dict) -> str:
+    """The generator's cost where both rows of :data:`GENERATOR_COST` ran: the labelled real-image
+    reference minus FedFTG with the same clients (means of the final accuracy, and the seeds' spread)."""
+    real, generated = GENERATOR_COST
+    parts = [f"{s} {100 * (rows[real]['final'][0] - rows[generated]['final'][0]):+.2f} "
+             f"({100 * rows[real]['final'][0]:.2f} against {100 * rows[generated]['final'][0]:.2f})"
+             for s, rows in cells.items() if real in rows and generated in rows]
+    return (f"The generator's cost ({real} minus {generated}, same clients), points: "
+            + ("; ".join(parts) if parts else "no paired cells yet"))
+
+
 def plot(grid: dict[str, dict[str, list[dict]]], results: Path) -> None:
     """One PNG per setting: accuracy per round, mean over seeds with a min-max band."""
     import numpy as np
@@ -199,6 +213,7 @@ def render(results: Path, prefix: Path, target: float, skewed: tuple[str, ...], 
     text, cells = table(grid, target, last)
     text = (f"## Summary: final accuracy %, mean ± std over seeds; Δ: paired difference to FedAvg\n\n"
             f"{summary_table(cells)}\n\n{skewed_line(cells, skewed)}\n\n{best_baseline_line(cells, skewed)}\n\n"
+            f"{generator_cost_line(cells)}\n\n"
             f"## Per setting\n\n{text}")
     prefix.with_suffix(".md").write_text(text)
     prefix.with_suffix(".json").write_text(json.dumps(cells, indent=1) + "\n")

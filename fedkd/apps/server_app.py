@@ -30,7 +30,7 @@ from fedkd.federated.data import (
     evaluation_split,
     load_data,
     partition_label_counts,
-    proxy_images,
+    server_proxy,
 )
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.resume import ResumeState, ServerCheckpointer
@@ -133,7 +133,7 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
         eval_name, eval_split = evaluation_split(cfg)
         server_run = ServerRun.create(
             data.spec, eval_split.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg), eval_name,
-            proxy=proxy_images(cfg),  # images only: the proxy's labels stay in the data module
+            proxy=server_proxy(cfg),  # images only, unless the reference's synthesizer asks for labels
         )
         evaluator = CentralEvaluator(server_run, int(cfg.eval_batch_size))
         recorder = RoundRecorder(ctx.logger, int(cfg.rounds), eval_name=eval_name)

@@ -8,7 +8,8 @@ without seeing a sample.
 Two sets of training images belong to no client: the holdout (``evaluate_on=holdout``, the last
 ``holdout_size`` images, for choosing settings) and the proxy (``proxy_size`` images drawn, seeded,
 from the rest): unlabeled real images the server distils on (FedDF, ``strategy=feddf``). It gets
-them as :func:`proxy_images`, images only; their labels are read by nobody.
+them as :func:`proxy_images`, images only; their labels are read by nobody but the one labelled
+reference that asks for them (:func:`server_proxy`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,24 @@ def proxy_images(cfg: DictConfig) -> torch.Tensor | None:
         return load_unlabeled(cfg.proxy_path, load_data(cfg).spec)
     index = proxy_indices(cfg)
     return load_data(cfg).train.x[torch.from_numpy(index)].clone() if len(index) else None
+
+
+def labelled_proxy(cfg: DictConfig) -> Split | None:
+    """The proxy with its labels, for the one reference that reads them on purpose (a server
+    synthesizer with ``labelled: true``, ``strategy=fedftg_labelled_proxy``); ``None`` without a proxy.
+    A user's ``proxy_path`` carries no labels: a one-line :class:`ConfigError`."""
+    if cfg.get("proxy_path"):
+        raise ConfigError("strategy.synthesizer.labelled=true reads the proxy's labels and proxy_path images carry "
+                          "none; set proxy_size=<n> (proxy_path=null) or strategy.synthesizer.labelled=false")
+    index = proxy_indices(cfg)
+    return load_data(cfg).train.subset(index) if len(index) else None
+
+
+def server_proxy(cfg: DictConfig) -> torch.Tensor | Split | None:
+    """What the server is given of the proxy: its images (:func:`proxy_images`), or, for a server
+    synthesizer that asks for labels (``strategy.synthesizer.labelled``), the labelled split."""
+    synthesizer = cfg.get("strategy", {}).get("synthesizer") or {}
+    return labelled_proxy(cfg) if synthesizer.get("labelled", False) else proxy_images(cfg)
 
 
 def partitions(cfg: DictConfig) -> tuple[np.ndarray, ...]:

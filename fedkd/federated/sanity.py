@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from fedkd.data.sanity import check_training_data
 from fedkd.datafree.synthesizers.real import needs_real_images
 from fedkd.errors import ConfigError
-from fedkd.federated.data import PROXY_REMEDY, client_model_configs, load_data, proxy_images, proxy_size
+from fedkd.federated.data import PROXY_REMEDY, client_model_configs, load_data, proxy_size, server_proxy
 from fedkd.federated.records import group_key
 from fedkd.models import model_label
 from fedkd.models.sanity import build_checked
@@ -31,7 +31,7 @@ def check_run_inputs(cfg: DictConfig) -> None:
         raise ConfigError(f"strategy.synthesizer distils on real images and there are none; {PROXY_REMEDY}")
     data = load_data(cfg)
     if cfg.get("proxy_path"):
-        proxy_images(cfg)  # the user's images load, fit the dataset, and are the only proxy set
+        server_proxy(cfg)  # the images load, fit the dataset, are the only proxy set, and no labels are asked of them
     check_training_data(data)
     what = "model" if cfg.get("client_models") is None else "client model"
     for key, model_cfg in {group_key(c): c for c in client_model_configs(cfg)}.items():

@@ -30,7 +30,8 @@ class ServerRun:
     client_model_configs: list[dict[str, Any]]  # plain model config, by partition id
     initial: dict[str, ArrayRecord] = field(default_factory=dict)  # group key -> initial weights
     eval_name: str = "test"  # prefix of the central metrics: "test", or "holdout" (choosing settings)
-    proxy: torch.Tensor | None = None  # unlabeled training images no client holds (proxy_size; images only)
+    # training images no client holds (proxy_size): images only, or a Split for the labelled reference
+    proxy: torch.Tensor | Split | None = None
 
     @property
     def model_configs(self) -> dict[str, dict[str, Any]]:
@@ -57,7 +58,7 @@ class ServerRun:
     @classmethod
     def create(cls, spec: DatasetSpec, test: Split, device: torch.device, logger: RunLogger,
                client_model_configs: list[dict[str, Any]], eval_name: str = "test",
-               proxy: torch.Tensor | None = None) -> ServerRun:
+               proxy: torch.Tensor | Split | None = None) -> ServerRun:
         """Build each group's initial model with the current (seeded) torch RNG."""
         run = cls(spec, test, device, logger, client_model_configs, eval_name=eval_name, proxy=proxy)
         for key, cfg in run.model_configs.items():

@@ -37,7 +37,7 @@ def _bound(cfg, out_dir, proxy="from cfg"):
     data = D.load_data(cfg)
     torch.manual_seed(0)
     run = ServerRun.create(data.spec, data.test, torch.device("cpu"), RunLogger(out_dir), D.client_model_configs(cfg),
-                           proxy=D.proxy_images(cfg) if proxy == "from cfg" else proxy)
+                           proxy=D.server_proxy(cfg) if proxy == "from cfg" else proxy)
     strategy = instantiate(cfg.strategy, num_clients=cfg.num_clients, seed=0)
     strategy.bind(run)
     return strategy, run

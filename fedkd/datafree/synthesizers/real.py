@@ -6,6 +6,11 @@ federated server of FedDF (``strategy=feddf``), which distils on its unlabeled p
 (``proxy_size``). Either way the distiller trains the student exactly as with a synthesizer (same
 loop, same number of student steps, loss against the teacher's logits only); the source keeps the
 images alone, so no label can reach the student.
+
+One reference reads labels on purpose: ``labelled: true`` (``strategy=fedftg_labelled_proxy``) serves
+each image with its label, which a label-weighted teacher (FedFTG's) uses to weight its members, as it
+does for a generated sample and the label it was generated for. The student's loss still sees the
+teacher's logits only. It measures what FedFTG's generator costs against real images of the task.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ log = logging.getLogger(__name__)
 
 
 class RealDataSource(Synthesizer):
-    """Serves shuffled batches of real images (epoch after epoch); never a label.
+    """Serves shuffled batches of real images (epoch after epoch); no label unless ``labelled``.
 
     ``train``: the images, as a tensor ``(N, C, H, W)`` or a :class:`Split` whose labels are dropped
-    here. Entry points pass it to a synthesizer that says :attr:`needs_real_images`.
+    here unless ``labelled`` (then it must be a :class:`Split`, and :meth:`sample` returns each
+    image's label for the teacher's weighting). Entry points pass it to a synthesizer that says
+    :attr:`needs_real_images`.
     """
 
     needs_real_images = True  # entry points pass real images as ``train``: see real_images_for
@@ -44,14 +51,20 @@ class RealDataSource(Synthesizer):
         device: Supplied[torch.device | str] = "cpu",
         train: Supplied[Split | torch.Tensor | None] = None,
         seed: NonNegativeInt = 0,
+        labelled: bool = False,
         *,
         student: StudentNode = None,
     ) -> None:
         super().__init__(spec, device, student=student)
-        images = train.x if isinstance(train, Split) else train  # the labels stop here
+        images = train.x if isinstance(train, Split) else train
         if images is None or len(images) == 0:
             raise ValueError("RealDataSource needs a non-empty set of images")
+        if labelled and not isinstance(train, Split):
+            raise ConfigError("synthesizer.labelled=true needs labelled real images and these carry none "
+                              "(proxy_path is unlabeled); use proxy_size=<n>, or labelled=false")
         self.images = images.to(self.device)
+        # Without ``labelled`` the labels stop here: nothing downstream can read them.
+        self.labels = train.y.to(self.device) if labelled else None
         self._rng = torch.Generator().manual_seed(seed)
         self._order = torch.randperm(len(images), generator=self._rng)
         self._pos = 0
@@ -68,17 +81,22 @@ class RealDataSource(Synthesizer):
         self._rng.set_state(state["rng"])
         self._order, self._pos = state["order"].clone(), int(state["pos"])
 
-    def sample(self, n: int) -> tuple[torch.Tensor, None]:
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self._pos + n > len(self._order):  # next epoch: reshuffle
             self._order, self._pos = torch.randperm(len(self.images), generator=self._rng), 0
         idx = self._order[self._pos : self._pos + n].to(self.device)
         self._pos += n
-        return self.images[idx], None
+        return self.images[idx], None if self.labels is None else self.labels[idx]
 
 
 def needs_real_images(factory: Any) -> bool:
     """Whether a synthesizer class or factory (a Hydra partial) distils on real images."""
     return bool(getattr(getattr(factory, "func", factory), "needs_real_images", False))
+
+
+def needs_real_labels(factory: Any) -> bool:
+    """Whether a synthesizer factory (a Hydra partial) serves real images with their labels (``labelled``)."""
+    return needs_real_images(factory) and bool(getattr(factory, "keywords", {}).get("labelled", False))
 
 
 def real_images_for(factory: Any, images: torch.Tensor | None, key: str, remedy: str) -> dict[str, Any]:
