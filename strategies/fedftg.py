@@ -101,13 +101,8 @@ class FedFTG(FedAvg):
             k remembered clients with the most samples of it join the teacher, weighted for that
             class only (:func:`~fedkd.strategies.server_teacher.select_members`); clients chosen
             for no class are not loaded. The label-sparse teacher then runs at most k members per
-            sample, however many clients the memory holds, and loads at most k x classes models.
-            Measured (benchmarks/server_teacher_cost.py, 50 remembered clients, one CPU thread): k=3
-            keeps 21-23 models and costs a round 0.33-0.57 of the uncapped teacher's seconds (k=2:
-            about 0.3), the same with 1,000 clients; on briefly trained Dirichlet-0.1 clients the
-            label-weighted teacher hardly moves at k=3 (KL 0.003-0.006 to the uncapped one, 99.9 %
-            same argmax; k=2: 0.009-0.019, 99.3-99.7 %). The YAML's default is 3, chosen on the tuning
-            holdout; on the grid it kept the accuracy (docs/federated.md#the-servers-cost).
+            sample, however many clients the memory holds, and loads at most k x classes models
+            (measured: benchmarks/server_teacher_cost.py and docs/federated.md#the-servers-cost).
         diagnostics_every: compute the teacher and student figures
             (:mod:`fedkd.datafree.teacher_metrics`) in round 1 and every this many rounds (0: never);
             they only report, on a fixed subsample of the evaluation split.

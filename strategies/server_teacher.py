@@ -16,7 +16,7 @@ from flwr.app import ArrayRecord
 from torch import nn
 
 from fedkd.datafree import EnsembleTeacher, class_weights_from_counts
-from fedkd.datafree.teacher import with_extra_members
+from fedkd.datafree.class_weights import with_extra_members
 from fedkd.federated import records as R
 from fedkd.models import build_from_config
 from fedkd.strategies.client_memory import RememberedUpdate

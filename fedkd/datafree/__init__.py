@@ -11,6 +11,7 @@ server (an ensemble of client models as the teacher)::
 
 from fedkd.datafree import generators  # noqa: F401  (registers the generators in the model registry)
 from fedkd.datafree.bn_hooks import BNStatHooks
+from fedkd.datafree.class_weights import class_weights_from_counts, uniform_class_weights
 from fedkd.datafree.distiller import distill
 from fedkd.datafree.generators import ConditionalGenerator, FeatureGenerator, ImageGenerator, NoisyLayerGenerator
 from fedkd.datafree.recipe import StudentRecipe
@@ -32,13 +33,7 @@ from fedkd.datafree.synthesizers import (
     ZSKTSynthesizer,
     build_generator,
 )
-from fedkd.datafree.teacher import (
-    EnsembleTeacher,
-    Teacher,
-    as_teacher,
-    class_weights_from_counts,
-    uniform_class_weights,
-)
+from fedkd.datafree.teacher import EnsembleTeacher, Teacher, as_teacher
 
 __all__ = [
     "ActivationRegularizer",

@@ -8,7 +8,7 @@ from torch import nn
 
 from fedkd.data import Split
 from fedkd.datafree import EnsembleTeacher, class_weights_from_counts
-from fedkd.datafree.teacher import with_extra_members
+from fedkd.datafree.class_weights import with_extra_members
 from fedkd.datafree.teacher_metrics import boosted_accuracy, intended_label_agreement, teacher_accuracies
 from fedkd.errors import ConfigError
 
