@@ -5,10 +5,15 @@ labelled ImageFolder works too and its labels stay unread), or a ``.npy``/``.npz
 ``.npz`` file's ``x`` array, or its first one). The images are resized to the run's dataset side and
 normalised with that dataset's statistics, so the server's models see them as they see the clients'
 images; their channel count must be the dataset's.
+
+A run reads them twice in one process (the check before the simulation starts, then the server), so
+the last few decodings are kept, keyed by every file's path, size and modification time: a changed
+file is read again.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +38,23 @@ def load_unlabeled(path: str | Path, spec: DatasetSpec) -> torch.Tensor:
                        and f.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise DataError(f"{where} holds no images ({', '.join(IMAGE_EXTENSIONS)}); point it at a folder of images")
-        x = decode_images(files, [str(f.relative_to(path)) for f in files], spec.image_size, spec.channels)
     elif path.is_file() and path.suffix in (".npy", ".npz"):
-        x = resize(to_unit_float(to_nchw(_array_of(path), where)), spec.image_size, where)
+        files = [path]
     else:
         raise DataError(f"{where} is neither a folder of images nor a .npy/.npz file; fix proxy_path")
+    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _decoded(str(path), stamps, spec).clone()  # a copy: nobody can change what the cache holds
+
+
+@functools.lru_cache(maxsize=2)
+def _decoded(folder_or_file: str, stamps: tuple[tuple[str, int, int], ...], spec: DatasetSpec) -> torch.Tensor:
+    """:func:`load_unlabeled`'s work; ``stamps`` (path, size, mtime of every file) only key the cache."""
+    path, where = Path(folder_or_file), f"proxy_path {folder_or_file}"
+    if path.is_dir():
+        files = [Path(f) for f, _, _ in stamps]
+        x = decode_images(files, [str(f.relative_to(path)) for f in files], spec.image_size, spec.channels)
+    else:
+        x = resize(to_unit_float(to_nchw(_array_of(path), where)), spec.image_size, where)
     if len(x) == 0:
         raise DataError(f"{where} holds no images; give the server at least one")
     if x.shape[1] != spec.channels:

@@ -3,6 +3,8 @@ resized and normalised like the run's dataset; bad input in one line."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -65,3 +67,27 @@ def test_bad_proxies_end_in_one_line(case, match, tmp_path):
     with pytest.raises(DataError) as raised:
         load_unlabeled(path, SPEC)
     assert match in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_second_read_comes_from_the_cache_and_a_changed_file_is_read_again(tmp_path, monkeypatch):
+    """A run reads the proxy twice (the check, then the server): the images are decoded once, each
+    caller gets its own copy, and rewriting a file invalidates the cached images."""
+    import fedkd.data.unlabeled as U
+
+    calls = []
+    decode = U.decode_images
+    monkeypatch.setattr(U, "decode_images", lambda *a, **k: calls.append(1) or decode(*a, **k))
+    side = SPEC.image_size
+    x = np.random.default_rng(1).integers(0, 256, (6, side, side), dtype=np.uint8)
+    write_image_folder(tmp_path / "f", {"x_train": x, "y_train": np.zeros(6, int), "x_test": x[:1], "y_test": [0]})
+    first = load_unlabeled(tmp_path / "f" / "train", SPEC)
+    first.zero_()  # a caller's copy: the cache keeps its own
+    second = load_unlabeled(tmp_path / "f" / "train", SPEC)
+    assert len(calls) == 1 and second.abs().sum() > 0
+    np.save(tmp_path / "p.npy", x)
+    before = load_unlabeled(tmp_path / "p.npy", SPEC)
+    np.save(tmp_path / "p.npy", 255 - x)  # same size, new content: another modification time
+    stat = os.stat(tmp_path / "p.npy")
+    os.utime(tmp_path / "p.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    after = load_unlabeled(tmp_path / "p.npy", SPEC)
+    assert not torch.allclose(before, after)
