@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated.client_errors import ClientTracebacks
 from fedkd.federated.faults import INJECTED
+from fedkd.utils import interrupt
 
 log = logging.getLogger("fedkd.sim")
 
@@ -124,6 +126,9 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         probe_address(str(cfg.backend.address))  # seconds, where ray.init retries a dead address for minutes
     check_before_start(cfg)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    # Ray's C++ core would answer SIGTERM with an abort and a stack dump in every process; its Python
+    # handler (sys.exit) is left, and turned into a clean stop below.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     # A local Ray keeps logs and sockets in its session folder; a fresh one per run, removed
     # afterwards. A cluster (backend.address) keeps its own.
     cluster = cfg.backend.get("address") is not None
@@ -148,6 +153,12 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     except KeyboardInterrupt:  # Ctrl-C left the engine; the ServerApp's thread follows (fedkd.apps.sim_interrupt)
         wind_down()
         raise
+    except SystemExit as ended:  # SIGTERM once Ray runs: ray.init put sys.exit(15) in the place of our handler
+        if ended.code != signal.SIGTERM or not interrupt.armed():
+            raise
+        interrupt.request_stop(signal.SIGTERM)  # the ServerApp's thread sees it, as after Ctrl-C
+        wind_down()
+        raise KeyboardInterrupt from None
     finally:
         flwr_logger.removeFilter(quiet)
         flwr_logger.removeFilter(tracebacks)

@@ -1,5 +1,9 @@
 """Ctrl-C: the first press stops a run cleanly, a second one at once; both end in one line, exit code 130.
 
+SIGTERM (``kill``, ``timeout``, a job scheduler's stop) is handled the same way and ends with exit
+code 143 (128 + 15), as a process killed by it would: the run stops after its last checkpoint and
+says how to resume, instead of dying mid-round with the simulation's workers.
+
 The command-line entry points run inside :func:`handle_sigint`. The first SIGINT sets :data:`STOP`
 and raises :class:`KeyboardInterrupt` in the main thread, as Python's own handler does: a
 centralized run (``fedkd-train``, ``fedkd-distill``) leaves its epoch there, and on Flower's
@@ -29,8 +33,10 @@ from pathlib import Path
 
 #: Set by the first Ctrl-C; cleared when the handler is removed.
 STOP = threading.Event()
-#: The shell's exit code for a process ended by SIGINT (128 + 2).
+#: The shell's exit code for a process ended by SIGINT (128 + 2); SIGTERM's is 143 (128 + 15).
 EXIT_CODE = 130
+#: The signals that stop a run: Ctrl-C, and a polite request to stop from outside.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: The console command of each entry point's config.
 COMMANDS = {"sim": "fedkd-sim", "train": "fedkd-train", "centralized": "fedkd-distill", "compare": "fedkd-compare"}
@@ -61,6 +67,7 @@ class RunInfo:
 
 _run: RunInfo | None = None
 _armed = False
+_exit_code = EXIT_CODE  # 128 + the number of the first stop signal received
 
 
 def armed() -> bool:
@@ -140,14 +147,19 @@ def message() -> str:
     return f"fedkd: interrupted after {unit} {step}; resume with {_command(run, f'resume={run.folder}')}"
 
 
+def exit_code() -> int:
+    """128 + the stop signal's number: 130 after Ctrl-C, 143 after SIGTERM."""
+    return _exit_code
+
+
 def exit_interrupted() -> None:
-    """Print :func:`message` and exit with :data:`EXIT_CODE`; at once (``os._exit``) when a thread
+    """Print :func:`message` and exit with :func:`exit_code`; at once (``os._exit``) when a thread
     that would keep the interpreter alive is still running (a federated server busy in its round)."""
     print(message(), file=sys.stderr, flush=True)
     busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
     if busy:
         _exit_now()
-    sys.exit(EXIT_CODE)
+    sys.exit(_exit_code)
 
 
 def _exit_now() -> None:
@@ -156,33 +168,46 @@ def _exit_now() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()  # the run's log file gets its last lines
-    os._exit(EXIT_CODE)
+    os._exit(_exit_code)
 
 
-def _on_sigint(signum: int, frame: object) -> None:
-    if STOP.is_set():  # the second Ctrl-C: stop now, the last checkpoint stays as it is
+def request_stop(signum: int) -> None:
+    """Stop the run as the first ``signum`` does: set :data:`STOP`, and the exit code to 128 + ``signum``."""
+    global _exit_code
+    _exit_code = 128 + signum
+    STOP.set()
+
+
+def _on_stop_signal(signum: int, frame: object) -> None:
+    if STOP.is_set():  # the second Ctrl-C (or SIGTERM): stop now, the last checkpoint stays as it is
         print(message(), file=sys.stderr, flush=True)
         _exit_now()
-    STOP.set()
+    request_stop(signum)
     raise KeyboardInterrupt
+
+
+#: What each stop signal's handler is when the process was not told to ignore it.
+_DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
 
 @contextmanager
 def handle_sigint() -> Iterator[None]:
-    """Install the Ctrl-C handler for the ``with`` block (main thread only; a SIGINT that the
-    process was started ignoring, a background job's, stays ignored)."""
-    global _armed
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not (
-        signal.default_int_handler
-    ):
+    """Install the Ctrl-C and SIGTERM handler for the ``with`` block (main thread only; a signal that
+    the process was started ignoring, a background job's SIGINT, stays ignored)."""
+    global _armed, _exit_code
+    mine = [s for s in STOP_SIGNALS if signal.getsignal(s) is _DEFAULTS[s]]
+    if threading.current_thread() is not threading.main_thread() or not mine:
         yield
         return
     STOP.clear()
-    signal.signal(signal.SIGINT, _on_sigint)
+    _exit_code = EXIT_CODE
+    for signum in mine:
+        signal.signal(signum, _on_stop_signal)
     _armed = True
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in mine:
+            signal.signal(signum, _DEFAULTS[signum])
         _armed = False
         STOP.clear()

@@ -7,9 +7,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,9 +33,11 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def ctrl_c_when_checkpointed(argv: list[str], state: Path, log_path: Path, timeout: float = 300):
+def ctrl_c_when_checkpointed(argv: list[str], state: Path, log_path: Path, timeout: float = 300,
+                             signum: int = signal.SIGINT):
     """Start ``argv`` in its own process group, send the group SIGINT (a terminal's Ctrl-C) once the
-    checkpoint ``state`` exists (a round or epoch is complete); return ``(exit code, seconds to exit, output)``."""
+    checkpoint ``state`` exists (a round or epoch is complete); return ``(exit code, seconds to exit, output)``.
+    With ``signum=SIGTERM`` the signal goes to the process alone, as ``kill`` and ``timeout`` send it."""
     with log_path.open("w") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=ENV,
                                 cwd=REPO, start_new_session=True, preexec_fn=_default_sigint)
@@ -43,12 +47,15 @@ def ctrl_c_when_checkpointed(argv: list[str], state: Path, log_path: Path, timeo
                 assert proc.poll() is None, log_path.read_text()[-3000:]
                 assert time.monotonic() < deadline, f"no {state.name} within {timeout:.0f} s"
                 time.sleep(0.1)
-            os.killpg(proc.pid, signal.SIGINT)
+            if signum == signal.SIGINT:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                os.kill(proc.pid, signum)
             sent = time.monotonic()
             try:
                 proc.wait(timeout=STOP_WITHIN)
             except subprocess.TimeoutExpired:
-                pytest.fail(f"still running {STOP_WITHIN} s after Ctrl-C: {log_path.read_text()[-2000:]}")
+                pytest.fail(f"still running {STOP_WITHIN} s after signal {signum}: {log_path.read_text()[-2000:]}")
             took = time.monotonic() - sent
         finally:
             if proc.poll() is None:
@@ -82,6 +89,27 @@ def test_ctrl_c_stops_fedkd_sim_within_seconds_and_the_named_command_finishes_th
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert json.loads((run / "summary.json").read_text())["rounds_completed"] == 4
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3, 4]
+
+
+def test_sigterm_stops_fedkd_sim_in_one_line_and_leaves_no_ray_process(tmp_path):
+    """``kill <pid>``: Ray's own handlers (an abort with stack dumps in every process) give way to the
+    same clean stop as Ctrl-C, exit code 143; none of the run's Ray processes outlives it."""
+    run, ray_dir = tmp_path / "run", Path(tempfile.mkdtemp(prefix="fedkd-t-"))  # short: Ray's socket paths
+    argv = [str(BIN / "fedkd-sim"), "dataset=digits", "num_clients=4", "rounds=4", "client_resources.num_cpus=1",
+            f"backend.temp_dir={ray_dir}", f"hydra.run.dir={run}"]
+    try:
+        code, took, output = ctrl_c_when_checkpointed(argv, run / "server_state.pt", tmp_path / "sim.log",
+                                                      signum=signal.SIGTERM)
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert code == 143 and took < STOP_WITHIN, output[-2000:]
+    assert "Traceback" not in output and "SIGTERM" not in output and "Error" not in output, output[-3000:]
+    done, command = _resume_command(output, r"fedkd: interrupted after round (\d+); resume with (fedkd-sim .*)")
+    assert 1 <= done < 4 and command[-1] == f"resume={run}"
+    deadline = time.monotonic() + 10
+    while (left := subprocess.run(["pgrep", "-f", str(ray_dir)], capture_output=True, text=True).stdout.split()):
+        assert time.monotonic() < deadline, f"Ray processes left: {left}"
+        time.sleep(0.5)
 
 
 def test_ctrl_c_stops_fedkd_train_after_its_last_epoch_and_names_the_command_that_resumes(tmp_path):
