@@ -167,14 +167,19 @@ def best_baseline_line(cells: dict, settings: tuple[str, ...]) -> str:
 GENERATOR_COST = ("fedftg_memory_labelled_proxy", "fedftg_memory_k3_bnsparse_proxy")  # (real images, generator)
 
 
-def generator_cost_line(cells: dict) -> str:
+def generator_cost_line(grid: dict[str, dict[str, list[dict]]]) -> str:
     """The generator's cost where both rows of :data:`GENERATOR_COST` ran: the labelled real-image
-    reference minus FedFTG with the same clients (means of the final accuracy, and the seeds' spread)."""
+    reference minus FedFTG with the same clients, final accuracy paired by seed (mean ± std)."""
     real, generated = GENERATOR_COST
-    parts = [f"{s} {100 * (rows[real]['final'][0] - rows[generated]['final'][0]):+.2f} "
-             f"({100 * rows[real]['final'][0]:.2f} against {100 * rows[generated]['final'][0]:.2f})"
-             for s, rows in cells.items() if real in rows and generated in rows]
-    return (f"The generator's cost ({real} minus {generated}, same clients), points: "
+    parts = []
+    for setting, rows in sorted(grid.items()):
+        by_seed = {r["seed"]: r["final_accuracy"] for r in rows.get(generated, [])}
+        pairs = [(r["final_accuracy"], by_seed[r["seed"]]) for r in rows.get(real, []) if r["seed"] in by_seed]
+        if pairs:
+            (m_real, _), (m_gen, _) = _mean_std([a for a, _ in pairs]), _mean_std([b for _, b in pairs])
+            parts.append(f"{setting} {_fmt(*_mean_std([a - b for a, b in pairs]), signed=True)} "
+                         f"({100 * m_real:.2f} against {100 * m_gen:.2f}, {len(pairs)} seeds)")
+    return (f"The generator's cost ({real} minus {generated}, same clients, paired by seed), points: "
             + ("; ".join(parts) if parts else "no paired cells yet"))
 
 
@@ -213,7 +218,7 @@ def render(results: Path, prefix: Path, target: float, skewed: tuple[str, ...], 
     text, cells = table(grid, target, last)
     text = (f"## Summary: final accuracy %, mean ± std over seeds; Δ: paired difference to FedAvg\n\n"
             f"{summary_table(cells)}\n\n{skewed_line(cells, skewed)}\n\n{best_baseline_line(cells, skewed)}\n\n"
-            f"{generator_cost_line(cells)}\n\n"
+            f"{generator_cost_line(grid)}\n\n"
             f"## Per setting\n\n{text}")
     prefix.with_suffix(".md").write_text(text)
     prefix.with_suffix(".json").write_text(json.dumps(cells, indent=1) + "\n")
