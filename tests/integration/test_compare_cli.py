@@ -193,3 +193,19 @@ def test_discard_unused_removes_only_a_folder_without_results(extra, removed, tm
         (folder / name).write_bytes(data)
     assert discard_unused(folder, "sim.log") is removed
     assert folder.exists() is not removed
+
+
+def test_the_default_comparison_gives_fedavg_fedftgs_memory_through_mifa(tmp_path):
+    """fedkd-compare's default strategies: FedAvg, MIFA and FedFTG, MIFA's window that of FedFTG's teacher."""
+    from hydra import compose, initialize_config_dir
+
+    from fedkd.cli.compare import plan
+    from fedkd.config import CONF_DIR, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="compare", overrides=["seeds=[0]"])
+    runs = {run.strategy: run.cfg for run in plan(cfg, tmp_path)}
+    assert list(runs) == ["fedavg", "mifa", "fedftg"]
+    assert runs["mifa"].strategy._target_.endswith(".MIFA")
+    assert runs["mifa"].strategy.memory_rounds == runs["fedftg"].strategy.teacher_memory_rounds == 10
