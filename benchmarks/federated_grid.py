@@ -159,6 +159,9 @@ TUNE_ONE_SHOT_SETTING = {
 TUNE_BUDGET = ["strategy=fedftg", "strategy.iterations_per_round=10", "strategy.synthesizer.batch_size=64",
                "strategy.student_batch_size=64", "strategy.diagnostics_samples=1000", *BEFORE_COST_DEFAULTS]
 TUNE_BASE = [*TUNE_BUDGET, "strategy.teacher_memory_rounds=1"]
+# DFRD as the grid's dfrd_memory runs it (FedFTG's half budget, the 10-round memory, every client)
+DFRD_TUNE = ["strategy=dfrd", "strategy.iterations_per_round=5", "strategy.synthesizer.batch_size=64",
+             "strategy.student_batch_size=64", "strategy.diagnostics_samples=1000", "strategy.teacher_memory_rounds=10"]
 TUNE_ROWS: dict[str, list[str]] = {
     "fedavg": ["strategy=fedavg"],
     "ftg_base": TUNE_BASE,
@@ -178,6 +181,12 @@ TUNE_ROWS: dict[str, list[str]] = {
     # the server's cost bounded: 3 clients per class, BN statistics label-sparse (against ftg_half_mem10)
     "ftg_half_mem10_k3_bnsparse": [*TUNE_BUDGET, "strategy.iterations_per_round=5", "strategy.teacher_memory_rounds=10",
                                    "strategy.teacher_members_per_class=3", "strategy.synthesizer.bn_label_sparse=true"],
+    # DFRD's own options (set a priori in conf/synthesizer/dfrd.yaml) against the same budget and memory:
+    # without the moving-average generator, a slower average, and the 3-client cap of FedFTG's teacher
+    "dfrd_half_mem10": DFRD_TUNE,
+    "dfrd_half_mem10_noema": [*DFRD_TUNE, "strategy.synthesizer.ema_weight=0.0"],
+    "dfrd_half_mem10_decay09": [*DFRD_TUNE, "strategy.synthesizer.ema_decay=0.9"],
+    "dfrd_half_mem10_k3": [*DFRD_TUNE, "strategy.teacher_members_per_class=3"],
 }
 # The horizon: the two partial-participation settings where the rows part most, run to 100 rounds, with
 # the memory rows and their baselines; reported: final, mean of the last 10 rounds, rounds to 70 %.
