@@ -94,12 +94,7 @@ def needs_real_images(factory: Any) -> bool:
     return bool(getattr(getattr(factory, "func", factory), "needs_real_images", False))
 
 
-def needs_real_labels(factory: Any) -> bool:
-    """Whether a synthesizer factory (a Hydra partial) serves real images with their labels (``labelled``)."""
-    return needs_real_images(factory) and bool(getattr(factory, "keywords", {}).get("labelled", False))
-
-
-def real_images_for(factory: Any, images: torch.Tensor | None, key: str, remedy: str) -> dict[str, Any]:
+def real_images_for(factory: Any, images: torch.Tensor | Split | None, key: str, remedy: str) -> dict[str, Any]:
     """The keyword arguments that hand ``images`` to ``factory`` (configured at ``key``): ``{"train":
     images}`` when it distils on real images, else nothing -- and a warning when images were set aside
     for it in vain. A one-line :class:`ConfigError` ending in ``remedy`` when it needs them and there
