@@ -111,6 +111,11 @@ ROWS: dict[str, list[str]] = {
     # shares of it (label counts only; the proxy's labels stay unread), the real-data reference matched to it
     "feddf_memory_lc": [*FEDDF, "strategy.teacher_memory_rounds=10", "strategy.class_weighting=label_counts",
                         "strategy.diagnostics_every=10"],
+    # FedFTG on MIFA: the student starts from MIFA's step (10-round windows for both memories), with
+    # today's FedFTG defaults: does distilling without data add to the memory MIFA already uses?
+    "fedftg_mifa": ["strategy=fedftg_mifa", *FEDFTG_BUDGET[1:], "strategy.teacher_memory_rounds=10",
+                    "strategy.memory_rounds=10", "strategy.teacher_members_per_class=3",
+                    "strategy.synthesizer.bn_label_sparse=true"],
     # The generator's cost: FedFTG as fedftg_memory_k3_bnsparse with the proxy's 2,000 real images, each with
     # its label for the teacher's weighting, in place of generated samples (a reference, not a method), and
     # FedFTG itself with the same 2,000 images kept from the clients, so that both runs' clients hold the same

@@ -170,23 +170,33 @@ class MIFA(_Remembering):
 
     def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
         """Remember the round's updates, then move the global model by the mean remembered update."""
-        origin = self._origin()
-        fresh = self.fresh_arrays(updates)
-        deltas = [difference(arrays, origin) for arrays in fresh]
-        members = self.memory.remember(server_round, updates, deltas)
-        divisor = self.num_clients if self.average_over == "all" else len(members)
-        ordered = sorted(members, key=lambda m: m.partition_id)  # one summation order, whatever replied first
-        arrays = moved(origin, [m.arrays for m in ordered], self.server_lr / divisor)
-        # Running statistics (BatchNorm's mean and variance) are estimates, not steps of the objective:
-        # re-applying a stale change to them every round drifts a variance below zero (the test loss
-        # turns NaN within a few rounds at 20 % participation). They come from the round's replies.
-        statistics = self.statistics_keys()
-        if statistics:
-            mean = moved(origin, [difference(a, origin) for a in fresh], 1.0 / len(fresh))
-            for key in statistics:
-                arrays[key] = mean[key]
+        arrays, members = mifa_step(
+            self.memory, server_round, self._origin(), updates, self.fresh_arrays(updates), self.statistics_keys(),
+            server_lr=self.server_lr, divisor=self.num_clients if self.average_over == "all" else None,
+        )
         self.record_memory(server_round, members)
         return arrays, self.train_metrics_aggr_fn([u.content for u in updates], self.weighted_by_key)
+
+
+def mifa_step(
+    memory: ClientMemory, server_round: int, origin: ArrayRecord, updates: Sequence[ClientUpdate],
+    fresh: Sequence[ArrayRecord], statistics: Sequence[str], *, server_lr: float, divisor: int | None,
+) -> tuple[ArrayRecord, list[RememberedUpdate]]:
+    """One MIFA round (:class:`MIFA`): remember each reply's update ``fresh - origin`` in ``memory``, then
+    move ``origin`` by ``server_lr`` times the remembered updates' sum over ``divisor`` (``None``: the
+    number remembered). The ``statistics`` buffers become the mean of the round's replies instead.
+    Returns the new global model and the remembered entries."""
+    members = memory.remember(server_round, updates, [difference(arrays, origin) for arrays in fresh])
+    ordered = sorted(members, key=lambda m: m.partition_id)  # one summation order, whatever replied first
+    arrays = moved(origin, [m.arrays for m in ordered], server_lr / (divisor or len(members)))
+    # Running statistics (BatchNorm's mean and variance) are estimates, not steps of the objective:
+    # re-applying a stale change to them every round drifts a variance below zero (the test loss
+    # turns NaN within a few rounds at 20 % participation). They come from the round's replies.
+    if statistics:
+        mean = moved(origin, [difference(a, origin) for a in fresh], 1.0 / len(fresh))
+        for key in statistics:
+            arrays[key] = mean[key]
+    return arrays, members
 
 
 class FedAvgMemory(_Remembering):
