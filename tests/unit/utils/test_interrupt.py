@@ -75,16 +75,20 @@ with interrupt.handle_sigint():
 
 def test_sigterm_stops_the_run_as_ctrl_c_does_with_exit_code_143():
     """``kill`` / ``timeout`` / a scheduler: the same clean stop, the exit code of a SIGTERM (128 + 15)."""
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # else the SIGTERM below would not be ours to catch
-    with interrupt.handle_sigint():
-        assert interrupt.exit_code() == 130
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
-        assert interrupt.STOP.is_set() and interrupt.exit_code() == 143
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and not interrupt.STOP.is_set()
-    with interrupt.handle_sigint():  # a fresh run starts from Ctrl-C's code again
-        assert interrupt.exit_code() == 130
+    # A process's default; an in-process simulation earlier in this worker leaves Ray's handler installed.
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with interrupt.handle_sigint():
+            assert interrupt.exit_code() == 130
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            assert interrupt.STOP.is_set() and interrupt.exit_code() == 143
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and not interrupt.STOP.is_set()
+        with interrupt.handle_sigint():  # a fresh run starts from Ctrl-C's code again
+            assert interrupt.exit_code() == 130
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_a_second_ctrl_c_exits_at_once_with_the_one_line_message():
