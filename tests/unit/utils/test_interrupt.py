@@ -47,17 +47,21 @@ def test_the_message_of_a_comparison_names_its_unfinished_run(tmp_path, monkeypa
 
 
 def test_the_first_ctrl_c_raises_in_the_main_thread_and_sets_the_stop_flag():
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with interrupt.handle_sigint():
-        assert interrupt.armed() and not interrupt.STOP.is_set()
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
-        assert interrupt.STOP.is_set()
-        with pytest.raises(Interrupted):
-            interrupt.check_stop()
-    assert not interrupt.armed() and not interrupt.STOP.is_set()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # A terminal's foreground default; a test process started in the background inherits SIGINT ignored.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with interrupt.handle_sigint():
+            assert interrupt.armed() and not interrupt.STOP.is_set()
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            assert interrupt.STOP.is_set()
+            with pytest.raises(Interrupted):
+                interrupt.check_stop()
+        assert not interrupt.armed() and not interrupt.STOP.is_set()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 SECOND_PRESS = """
