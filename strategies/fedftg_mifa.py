@@ -21,11 +21,10 @@ from flwr.app import ArrayRecord, MetricRecord
 
 from fedkd.errors import ConfigError
 from fedkd.federated.robust import clip_update_norms
-from fedkd.models import build_from_config
 from fedkd.strategies.client_memory import ClientMemory
 from fedkd.strategies.fedavg import ClientUpdate, ServerRun
 from fedkd.strategies.fedftg import FedFTG
-from fedkd.strategies.mifa import AVERAGE_OVER, mifa_step
+from fedkd.strategies.mifa import AVERAGE_OVER, buffer_names, mifa_step
 from fedkd.utils.option_schema import checked
 from fedkd.utils.option_types import Forward, PositiveFloat, PositiveInt
 
@@ -61,8 +60,7 @@ class FedFTGOnMIFA(FedFTG):
             raise ConfigError("strategy=fedftg_mifa steps one global model and these clients train "
                               f"{len(run.model_configs)} architectures; use strategy=fedftg for mixed client_models")
         super().bind(run)
-        model = build_from_config(next(iter(run.model_configs.values())), run.spec)
-        self._statistics = [name for name, _ in model.named_buffers()]
+        self._statistics = buffer_names(run)
 
     def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
         """FedFTG's round, its student started from MIFA's step (:meth:`average`)."""

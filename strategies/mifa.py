@@ -29,7 +29,7 @@ from fedkd.federated import records as R
 from fedkd.federated.robust import clip_update_norms, combine
 from fedkd.models import build_from_config
 from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
-from fedkd.strategies.fedavg import ClientUpdate, FedAvg
+from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 from fedkd.utils.option_schema import checked
 from fedkd.utils.option_types import Forward, PositiveFloat, PositiveInt
 
@@ -55,6 +55,13 @@ def moved(base: ArrayRecord, steps: Sequence[ArrayRecord], scale: float) -> Arra
             value = np.rint(value)
         out[key] = Array(np.array(value, dtype=start.dtype, order="C"))  # 0-d buffers stay 0-d
     return out
+
+
+def buffer_names(run: ServerRun) -> list[str]:
+    """The buffers (running statistics, counters) of the run's one client architecture: the state
+    MIFA's step leaves to the round's replies."""
+    model = build_from_config(next(iter(run.model_configs.values())), run.spec)
+    return [name for name, _ in model.named_buffers()]
 
 
 class _Remembering(FedAvg):
@@ -97,11 +104,9 @@ class _Remembering(FedAvg):
     def statistics_keys(self) -> list[str]:
         """The model's buffers (running statistics, counters): state the optimiser does not step."""
         if self._statistics is None:
-            run = self.server_run
-            if run is None:
+            if self.server_run is None:
                 return []
-            model = build_from_config(next(iter(run.model_configs.values())), run.spec)
-            self._statistics = [name for name, _ in model.named_buffers()]
+            self._statistics = buffer_names(self.server_run)
         return self._statistics
 
     def _origin(self) -> ArrayRecord:

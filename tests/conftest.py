@@ -128,21 +128,33 @@ def fedftg_replies(tmp_path_factory):
     return client_updates(cfg, run, epochs=5, same_start=True)
 
 
-def bound_strategy(cfg, out_dir):
-    """``cfg.strategy`` instantiated and bound to a CPU ServerRun on digits (no Flower run)."""
+def bound_strategy(cfg, out_dir, proxy="from cfg"):
+    """``cfg.strategy`` instantiated and bound to a CPU ServerRun on the run's data (no Flower run),
+    holding what the ServerApp hands it of the proxy (``server_proxy``), or ``proxy`` when given."""
     from hydra.utils import instantiate
 
-    from fedkd.data import load_dataset
-    from fedkd.federated.data import client_model_configs
+    from fedkd.federated.data import client_model_configs, load_data, server_proxy
     from fedkd.federated.server_run import ServerRun
     from fedkd.utils.run_logger import RunLogger
 
-    data = load_dataset("digits")
+    data = load_data(cfg)
     torch.manual_seed(0)
-    run = ServerRun.create(data.spec, data.test, torch.device("cpu"), RunLogger(out_dir), client_model_configs(cfg))
+    run = ServerRun.create(data.spec, data.test, torch.device("cpu"), RunLogger(out_dir), client_model_configs(cfg),
+                           proxy=server_proxy(cfg) if proxy == "from cfg" else proxy)
     strategy = instantiate(cfg.strategy, num_clients=cfg.num_clients, seed=0)
     strategy.bind(run)
     return strategy, run
+
+
+def global_accuracy(run, arrays) -> float:
+    """Test accuracy of the single-architecture global model ``arrays`` on ``run``'s evaluation split."""
+    from fedkd.federated import records as R
+    from fedkd.models import build_from_config
+    from fedkd.training import evaluate
+
+    model = build_from_config(run.client_model_configs[0], run.spec)
+    model.load_state_dict(R.state_dict(arrays))
+    return evaluate(model, run.test, run.device)["accuracy"]
 
 
 def sigkill_when(

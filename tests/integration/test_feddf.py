@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_SIM, client_updates
+from conftest import SMALL_SIM, bound_strategy, client_updates, global_accuracy
 from hydra.utils import instantiate
 
 from fedkd.apps.simulation import simulate
@@ -18,29 +18,13 @@ from fedkd.data import load_dataset
 from fedkd.data.partitions import label_counts
 from fedkd.datafree import RealDataSource
 from fedkd.federated import data as D
-from fedkd.federated import records as R
 from fedkd.federated.config import compose_sim_config
-from fedkd.federated.server_run import ServerRun
-from fedkd.models import build_from_config
-from fedkd.training import evaluate
-from fedkd.utils.run_logger import RunLogger, read_metrics
+from fedkd.utils.run_logger import read_metrics
 
 CHANCE = 0.1
 PROXY = 300  # of digits' 1,438 training images
 FEDDF = [*SMALL_SIM, "strategy=feddf", f"proxy_size={PROXY}", "strategy.iterations_per_round=4",
          "strategy.diagnostics_every=1"]
-
-
-def _bound(cfg, out_dir, proxy="from cfg"):
-    """``cfg.strategy`` bound to a CPU ServerRun on digits that holds the run's proxy images, as
-    :func:`fedkd.apps.server_app.run_server` builds it."""
-    data = D.load_data(cfg)
-    torch.manual_seed(0)
-    run = ServerRun.create(data.spec, data.test, torch.device("cpu"), RunLogger(out_dir), D.client_model_configs(cfg),
-                           proxy=D.server_proxy(cfg) if proxy == "from cfg" else proxy)
-    strategy = instantiate(cfg.strategy, num_clients=cfg.num_clients, seed=0)
-    strategy.bind(run)
-    return strategy, run
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +35,8 @@ def cfg():
 @pytest.fixture(scope="module")
 def replies(cfg, tmp_path_factory):
     """The four clients' replies after 2 local epochs on their proxy-free partitions."""
-    _, run = _bound(cfg, tmp_path_factory.mktemp("feddf_clients"))
+    _, run = bound_strategy(cfg, tmp_path_factory.mktemp("feddf_clients"))
     return client_updates(cfg, run, epochs=2, same_start=True)
-
-
-def _accuracy(run, arrays) -> float:
-    model = build_from_config(run.client_model_configs[0], run.spec)
-    model.load_state_dict(R.state_dict(arrays))
-    return evaluate(model, run.test, run.device)["accuracy"]
 
 
 def _same(a, b) -> bool:
@@ -103,7 +81,7 @@ def test_without_a_proxy_the_partitions_are_what_they_were(setting):
 
 # ----------------------------------------------------------------------------- the server
 def test_feddf_distils_the_average_on_the_proxy_and_beats_chance(cfg, replies, tmp_path):
-    strategy, run = _bound(cfg, tmp_path)
+    strategy, run = bound_strategy(cfg, tmp_path)
     assert isinstance(strategy.synthesizer, RealDataSource)
     assert torch.equal(strategy.synthesizer.images, run.proxy)  # the proxy's images, nothing else
     arrays, _ = strategy.aggregate(1, replies)  # no warm-up: distilled in round 1
@@ -111,8 +89,8 @@ def test_feddf_distils_the_average_on_the_proxy_and_beats_chance(cfg, replies, t
     average = strategy.average(replies)
     assert not _same(arrays, average)  # the student moved away from the average
     assert np.isfinite(server["student_loss"]) and server["student_samples"] == 4 * 64
-    assert _accuracy(run, arrays) > 3 * CHANCE
-    assert _accuracy(run, arrays) == pytest.approx(server["student_accuracy_after"], abs=1e-6)
+    assert global_accuracy(run, arrays) > 3 * CHANCE
+    assert global_accuracy(run, arrays) == pytest.approx(server["student_accuracy_after"], abs=1e-6)
 
 
 def test_feddf_never_reads_the_proxy_labels(cfg, replies, tmp_path):
@@ -123,7 +101,7 @@ def test_feddf_never_reads_the_proxy_labels(cfg, replies, tmp_path):
         D._partitions.cache_clear()
         parts = D.partitions(cfg)
         counts = D.partition_label_counts(cfg)
-        strategy, run = _bound(cfg, out)
+        strategy, run = bound_strategy(cfg, out)
         strategy.diagnostics_every = 0  # they only report (on the test set); the rounds' weights are the point
         torch.manual_seed(1)
         rounds = [strategy.aggregate(r, replies)[0] for r in (1, 2)]
@@ -171,10 +149,10 @@ def test_feddf_distils_on_a_users_own_unlabeled_images(replies, tmp_path):
     cfg = compose_sim_config(own)
     check_run_inputs(cfg)  # what fedkd-sim checks before Ray starts
     assert D.proxy_size(cfg) == 0 and len(np.concatenate(D.partitions(cfg))) == len(D.load_data(cfg).train)
-    strategy, run = _bound(cfg, tmp_path / "run")
+    strategy, run = bound_strategy(cfg, tmp_path / "run")
     assert torch.equal(strategy.synthesizer.images, load_unlabeled(tmp_path / "proxy.npy", run.spec))
     arrays, _ = strategy.aggregate(1, replies)
-    assert _accuracy(run, arrays) > 3 * CHANCE
+    assert global_accuracy(run, arrays) > 3 * CHANCE
     both = compose_sim_config([*FEDDF, f"proxy_path={tmp_path / 'proxy.npy'}"])
     assert "set one" in _one_line(lambda: check_run_inputs(both))
 
@@ -194,7 +172,8 @@ def test_feddf_without_a_proxy_ends_in_one_line(tmp_path):
     from fedkd.federated.sanity import check_run_inputs
 
     cfg = compose_sim_config([*SMALL_SIM, "strategy=feddf"])  # proxy_size=0
-    for make in (lambda: check_run_inputs(cfg), lambda: _bound(cfg, tmp_path)):  # before Ray starts, and the server
+    # before Ray starts, and when the server binds its strategy
+    for make in (lambda: check_run_inputs(cfg), lambda: bound_strategy(cfg, tmp_path)):
         error = _one_line(make)
         assert "strategy.synthesizer distils on real images" in error and "set proxy_size=<n>" in error
     check_run_inputs(compose_sim_config([*SMALL_SIM, "strategy=feddf", f"proxy_size={PROXY}"]))  # with one: fine
@@ -218,7 +197,7 @@ def test_a_proxy_no_synthesizer_uses_is_a_warning(tmp_path, caplog):
     """FedFTG's generator does not read the proxy: the clients lost those images for nothing."""
     cfg = compose_sim_config([*SMALL_SIM, "strategy=fedftg", f"proxy_size={PROXY}"])
     with caplog.at_level(logging.WARNING):
-        _bound(cfg, tmp_path)
+        bound_strategy(cfg, tmp_path)
     assert f"the {PROXY} images set aside for it go unused" in caplog.text
 
 

@@ -6,35 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_SIM, client_updates
-from hydra.utils import instantiate
+from conftest import SMALL_SIM, bound_strategy, client_updates, global_accuracy
 
 from fedkd.data import Split
 from fedkd.datafree import RealDataSource
 from fedkd.errors import ConfigError
 from fedkd.federated import data as D
-from fedkd.federated import records as R
 from fedkd.federated.config import compose_sim_config
 from fedkd.federated.sanity import check_run_inputs
-from fedkd.federated.server_run import ServerRun
-from fedkd.models import build_from_config
-from fedkd.training import evaluate
-from fedkd.utils.run_logger import RunLogger
 
 PROXY = 300  # of digits' 1,438 training images
 REFERENCE = [*SMALL_SIM, "partition.alpha=0.1", "strategy=fedftg_labelled_proxy", f"proxy_size={PROXY}",
              "strategy.iterations_per_round=10", "strategy.optimizer.lr=1e-3", "strategy.diagnostics_every=0"]
-
-
-def _bound(cfg, out_dir):
-    """``cfg.strategy`` bound to a CPU ServerRun holding what the ServerApp gives it (``server_proxy``)."""
-    data = D.load_data(cfg)
-    torch.manual_seed(0)
-    run = ServerRun.create(data.spec, data.test, torch.device("cpu"), RunLogger(out_dir), D.client_model_configs(cfg),
-                           proxy=D.server_proxy(cfg))
-    strategy = instantiate(cfg.strategy, num_clients=cfg.num_clients, seed=0)
-    strategy.bind(run)
-    return strategy, run
 
 
 @pytest.fixture(scope="module")
@@ -44,18 +27,12 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def replies(cfg, tmp_path_factory):
-    _, run = _bound(cfg, tmp_path_factory.mktemp("reference_clients"))
+    _, run = bound_strategy(cfg, tmp_path_factory.mktemp("reference_clients"))
     return client_updates(cfg, run, epochs=2, same_start=True)
 
 
-def _accuracy(run, arrays) -> float:
-    model = build_from_config(run.client_model_configs[0], run.spec)
-    model.load_state_dict(R.state_dict(arrays))
-    return evaluate(model, run.test, run.device)["accuracy"]
-
-
 def test_the_reference_serves_the_proxy_images_with_their_own_labels(cfg, tmp_path):
-    strategy, run = _bound(cfg, tmp_path)
+    strategy, run = bound_strategy(cfg, tmp_path)
     source = strategy.synthesizer
     assert isinstance(source, RealDataSource) and isinstance(run.proxy, Split)
     train = D.load_data(cfg).train
@@ -71,19 +48,19 @@ def test_the_reference_serves_the_proxy_images_with_their_own_labels(cfg, tmp_pa
 def test_the_labels_weight_the_teacher_and_the_round_beats_chance(cfg, replies, tmp_path):
     """Round 1 distils (no warm-up) well above the average; with the proxy's labels shuffled the teacher
     weights its members by wrong labels and the student learns less: the labels reach the teacher."""
-    strategy, run = _bound(cfg, tmp_path / "true")
+    strategy, run = bound_strategy(cfg, tmp_path / "true")
     torch.manual_seed(1)
     arrays, _ = strategy.aggregate(1, replies)
     assert np.isfinite(dict(strategy._round.server)["student_loss"])
-    assert _accuracy(run, arrays) > _accuracy(run, strategy.average(replies)) + 0.1
+    assert global_accuracy(run, arrays) > global_accuracy(run, strategy.average(replies)) + 0.1
 
-    shuffled, run2 = _bound(cfg, tmp_path / "shuffled")
+    shuffled, run2 = bound_strategy(cfg, tmp_path / "shuffled")
     labels = shuffled.synthesizer.labels
     shuffled.synthesizer.labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
     torch.manual_seed(1)
     other, _ = shuffled.aggregate(1, replies)
     assert any(not np.array_equal(arrays[k].numpy(), other[k].numpy()) for k in arrays)
-    assert _accuracy(run, arrays) > _accuracy(run2, other) + 0.1  # the right labels make the better teacher
+    assert global_accuracy(run, arrays) > global_accuracy(run2, other) + 0.1  # the right labels make the better teacher
 
 
 def test_a_users_unlabeled_folder_cannot_serve_the_labelled_reference(tmp_path):
