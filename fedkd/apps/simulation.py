@@ -160,6 +160,7 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         wind_down()
         raise KeyboardInterrupt from None
     finally:
+        interrupt.rearm()  # ray.init took SIGTERM over; the rest of the command is ours again
         flwr_logger.removeFilter(quiet)
         flwr_logger.removeFilter(tracebacks)
         flwr_logger.removeFilter(after_stop)

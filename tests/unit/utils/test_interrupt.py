@@ -95,6 +95,29 @@ def test_sigterm_stops_the_run_as_ctrl_c_does_with_exit_code_143():
         signal.signal(signal.SIGTERM, before)
 
 
+def test_rearm_takes_sigterm_back_from_the_handler_ray_init_leaves():
+    """``ray.init`` puts ``sys.exit(15)`` on SIGTERM; after a simulation the command's stop handler
+    is back (a later SIGTERM stops with the one line and 143), and nothing is installed outside a run."""
+
+    def rays(signum, frame):  # what ray.init installs
+        sys.exit(signum)
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with interrupt.handle_sigint():
+            signal.signal(signal.SIGTERM, rays)
+            interrupt.rearm()
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            assert interrupt.exit_code() == 143
+        signal.signal(signal.SIGTERM, rays)
+        interrupt.rearm()  # no run holds the signal: Ray's stays
+        assert signal.getsignal(signal.SIGTERM) is rays
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_a_second_ctrl_c_exits_at_once_with_the_one_line_message():
     proc = subprocess.Popen([sys.executable, "-c", SECOND_PRESS], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
