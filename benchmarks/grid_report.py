@@ -18,13 +18,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return float("nan"), float("nan")
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    # one seed has no spread to report: its std is NaN, and the tables show the mean alone
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
 def _fmt(mean: float, std: float, scale: float = 100.0, signed: bool = False) -> str:
     if math.isnan(mean):
         return "-"
-    return f"{scale * mean:{'+' if signed else ''}.2f} ± {scale * std:.2f}"
+    text = f"{scale * mean:{'+' if signed else ''}.2f}"
+    return text if math.isnan(std) else f"{text} ± {scale * std:.2f}"
 
 
 def load(results: Path) -> dict[str, dict[str, list[dict]]]:
@@ -139,8 +141,10 @@ def skewed_line(cells: dict, skewed: tuple[str, ...]) -> str:
         if diffs:
             parts.append(f"{row} {100 * statistics.fmean(diffs):+.2f} (over {len(diffs)} of {len(skewed)} settings; "
                          f"worst cell {100 * worst:+.2f})")
-    return "Mean difference to FedAvg over the skewed settings (Dirichlet 0.1, shards; 10 and 50 clients), points: " + (
-        "; ".join(parts) if parts else "no paired cells yet")
+    if not parts:
+        return ""
+    return ("Mean difference to FedAvg over the skewed settings (Dirichlet 0.1, shards; 10 and 50 clients), points: "
+            + "; ".join(parts))
 
 
 NON_DISTILLATION = ("fedavg", "fedprox", "mifa", "fedavg_memory")  # rows that average models and nothing more
@@ -160,8 +164,10 @@ def best_baseline_line(cells: dict, settings: tuple[str, ...]) -> str:
         if diffs:
             parts.append(f"{row} {100 * statistics.fmean(diffs):+.2f} (over {len(diffs)} of {len(settings)}; "
                          f"worst {100 * min(diffs):+.2f})")
+    if not parts:
+        return ""
     return (f"Against the best of {', '.join(NON_DISTILLATION)} in each of those settings (means), points: "
-            + ("; ".join(parts) if parts else "no cells yet"))
+            + "; ".join(parts))
 
 
 GENERATOR_COST = ("fedftg_memory_labelled_proxy", "fedftg_memory_k3_bnsparse_proxy")  # (real images, generator)
@@ -179,8 +185,9 @@ def generator_cost_line(grid: dict[str, dict[str, list[dict]]]) -> str:
             (m_real, _), (m_gen, _) = _mean_std([a for a, _ in pairs]), _mean_std([b for _, b in pairs])
             parts.append(f"{setting} {_fmt(*_mean_std([a - b for a, b in pairs]), signed=True)} "
                          f"({100 * m_real:.2f} against {100 * m_gen:.2f}, {len(pairs)} seeds)")
-    return (f"The generator's cost ({real} minus {generated}, same clients, paired by seed), points: "
-            + ("; ".join(parts) if parts else "no paired cells yet"))
+    if not parts:
+        return ""
+    return f"The generator's cost ({real} minus {generated}, same clients, paired by seed), points: " + "; ".join(parts)
 
 
 def plot(grid: dict[str, dict[str, list[dict]]], results: Path) -> None:
@@ -216,10 +223,11 @@ def render(results: Path, prefix: Path, target: float, skewed: tuple[str, ...], 
     if not grid:
         return f"no finished runs under {results}"
     text, cells = table(grid, target, last)
-    text = (f"## Summary: final accuracy %, mean ± std over seeds; Δ: paired difference to FedAvg\n\n"
-            f"{summary_table(cells)}\n\n{skewed_line(cells, skewed)}\n\n{best_baseline_line(cells, skewed)}\n\n"
-            f"{generator_cost_line(grid)}\n\n"
-            f"## Per setting\n\n{text}")
+    # the lines across settings, where their cells exist (a one-shot or tuning grid has none of some)
+    lines = [skewed_line(cells, skewed), best_baseline_line(cells, skewed), generator_cost_line(grid)]
+    text = "\n\n".join(["## Summary: final accuracy %, mean ± std over seeds (one seed: the value alone); "
+                         "Δ: paired difference to FedAvg", summary_table(cells), *filter(None, lines),
+                         f"## Per setting\n\n{text}"])
     prefix.with_suffix(".md").write_text(text)
     prefix.with_suffix(".json").write_text(json.dumps(cells, indent=1) + "\n")
     plot(grid, results)
