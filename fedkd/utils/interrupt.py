@@ -66,14 +66,13 @@ class RunInfo:
 
 
 _run: RunInfo | None = None
-_armed = False
-_owned: tuple[int, ...] = ()  # the stop signals whose handler this module installed
+_owned: tuple[int, ...] = ()  # the stop signals whose handler this module installed (none: not armed)
 _exit_code = EXIT_CODE  # 128 + the number of the first stop signal received
 
 
 def armed() -> bool:
     """Whether a Ctrl-C handler of this module is installed (a run can be stopped by :data:`STOP`)."""
-    return _armed
+    return bool(_owned)
 
 
 def rearm() -> None:
@@ -81,7 +80,7 @@ def rearm() -> None:
     SIGTERM's with ``sys.exit(15)``, and ``ray.shutdown`` leaves it there: without this, a SIGTERM
     after a simulation (fedkd-compare's next run, its report) would end the command with exit code 15
     and no stop line."""
-    if _armed and threading.current_thread() is threading.main_thread():
+    if _owned and threading.current_thread() is threading.main_thread():
         for signum in _owned:
             signal.signal(signum, _on_stop_signal)
 
@@ -205,7 +204,7 @@ _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.S
 def handle_sigint() -> Iterator[None]:
     """Install the Ctrl-C and SIGTERM handler for the ``with`` block (main thread only; a signal that
     the process was started ignoring, a background job's SIGINT, stays ignored)."""
-    global _armed, _exit_code, _owned
+    global _exit_code, _owned
     mine = [s for s in STOP_SIGNALS if signal.getsignal(s) is _DEFAULTS[s]]
     if threading.current_thread() is not threading.main_thread() or not mine:
         yield
@@ -214,11 +213,11 @@ def handle_sigint() -> Iterator[None]:
     _exit_code = EXIT_CODE
     for signum in mine:
         signal.signal(signum, _on_stop_signal)
-    _armed, _owned = True, tuple(mine)
+    _owned = tuple(mine)
     try:
         yield
     finally:
         for signum in mine:
             signal.signal(signum, _DEFAULTS[signum])
-        _armed, _owned = False, ()
+        _owned = ()
         STOP.clear()
