@@ -55,7 +55,9 @@ class FedAvg(FlowerFedAvg):
     ``test_loss`` (the server's central evaluation), ``recorder`` (per-round rows),
     ``node_timeout`` (seconds to wait for all clients to connect). ``min_available_clients``
     defaults to ``num_clients``: a run starts once every partition is online, so a seed gives
-    the same sample in every run.
+    the same sample in every run. ``method``: the name the log, ``summary.json`` and the checkpoints
+    give the run (default: the class's); a config that runs one method on another's class names it
+    (``conf/strategy/feddf.yaml`` runs FedDF on :class:`~fedkd.strategies.fedftg.FedFTG`).
     """
 
     #: Whether the strategy averages client weights, so every client must train ``cfg.model``'s
@@ -81,6 +83,7 @@ class FedAvg(FlowerFedAvg):
         trim_fraction: Annotated[float, Range(0, 0.5, high_open=True)] = 0.2,
         num_malicious: NonNegativeInt = 1,
         clip_norm: PositiveFloat | None = None,
+        method: str | None = None,
     ) -> None:
         check_options(aggregation, trim_fraction, num_malicious, clip_norm)
         if min_replies < 1:
@@ -104,6 +107,7 @@ class FedAvg(FlowerFedAvg):
             self.min_evaluate_nodes = 0
         self.num_clients = num_clients
         self.seed = seed
+        self.method = method or type(self).__name__
         self.evaluate_fn = evaluate_fn
         self.recorder = recorder
         self.node_timeout = node_timeout
@@ -168,7 +172,7 @@ class FedAvg(FlowerFedAvg):
     def summary(self) -> None:
         """Log the configuration (Flower's lines plus the sampling seed)."""
         super().summary()
-        log.debug("%s: %d clients, sampling seed %d", type(self).__name__, self.num_clients, self.seed)
+        log.debug("%s: %d clients, sampling seed %d", self.method, self.num_clients, self.seed)
 
     # ------------------------------------------------------------------ which node is which client
     @property

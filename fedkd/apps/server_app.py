@@ -104,7 +104,7 @@ def check_models(cfg: DictConfig, strategy: Any) -> None:
     for pid, have in enumerate(client_model_configs(cfg)):
         if have != want:
             raise ConfigError(
-                f"{type(strategy).__name__} averages weights, but client {pid} trains {have} instead of {want}; "
+                f"{strategy.method} averages weights, but client {pid} trains {have} instead of {want}; "
                 "set client_models=null or use a strategy that supports mixed architectures"
             )
 
@@ -155,7 +155,7 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
             log.info("resuming %s after round %d of %d", ctx.out_dir, resume.round, cfg.rounds)
         log.info(
             "%s: %d clients, %d rounds, %s (%d parameters) on %s; output %s",
-            type(strategy).__name__, cfg.num_clients, cfg.rounds,
+            strategy.method, cfg.num_clients, cfg.rounds,
             " + ".join(str(c.get("name") or c.get("_target_")) for c in server_run.model_configs.values()),
             sum(count_parameters(m) for m in evaluator.models.values()),
             data.spec.name, ctx.out_dir,
@@ -165,10 +165,10 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
             train_config=train_config(cfg), first_round=first_round,
         )
         checkpoint = save_global_models(server_run, result.arrays, ctx.out_dir, rounds=int(cfg.rounds),
-                                        strategy=type(strategy).__name__)
+                                        strategy=strategy.method)
         summary = recorder.summary(
             total_seconds=time.perf_counter() - started, checkpoint=str(checkpoint),
-            strategy=type(strategy).__name__, num_clients=int(cfg.num_clients),
+            strategy=strategy.method, num_clients=int(cfg.num_clients),
         )
     log.info(summary_line(summary))
     return summary

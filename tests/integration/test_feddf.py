@@ -130,7 +130,7 @@ def test_feddf_runs_end_to_end_through_fedkd_sim(tmp_path):
     """One real simulation: the ServerApp hands its proxy to the strategy; the clients train on the rest."""
     cfg = compose_sim_config([*FEDDF, "rounds=2", "local_epochs=2"])
     summary = simulate(cfg, tmp_path)
-    assert summary["rounds_completed"] == 2 and summary["strategy"] == "FedFTG"
+    assert summary["rounds_completed"] == 2 and summary["strategy"] == "FedDF"
     rows = read_metrics(tmp_path)
     assert all(np.isfinite(r["student_loss"]) and r["server_seconds_distillation"] > 0 for r in rows)
     assert rows[-1]["test_accuracy"] > 3 * CHANCE
