@@ -10,6 +10,8 @@ Fashion-MNIST from Debian's package folder (a 12,000-image training subset, the 
   Their ``proxy_size=2000`` keeps 2,000 training images from every client for the server, so their
   clients share 10,000 images where every other row's share all 12,000: FedDF pays for its proxy
   with client data (the other rows' partitions stay as they were, and their results valid);
+- FedDF with its authors' early stopping (``feddf_validated``, ``feddf_memory_validated``): the server also
+  keeps 500 labelled images from the clients and keeps each round's best student on them;
 - one-shot (DENSE-style) as its own row set: one round, 10 local epochs, on the 10-client settings;
 - the horizon (``--mode horizon``): Dirichlet 0.1 and shards with 50 clients at 20 %, 100 rounds, the
   memory rows and their baselines; final, mean of the last 10 rounds, rounds to 70 %.
@@ -87,6 +89,8 @@ DFRD_BUDGET = ["strategy=dfrd", *FEDFTG_BUDGET[1:-1], "strategy.diagnostics_ever
 # which no client holds (so its clients share 10,000), at FedFTG's server budget: 10 student steps of 64.
 FEDDF = ["strategy=feddf", "proxy_size=2000", "strategy.iterations_per_round=10", "strategy.student_batch_size=64",
          "strategy.diagnostics_every=2", "strategy.diagnostics_samples=1000"]
+# FedDF's early stopping: 500 labelled training images no client holds, the best student on them kept
+VALIDATED = ["validation_size=500", "strategy.keep_best_on_validation=true"]
 ROWS: dict[str, list[str]] = {
     "fedavg": ["strategy=fedavg"],
     "fedprox": ["strategy=fedprox"],
@@ -107,6 +111,11 @@ ROWS: dict[str, list[str]] = {
     # proxy; the paper's teacher (the round's clients), and with fedftg_memory's 10-round client memory
     "feddf": [*FEDDF, "strategy.teacher_memory_rounds=1"],
     "feddf_memory": [*FEDDF, "strategy.teacher_memory_rounds=10"],
+    # FedDF with its authors' early stopping: after each of the 10 steps the student is evaluated on 500 labelled
+    # training images no client holds (validation_size, set a priori: 4 % of the subset) and the best is kept,
+    # the average included -- these clients share 9,500 images
+    "feddf_validated": [*FEDDF, "strategy.teacher_memory_rounds=1", *VALIDATED],
+    "feddf_memory_validated": [*FEDDF, "strategy.teacher_memory_rounds=10", *VALIDATED],
     # FedDF with fedftg_memory's teacher: each class's logit from the remembered clients weighted by their
     # shares of it (label counts only; the proxy's labels stay unread), the real-data reference matched to it
     "feddf_memory_lc": [*FEDDF, "strategy.teacher_memory_rounds=10", "strategy.class_weighting=label_counts",

@@ -168,6 +168,8 @@ class SimConfig(RunConfig):
     holdout_size: int = ranged(5000, low=1, doc="images of the holdout (evaluate_on=holdout)")
     proxy_size: int = ranged(0, low=0, doc="training images no client holds: the server's proxy (strategy=feddf)")
     proxy_path: str | None = setting(None, "your own unlabeled proxy instead: an image folder or a .npy/.npz file")
+    validation_size: int = ranged(0, low=0, doc="labelled training images no client holds: the server's validation "
+                                  "split (strategy.keep_best_on_validation)")
 
 
 @dataclass

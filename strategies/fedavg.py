@@ -164,6 +164,14 @@ class FedAvg(FlowerFedAvg):
         before the first round. FedAvg keeps it only to screen mixed-architecture replies;
         server-side distillation needs more of it. Subclasses call ``super().bind(run)``."""
         self.server_run = run
+        if run.validation is not None and not self.uses_validation:
+            log.warning("%s reads no validation split: the %d labelled images kept from the clients for it go "
+                        "unused; set validation_size=0", self.method, len(run.validation))
+
+    @property
+    def uses_validation(self) -> bool:
+        """Whether the strategy reads the server's labelled validation split (``validation_size``)."""
+        return False
 
     def record_server_metrics(self, metrics: dict[str, float]) -> None:
         """Add strategy-specific figures (distillation losses, server seconds) to this round's row."""

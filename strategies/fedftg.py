@@ -44,8 +44,9 @@ from fedkd.datafree.teacher import WEIGHTINGS
 from fedkd.datafree.teacher_metrics import boosted_accuracy, teacher_accuracies
 from fedkd.errors import ConfigError
 from fedkd.federated import records as R
-from fedkd.federated.data import PROXY_REMEDY
+from fedkd.federated.data import PROXY_REMEDY, VALIDATION_REMEDY
 from fedkd.report.samples import by_class
+from fedkd.strategies.best_on_validation import BestOnValidation
 from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
 from fedkd.strategies.server_checks import probe_split, synthetic_agreement
@@ -112,6 +113,9 @@ class FedFTG(FedAvg):
             the average already predicts the teacher's label on at least this share -- the
             teacher has little left to teach it, and fine-tuning towards it measured as a loss
             (docs/federated.md#when-distillation-helps).
+        keep_best_on_validation: evaluate the student on the server's labelled validation split
+            (``validation_size``) after every iteration and keep the best, the starting model included
+            (:mod:`~fedkd.strategies.best_on_validation`: FedDF's early stopping; reads labels).
     """
 
     #: Clients may train different architectures: weights are averaged within groups only.
@@ -139,6 +143,7 @@ class FedFTG(FedAvg):
         teacher_memory_rounds: PositiveInt | None = 10,
         teacher_members_per_class: PositiveInt | None = None,
         student_terms: Mapping[str, StudentTerm] | None = None,
+        keep_best_on_validation: bool = False,
         **fedavg: Annotated[Any, Forward()],
     ) -> None:
         super().__init__(**fedavg)
@@ -160,6 +165,7 @@ class FedFTG(FedAvg):
         self.memory = ClientMemory(teacher_memory_rounds)
         self.teacher_members_per_class = teacher_members_per_class
         self.student_terms = check_student_terms(student_terms, "strategy.student_terms")
+        self.keep_best_on_validation = keep_best_on_validation
         self.synthesizer: Synthesizer | None = None
         self.students: dict[str, ArrayRecord] = {}  # group key -> last distilled model
 
@@ -174,7 +180,14 @@ class FedFTG(FedAvg):
                 "strategy.synthesizer stops learning after round 1 while the server's teacher changes every round; "
                 f"set {self.synthesizer.keep_learning_override('strategy.synthesizer')}"
             )
+        if self.keep_best_on_validation and run.validation is None:
+            raise ConfigError(f"strategy.keep_best_on_validation=true and the server has no validation split; "
+                              f"{VALIDATION_REMEDY} or strategy.keep_best_on_validation=false")
         self.probe = probe_split(run.test, self.diagnostics_samples, self.seed)  # the same images every round
+
+    @property
+    def uses_validation(self) -> bool:
+        return self.keep_best_on_validation
 
     # ------------------------------------------------------------------ one round
     def aggregate(self, server_round: int, updates: list[ClientUpdate]) -> tuple[ArrayRecord, MetricRecord]:
@@ -251,15 +264,22 @@ class FedFTG(FedAvg):
             with laps("diagnostics"):
                 before = evaluate(student, probe, run.device)["accuracy"]
         warmup = server_round <= self.warmup_rounds  # the generator learns, the student waits
+        keeper = None
+        if self.keep_best_on_validation and not warmup:
+            with laps("validation"):
+                keeper = BestOnValidation(student, run.validation, run.device)
         with laps("synthesis" if warmup else "distillation"):
             result = distill(
                 student, teacher, self.synthesizer, None if warmup else self.make_optimizer(student.parameters()),
                 self.iterations_per_round, recipe=self.synthesizer.recipe, student_batch_size=self.student_batch_size,
                 progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
-                terms=list(self.student_terms.values()), train_student=not warmup,
+                terms=list(self.student_terms.values()), train_student=not warmup, on_iteration=keeper,
             )
         if not warmup:
             laps.move("distillation", "synthesis", result["synthesis_s"])
+        if keeper is not None:  # the best student on the validation split, the starting model included
+            laps.move("distillation", "validation", keeper.seconds)
+            server.update({f"{prefix}{k}": v for k, v in keeper.restore().items()})
         skip = ("wall_time_s", "synthesis_s", "student_s", *(("student_samples",) if warmup else ()))
         server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k not in skip})
         if warmup:  # the round's global model is the average (reloaded: the generator's passes moved BN statistics)

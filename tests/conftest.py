@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from filelock import FileLock
@@ -130,17 +131,18 @@ def fedftg_replies(tmp_path_factory):
 
 def bound_strategy(cfg, out_dir, proxy="from cfg"):
     """``cfg.strategy`` instantiated and bound to a CPU ServerRun on the run's data (no Flower run),
-    holding what the ServerApp hands it of the proxy (``server_proxy``), or ``proxy`` when given."""
+    holding what the ServerApp hands it of the proxy (``server_proxy``), or ``proxy`` when given, and
+    of the validation split (``server_validation``)."""
     from hydra.utils import instantiate
 
-    from fedkd.federated.data import client_model_configs, load_data, server_proxy
+    from fedkd.federated.data import client_model_configs, load_data, server_proxy, server_validation
     from fedkd.federated.server_run import ServerRun
     from fedkd.utils.run_logger import RunLogger
 
     data = load_data(cfg)
     torch.manual_seed(0)
     run = ServerRun.create(data.spec, data.test, torch.device("cpu"), RunLogger(out_dir), client_model_configs(cfg),
-                           proxy=server_proxy(cfg) if proxy == "from cfg" else proxy)
+                           proxy=server_proxy(cfg) if proxy == "from cfg" else proxy, validation=server_validation(cfg))
     strategy = instantiate(cfg.strategy, num_clients=cfg.num_clients, seed=0)
     strategy.bind(run)
     return strategy, run
@@ -204,3 +206,19 @@ def digits_teacher(digits):
     acc = evaluate(model, digits.test, torch.device("cpu"))["accuracy"]
     assert acc > 0.9
     return model.eval()
+
+
+def same_arrays(a, b) -> bool:
+    """Whether two ArrayRecords hold the same keys and bit-for-bit the same arrays."""
+    return set(a) == set(b) and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def one_line_error(make) -> str:
+    """The one-line user error ``make()`` raises (as the command line would print it)."""
+    from fedkd.cli.common import _user_error
+
+    with pytest.raises(Exception) as raised:  # noqa: PT011 -- Hydra's instantiate wraps it; the CLI unwraps it
+        make()
+    error = _user_error(raised.value)
+    assert error is not None and "\n" not in str(error), raised.value
+    return str(error)

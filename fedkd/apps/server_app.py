@@ -31,6 +31,7 @@ from fedkd.federated.data import (
     load_data,
     partition_label_counts,
     server_proxy,
+    server_validation,
 )
 from fedkd.federated.metrics import RoundRecorder
 from fedkd.federated.resume import ResumeState, ServerCheckpointer
@@ -131,9 +132,11 @@ def run_server(grid: Grid, cfg: DictConfig, out_dir: str | Path) -> dict[str, An
         write_partition_plot(partition_label_counts(cfg), cfg, ctx.out_dir, data.spec.class_names)
         # Initial models are built first, with the RNG seeded by RunContext: same start every run.
         eval_name, eval_split = evaluation_split(cfg)
+        validation = server_validation(cfg)  # labelled: for a strategy that selects its student on it
         server_run = ServerRun.create(
             data.spec, eval_split.to(ctx.device), ctx.device, ctx.logger, client_model_configs(cfg), eval_name,
             proxy=server_proxy(cfg),  # images only, unless the reference's synthesizer asks for labels
+            validation=None if validation is None else validation.to(ctx.device),
         )
         evaluator = CentralEvaluator(server_run, int(cfg.eval_batch_size))
         recorder = RoundRecorder(ctx.logger, int(cfg.rounds), eval_name=eval_name)

@@ -55,6 +55,7 @@ def distill(
     previous: dict[str, float] | None = None,
     terms: Sequence[StudentTerm] = (),
     train_student: bool = True,
+    on_iteration: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Distill ``teacher`` into ``student`` on ``synthesizer``'s samples; return the final metrics.
 
@@ -82,6 +83,9 @@ def distill(
             (:meth:`Synthesizer.student_terms`); their mean losses are reported as ``term/<name>``.
         train_student: ``False`` runs only the synthesizer's steps (a fresh generator's warm-up
             against a student that does not move yet); the student's figures are then left out.
+        on_iteration: ``on_iteration(n)`` after the ``n``-th iteration (counted over all epochs), its
+            time outside the loop's figures: a check of the student between its updates (the
+            federated server's choice on a validation split, FedDF's early stopping).
 
     Returns:
         The last epoch's mean losses (``student_loss`` and the synthesizer's), the mean norm of
@@ -118,10 +122,11 @@ def distill(
         for epoch in range(start_epoch, epochs + 1):
             sums: dict[str, float] = {}
             synthesis_s = 0.0  # seconds in synthesize() this epoch; the rest of the loop is the student's
+            callback_s = 0.0  # seconds in on_iteration this epoch: not the loop's
             start = time.perf_counter()
             bar = tqdm(range(iterations_per_epoch), desc=f"{desc} {epoch}/{epochs}", disable=not progress,
                        dynamic_ncols=True, leave=False)
-            for _ in bar:
+            for index in bar:
                 # Before synthesis too: an adversarial generator's step runs the student (DFAD, ZSKT),
                 # and with frozen statistics those passes must not move them either.
                 set_student_mode(student, freeze_bn_stats)
@@ -164,10 +169,14 @@ def distill(
                 for key, value in row.items():
                     sums[key] = sums.get(key, 0.0) + value
                 bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
+                if on_iteration is not None:
+                    tick = time.perf_counter()
+                    on_iteration((epoch - 1) * iterations_per_epoch + index + 1)
+                    callback_s += time.perf_counter() - tick
             tick = time.perf_counter()
             synthesizer.end_epoch()  # before on_epoch: a checkpoint saved there holds its effect
             synthesis_s += time.perf_counter() - tick
-            epoch_s = time.perf_counter() - start
+            epoch_s = time.perf_counter() - start - callback_s
             busy += epoch_s
             metrics = {k: v / iterations_per_epoch for k, v in sums.items()}
             metrics["synthesis_s"] = synthesis_s

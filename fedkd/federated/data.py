@@ -5,11 +5,13 @@ needs to travel in messages: a client given ``partition-id`` by its SuperNode se
 and the server can know every partition's label histogram (:func:`partition_label_counts`)
 without seeing a sample.
 
-Two sets of training images belong to no client: the holdout (``evaluate_on=holdout``, the last
-``holdout_size`` images, for choosing settings) and the proxy (``proxy_size`` images drawn, seeded,
-from the rest): unlabeled real images the server distils on (FedDF, ``strategy=feddf``). It gets
-them as :func:`proxy_images`, images only; their labels are read by nobody but the one labelled
-reference that asks for them (:func:`server_proxy`).
+Three sets of training images belong to no client: the holdout (``evaluate_on=holdout``, the last
+``holdout_size`` images, for choosing settings), the proxy (``proxy_size`` images drawn, seeded,
+from the rest): unlabeled real images the server distils on (FedDF, ``strategy=feddf``), and the
+validation split (``validation_size`` images drawn, seeded, from what the proxy leaves): labelled
+images a server selects its student on (``strategy.keep_best_on_validation``, FedDF's early
+stopping). The server gets the proxy as :func:`proxy_images`, images only; its labels are read by
+nobody but the one labelled reference that asks for them (:func:`server_proxy`).
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ def load_data(cfg: DictConfig) -> DataBundle:
     return _dataset(_key(cfg.dataset))
 
 
-#: Mixed into ``cfg.seed`` for the proxy's draw, so it is a stream of its own, not the partitioner's.
+#: Mixed into ``cfg.seed`` for the proxy's and the validation split's draws: streams of their own,
+#: not the partitioner's.
 PROXY_STREAM = 0x70726F78
+VALIDATION_STREAM = 0x76616C69
 
 
 @functools.lru_cache(maxsize=4)
@@ -64,14 +68,25 @@ def _proxy(pool: int, size: int, seed: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
+def _validation(pool: int, proxy: int, size: int, seed: int) -> np.ndarray:
+    """``size`` sorted indices drawn (seeded) from ``0..pool-1`` outside the proxy: adding a validation
+    split leaves the proxy as it was."""
+    if size == 0:
+        return np.empty(0, dtype=np.int64)
+    rest = np.setdiff1d(np.arange(pool), _proxy(pool, proxy, seed))
+    return np.sort(np.random.default_rng([seed, VALIDATION_STREAM]).choice(rest, size, replace=False)).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=4)
 def _partitions(
-    dataset_key: str, partition_key: str, num_clients: int, seed: int, pool: int, proxy: int = 0
+    dataset_key: str, partition_key: str, num_clients: int, seed: int, pool: int, proxy: int = 0, validation: int = 0
 ) -> tuple[np.ndarray, ...]:
     partitioner = instantiate(OmegaConf.create(json.loads(partition_key)))
     labels = _dataset(dataset_key).train.y.numpy()[:pool]
-    if proxy == 0:  # the first pool images, partitioned as they always were
+    if proxy == 0 and validation == 0:  # the first pool images, partitioned as they always were
         return tuple(partitioner(labels, num_clients, seed=seed))
-    owned = np.setdiff1d(np.arange(pool), _proxy(pool, proxy, seed))  # sorted: the pool without the proxy
+    server = np.union1d(_proxy(pool, proxy, seed), _validation(pool, proxy, validation, seed))
+    owned = np.setdiff1d(np.arange(pool), server)  # sorted: the pool without the server's images
     return tuple(owned[np.asarray(part, dtype=np.int64)] for part in partitioner(labels[owned], num_clients, seed=seed))
 
 
@@ -89,15 +104,21 @@ PROXY_REMEDY = ("set proxy_size=<n> (that many training images no client holds, 
                 "or proxy_path=<a folder or .npy/.npz file of your own unlabeled images>")
 
 
-def proxy_size(cfg: DictConfig) -> int:
-    """Training images kept from every client as the server's unlabeled proxy (``proxy_size``; 0: none)."""
-    size, pool = cfg.get("proxy_size", 0), _client_pool(cfg)
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < pool:
+def _server_images(cfg: DictConfig, key: str, room: int, outside: str) -> int:
+    """``cfg[key]``: a count of training images kept from every client, checked to leave them some of
+    the ``room`` images (those outside ``outside``)."""
+    size = cfg.get(key, 0)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < room:
         raise ConfigError(
-            f"proxy_size={size!r} must be an integer from 0 and leave the clients images ({pool} training images "
-            f"outside the holdout); set proxy_size between 0 and {pool - 1}"
+            f"{key}={size!r} must be an integer from 0 and leave the clients images ({room} training images "
+            f"outside {outside}); set {key} between 0 and {room - 1}"
         )
     return size
+
+
+def proxy_size(cfg: DictConfig) -> int:
+    """Training images kept from every client as the server's unlabeled proxy (``proxy_size``; 0: none)."""
+    return _server_images(cfg, "proxy_size", _client_pool(cfg), "the holdout")
 
 
 def proxy_indices(cfg: DictConfig) -> np.ndarray:
@@ -116,6 +137,27 @@ def proxy_images(cfg: DictConfig) -> torch.Tensor | None:
         return load_unlabeled(cfg.proxy_path, load_data(cfg).spec)
     index = proxy_indices(cfg)
     return load_data(cfg).train.x[torch.from_numpy(index)].clone() if len(index) else None
+
+
+VALIDATION_REMEDY = "set validation_size=<n> (that many labelled training images no client holds, for the server)"
+
+
+def validation_size(cfg: DictConfig) -> int:
+    """Labelled training images kept from every client for the server's validation (``validation_size``; 0: none)."""
+    return _server_images(cfg, "validation_size", _client_pool(cfg) - proxy_size(cfg), "the holdout and the proxy")
+
+
+def validation_indices(cfg: DictConfig) -> np.ndarray:
+    """Training-set indices of the validation split: ``validation_size`` of the images outside the
+    holdout and the proxy, drawn with ``cfg.seed``; no client holds any of them."""
+    return _validation(_client_pool(cfg), proxy_size(cfg), validation_size(cfg), int(cfg.seed)).copy()
+
+
+def server_validation(cfg: DictConfig) -> Split | None:
+    """The server's labelled validation split (images and labels at :func:`validation_indices`), for a
+    strategy that selects its student on it (``strategy.keep_best_on_validation``); ``None`` without one."""
+    index = validation_indices(cfg)
+    return load_data(cfg).train.subset(index) if len(index) else None
 
 
 def labelled_proxy(cfg: DictConfig) -> Split | None:
@@ -138,12 +180,12 @@ def server_proxy(cfg: DictConfig) -> torch.Tensor | Split | None:
 
 def partitions(cfg: DictConfig) -> tuple[np.ndarray, ...]:
     """Training-set indices of every client (``cfg.partition`` applied with ``cfg.seed``), never
-    touching the holdout (the last ``holdout_size`` training images when ``evaluate_on=holdout``)
-    nor the proxy (:func:`proxy_indices`). With ``proxy_size=0`` the partitioner sees the same
-    labels as it always did, so the partitions are unchanged."""
+    touching the holdout (the last ``holdout_size`` training images when ``evaluate_on=holdout``),
+    the proxy (:func:`proxy_indices`) nor the validation split (:func:`validation_indices`). Without
+    either the partitioner sees the same labels as it always did, so the partitions are unchanged."""
     args = (_key(cfg.dataset), _key(cfg.partition), int(cfg.num_clients), int(cfg.seed), _client_pool(cfg))
-    size = proxy_size(cfg)
-    return _partitions(*args, size) if size else _partitions(*args)
+    proxy, validation = proxy_size(cfg), validation_size(cfg)
+    return _partitions(*args, proxy, validation) if proxy or validation else _partitions(*args)
 
 
 def evaluation_split(cfg: DictConfig) -> tuple[str, Split]:

@@ -3,7 +3,8 @@
 :func:`fedkd.apps.server_app.run_server` builds one :class:`ServerRun` and hands it to the
 strategy (``strategy.bind(run)``) before the first round: the data spec, the test split for
 server-side evaluation, the device, the run logger, every client's model config and, with
-``proxy_size`` > 0, the proxy's images (unlabeled; FedDF distils on them). Plain FedAvg needs none
+``proxy_size`` > 0, the proxy's images (unlabeled; FedDF distils on them) and with
+``validation_size`` > 0 a labelled validation split (FedDF's early stopping). Plain FedAvg needs none
 of it; generator-based strategies build their synthesizer and client models from it.
 """
 
@@ -32,6 +33,7 @@ class ServerRun:
     eval_name: str = "test"  # prefix of the central metrics: "test", or "holdout" (choosing settings)
     # training images no client holds (proxy_size): images only, or a Split for the labelled reference
     proxy: torch.Tensor | Split | None = None
+    validation: Split | None = None  # labelled training images no client holds (validation_size)
 
     @property
     def model_configs(self) -> dict[str, dict[str, Any]]:
@@ -58,9 +60,10 @@ class ServerRun:
     @classmethod
     def create(cls, spec: DatasetSpec, test: Split, device: torch.device, logger: RunLogger,
                client_model_configs: list[dict[str, Any]], eval_name: str = "test",
-               proxy: torch.Tensor | Split | None = None) -> ServerRun:
+               proxy: torch.Tensor | Split | None = None, validation: Split | None = None) -> ServerRun:
         """Build each group's initial model with the current (seeded) torch RNG."""
-        run = cls(spec, test, device, logger, client_model_configs, eval_name=eval_name, proxy=proxy)
+        run = cls(spec, test, device, logger, client_model_configs, eval_name=eval_name, proxy=proxy,
+                  validation=validation)
         for key, cfg in run.model_configs.items():
             run.initial[key] = R.to_arrays(build_from_config(cfg, spec))
         return run

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_SIM, bound_strategy, client_updates, global_accuracy
+from conftest import SMALL_SIM, bound_strategy, client_updates, global_accuracy, one_line_error, same_arrays
 from hydra.utils import instantiate
 
 from fedkd.apps.simulation import simulate
@@ -37,10 +37,6 @@ def replies(cfg, tmp_path_factory):
     """The four clients' replies after 2 local epochs on their proxy-free partitions."""
     _, run = bound_strategy(cfg, tmp_path_factory.mktemp("feddf_clients"))
     return client_updates(cfg, run, epochs=2, same_start=True)
-
-
-def _same(a, b) -> bool:
-    return set(a) == set(b) and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
 # ----------------------------------------------------------------------------- the proxy split
@@ -87,7 +83,7 @@ def test_feddf_distils_the_average_on_the_proxy_and_beats_chance(cfg, replies, t
     arrays, _ = strategy.aggregate(1, replies)  # no warm-up: distilled in round 1
     server = dict(strategy._round.server)
     average = strategy.average(replies)
-    assert not _same(arrays, average)  # the student moved away from the average
+    assert not same_arrays(arrays, average)  # the student moved away from the average
     assert np.isfinite(server["student_loss"]) and server["student_samples"] == 4 * 64
     assert global_accuracy(run, arrays) > 3 * CHANCE
     assert global_accuracy(run, arrays) == pytest.approx(server["student_accuracy_after"], abs=1e-6)
@@ -120,7 +116,7 @@ def test_feddf_never_reads_the_proxy_labels(cfg, replies, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(clean[0], poisoned[0], strict=True))
     np.testing.assert_array_equal(clean[1], poisoned[1])
     assert torch.equal(clean[2], poisoned[2])
-    assert all(_same(a, b) for a, b in zip(clean[3], poisoned[3], strict=True))
+    assert all(same_arrays(a, b) for a, b in zip(clean[3], poisoned[3], strict=True))
     # and the poison was real: the proxy's labels did count as labels nowhere above
     assert label_counts(kept.numpy(), [np.arange(len(kept))], 10).sum() == PROXY
 
@@ -154,27 +150,17 @@ def test_feddf_distils_on_a_users_own_unlabeled_images(replies, tmp_path):
     arrays, _ = strategy.aggregate(1, replies)
     assert global_accuracy(run, arrays) > 3 * CHANCE
     both = compose_sim_config([*FEDDF, f"proxy_path={tmp_path / 'proxy.npy'}"])
-    assert "set one" in _one_line(lambda: check_run_inputs(both))
+    assert "set one" in one_line_error(lambda: check_run_inputs(both))
 
 
 # ----------------------------------------------------------------------------- bad options, one line each
-def _one_line(make) -> str:
-    from fedkd.cli.common import _user_error
-
-    with pytest.raises(Exception) as raised:  # noqa: PT011 -- Hydra's instantiate wraps it; the CLI unwraps it
-        make()
-    error = _user_error(raised.value)
-    assert error is not None and "\n" not in str(error), raised.value
-    return str(error)
-
-
 def test_feddf_without_a_proxy_ends_in_one_line(tmp_path):
     from fedkd.federated.sanity import check_run_inputs
 
     cfg = compose_sim_config([*SMALL_SIM, "strategy=feddf"])  # proxy_size=0
     # before Ray starts, and when the server binds its strategy
     for make in (lambda: check_run_inputs(cfg), lambda: bound_strategy(cfg, tmp_path)):
-        error = _one_line(make)
+        error = one_line_error(make)
         assert "strategy.synthesizer distils on real images" in error and "set proxy_size=<n>" in error
     check_run_inputs(compose_sim_config([*SMALL_SIM, "strategy=feddf", f"proxy_size={PROXY}"]))  # with one: fine
 
@@ -182,7 +168,7 @@ def test_feddf_without_a_proxy_ends_in_one_line(tmp_path):
 @pytest.mark.parametrize("size", [1438, 5000])
 def test_a_proxy_that_leaves_the_clients_nothing_ends_in_one_line(size):
     cfg = compose_sim_config([*SMALL_SIM, "strategy=feddf", f"proxy_size={size}"])
-    error = _one_line(lambda: D.partitions(cfg))
+    error = one_line_error(lambda: D.partitions(cfg))
     assert error.startswith(f"proxy_size={size}") and "set proxy_size between 0 and 1437" in error
 
 

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import FEDFTG_BUDGET, SMALL_SIM, bound_strategy, client_updates, global_accuracy
+from conftest import FEDFTG_BUDGET, SMALL_SIM, bound_strategy, client_updates, global_accuracy, same_arrays
 from fakes import FakeGrid, task_identity  # noqa: F401  (task_identity: an autouse fixture)
 from flwr.app import ConfigRecord
 
@@ -29,10 +29,6 @@ def _round(strategy, server_round, sent, updates):
     return strategy.aggregate(server_round, updates)[0]
 
 
-def _same(a, b) -> bool:
-    return set(a) == set(b) and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Two rounds of replies from clients 0-2 then 3-5 (partial participation), trained 5 epochs from the start."""
@@ -47,11 +43,11 @@ def test_in_warm_up_the_round_is_mifas_step_and_after_it_the_student_moves_off_i
     plain = [o for o in RUN if not o.startswith("strategy.")]
     _, mifa, _ = _bound([*plain, "strategy=mifa", "strategy.memory_rounds=10"], tmp_path / "mifa")
     w1 = _round(ours, 1, start, first)  # round 1: FedFTG's warm-up, the generator learns, the model is MIFA's
-    assert _same(w1, _round(mifa, 1, start, first))
+    assert same_arrays(w1, _round(mifa, 1, start, first))
     assert ours._round.server["memory_clients"] == 3
     w2 = _round(ours, 2, w1, second)  # round 2 distils, from MIFA's step over all six remembered updates
     mifa2 = _round(mifa, 2, w1, second)
-    assert not _same(w2, mifa2)
+    assert not same_arrays(w2, mifa2)
     assert ours._round.server["memory_clients"] == 6 and np.isfinite(ours._round.server["student_loss"])
     assert global_accuracy(run, w2) > 0.2  # 10 classes
 
@@ -68,7 +64,7 @@ def test_the_update_memory_survives_the_checkpoint_and_round_2_is_bit_identical(
     restored.load_state_dict(torch.load(io.BytesIO(saved.getvalue()), weights_only=True))
     assert sorted(restored.updates.entries) == [0, 1, 2]  # the three updates of round 1
     torch.manual_seed(5)
-    assert _same(_round(restored, 2, w1, second), w2)
+    assert same_arrays(_round(restored, 2, w1, second), w2)
 
 
 def test_mixed_architectures_and_robust_rules_end_in_one_line(tmp_path):
