@@ -15,8 +15,10 @@ Each round, after the clients reply (:meth:`FedFTG.aggregate`):
    label counts; FedDF (``conf/strategy/feddf.yaml``) serves the run's unlabeled proxy images instead;
 4. each architecture group's student starts from that group's FedAvg average (or from its previous
    round's student) and is distilled on generated samples by the one distillation loop
-   (:func:`fedkd.datafree.distill`); it becomes the group's global model -- unless the
-   ``safeguard`` finds, on generated samples, that the average already predicts the teacher.
+   (:func:`fedkd.datafree.distill`, :func:`fedkd.strategies.group_student.distil_group`); it becomes
+   the group's global model -- unless the ``safeguard`` finds, on generated samples, that the
+   average already predicts the teacher, or (``keep_best_on_validation``, FedDF's early stopping)
+   an earlier state does better on the server's labelled validation split.
 
 Every ``diagnostics_every`` rounds the server also reports how good the teacher is as the student
 uses it and whether distilling helped (:mod:`fedkd.datafree.teacher_metrics`,
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
-from fedkd.datafree import EnsembleTeacher, Synthesizer, distill
+from fedkd.datafree import EnsembleTeacher, Synthesizer
 from fedkd.datafree.student_terms import StudentTerm, check_student_terms
 from fedkd.datafree.synthesizers.real import real_images_for
 from fedkd.datafree.teacher import WEIGHTINGS
@@ -46,12 +48,11 @@ from fedkd.errors import ConfigError
 from fedkd.federated import records as R
 from fedkd.federated.data import PROXY_REMEDY, VALIDATION_REMEDY
 from fedkd.report.samples import by_class
-from fedkd.strategies.best_on_validation import BestOnValidation
 from fedkd.strategies.client_memory import ClientMemory, RememberedUpdate
 from fedkd.strategies.fedavg import ClientUpdate, FedAvg, ServerRun
-from fedkd.strategies.server_checks import probe_split, synthetic_agreement
-from fedkd.strategies.server_teacher import CLASS_WEIGHTINGS, ensemble_teacher, load_model
-from fedkd.training import evaluate
+from fedkd.strategies.group_student import distil_group
+from fedkd.strategies.server_checks import probe_split
+from fedkd.strategies.server_teacher import CLASS_WEIGHTINGS, ensemble_teacher
 from fedkd.training.optimizers import optimizer_factory
 from fedkd.utils.option_schema import checked
 from fedkd.utils.option_types import Forward, NonNegativeInt, PositiveInt, UnitFloat
@@ -224,8 +225,8 @@ class FedFTG(FedAvg):
         global_models: dict[str, ArrayRecord] = {}
         for key in groups:
             prefix = "" if len(groups) == 1 else f"{key}/"
-            global_models[key] = self.students[key] = self._distil_group(
-                server_round, key, averages[key], teacher, probe, laps, server, prefix
+            global_models[key] = self.students[key] = distil_group(
+                self, server_round, key, averages[key], teacher, probe, laps, server, prefix
             )
 
         if probe is not None and teacher.member_weights is not None:  # Co-Boosting re-weighted the members
@@ -245,65 +246,6 @@ class FedFTG(FedAvg):
         for key in run.model_configs:
             global_models.setdefault(key, self.students.get(key) or run.initial_group_arrays(key))
         return R.pack_groups(global_models), client_metrics
-
-    def _distil_group(
-        self, server_round: int, key: str, average: ArrayRecord, teacher: EnsembleTeacher,
-        probe: Any, laps: Laps, server: dict[str, float], prefix: str,
-    ) -> ArrayRecord:
-        """One architecture group's global model for the round: its student distilled from the
-        ensemble (the average during warm-up, or when the safeguard keeps it); figures into ``server``."""
-        run = self._require_run()
-        model_cfg = run.model_configs[key]
-        start = {
-            "average": average,
-            "previous": self.students.get(key, average),
-            "scratch": run.initial_group_arrays(key),
-        }[self.student_init]
-        student = load_model(run, model_cfg, start)
-        if probe is not None:
-            with laps("diagnostics"):
-                before = evaluate(student, probe, run.device)["accuracy"]
-        warmup = server_round <= self.warmup_rounds  # the generator learns, the student waits
-        keeper = None
-        if self.keep_best_on_validation and not warmup:
-            with laps("validation"):
-                keeper = BestOnValidation(student, run.validation, run.device)
-        with laps("synthesis" if warmup else "distillation"):
-            result = distill(
-                student, teacher, self.synthesizer, None if warmup else self.make_optimizer(student.parameters()),
-                self.iterations_per_round, recipe=self.synthesizer.recipe, student_batch_size=self.student_batch_size,
-                progress=False, desc=f"server r{server_round}", freeze_bn_stats=self.freeze_bn_stats,
-                terms=list(self.student_terms.values()), train_student=not warmup, on_iteration=keeper,
-            )
-        if not warmup:
-            laps.move("distillation", "synthesis", result["synthesis_s"])
-        if keeper is not None:  # the best student on the validation split, the starting model included
-            laps.move("distillation", "validation", keeper.seconds)
-            server.update({f"{prefix}{k}": v for k, v in keeper.restore().items()})
-        skip = ("wall_time_s", "synthesis_s", "student_s", *(("student_samples",) if warmup else ()))
-        server.update({f"{prefix}{k}": float(v) for k, v in result.items() if k not in skip})
-        if warmup:  # the round's global model is the average (reloaded: the generator's passes moved BN statistics)
-            result_arrays, student = average, load_model(run, model_cfg, average)
-        else:
-            result_arrays = R.to_arrays(student.cpu())
-            student.to(run.device)
-            if self.safeguard is not None or probe is not None:
-                average_model = load_model(run, model_cfg, average)
-                with laps("safeguard" if self.safeguard is not None else "diagnostics"):
-                    check = synthetic_agreement(
-                        self.synthesizer, teacher, average_model, student, self.student_batch_size
-                    )
-                server.update({f"{prefix}{k}": v for k, v in check.items()})
-                kept = self.safeguard is not None and check["average_teacher_agreement"] >= self.safeguard
-                if kept:  # the average already predicts what the teacher does: nothing to learn, keep it
-                    result_arrays, student = average, average_model
-                server[f"{prefix}safeguard_kept_average"] = float(kept)
-        if probe is not None:
-            with laps("diagnostics"):  # the round's global model: the student, or the average it started from
-                after = evaluate(student, probe, run.device)["accuracy"]
-            server.update({f"{prefix}student_accuracy_before": before, f"{prefix}student_accuracy_after": after,
-                           f"{prefix}distillation_gain": after - before})
-        return result_arrays
 
     def _diagnose(self, server_round: int) -> bool:
         return bool(self.diagnostics_every) and (server_round == 1 or server_round % self.diagnostics_every == 0)
