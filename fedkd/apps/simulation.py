@@ -125,6 +125,8 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         check_cluster(cfg)
         probe_address(str(cfg.backend.address))  # seconds, where ray.init retries a dead address for minutes
     check_before_start(cfg)
+    if not interrupt.armed():  # called from a script: a stop that ended an earlier run here is over
+        interrupt.STOP.clear()
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     # Ray's C++ core would answer SIGTERM with an abort and a stack dump in every process; its Python
     # handler (sys.exit) is left, and turned into a clean stop below.
@@ -143,6 +145,7 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     flwr_logger.addFilter(after_stop)
     # Flower prints its warnings with its own handler; propagating them too would print them twice.
     propagate, flwr_logger.propagate = flwr_logger.propagate, False
+    terminated = False
     try:
         run_simulation(
             server_app=make_server_app(cfg, out_dir, result=summary),
@@ -151,13 +154,17 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
             backend_config=backend_config(cfg, temp_dir),
         )
     except KeyboardInterrupt:  # Ctrl-C left the engine; the ServerApp's thread follows (fedkd.apps.sim_interrupt)
+        interrupt.STOP.set()  # set already by the command line's handler; a script's Ctrl-C sets it here
         wind_down()
         raise
     except SystemExit as ended:  # SIGTERM once Ray runs: ray.init put sys.exit(15) in the place of our handler
-        if ended.code != signal.SIGTERM or not interrupt.armed():
+        if ended.code != signal.SIGTERM:
             raise
         interrupt.request_stop(signal.SIGTERM)  # the ServerApp's thread sees it, as after Ctrl-C
         wind_down()
+        if not interrupt.armed():  # a script's SIGTERM: end as Ray's handler asked (exit code 15)
+            terminated = True
+            raise
         raise KeyboardInterrupt from None
     finally:
         interrupt.rearm()  # ray.init took SIGTERM over; the rest of the command is ours again
@@ -171,4 +178,6 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
             log.info("Ray logs kept in %s", temp_dir)
         elif not cfg.backend.temp_dir:
             shutil.rmtree(temp_dir, ignore_errors=True)
+        if terminated:  # at once if the engine's threads still wait on the stopped Ray: they would hold the exit
+            interrupt.exit_if_held(signal.SIGTERM)
     return summary

@@ -3,9 +3,10 @@
 On Flower's simulation engine the ServerApp runs in a thread of its own and spends a round waiting
 in ``Grid.send_and_receive`` (up to ``round_timeout`` seconds). A signal reaches only the main
 thread, so this wrapper polls for the replies itself and raises
-:class:`fedkd.utils.interrupt.Interrupted` within :data:`POLL_SECONDS` of the first Ctrl-C. Without
-the Ctrl-C handler installed (``flwr run``, tests that call the apps directly) it is the wrapped
-grid unchanged.
+:class:`fedkd.utils.interrupt.Interrupted` within :data:`POLL_SECONDS` of :data:`~fedkd.utils.interrupt.STOP`:
+the first Ctrl-C or SIGTERM of a command line, or an interrupt that ended the simulation engine of
+a script calling :func:`fedkd.apps.simulation.simulate` (no handler of ours installed). Polling is
+what Flower's own grid does between pulls, so the wait is otherwise the same.
 """
 
 from __future__ import annotations
@@ -68,8 +69,6 @@ class StoppableGrid(Grid):
         """Flower's ``send_and_receive`` (push, then pull until every reply is in or ``timeout``
         passed), raising :class:`~fedkd.utils.interrupt.Interrupted` at Ctrl-C."""
         interrupt.check_stop()
-        if not interrupt.armed():
-            return self.grid.send_and_receive(messages, timeout=timeout)
         pending = set(self.push_messages(messages))
         end = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []

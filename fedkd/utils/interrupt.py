@@ -166,19 +166,25 @@ def exit_interrupted() -> None:
     """Print :func:`message` and exit with :func:`exit_code`; at once (``os._exit``) when a thread
     that would keep the interpreter alive is still running (a federated server busy in its round)."""
     print(message(), file=sys.stderr, flush=True)
-    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if busy:
-        _exit_now()
+    exit_if_held(_exit_code)
     sys.exit(_exit_code)
 
 
-def _exit_now() -> None:
+def exit_if_held(code: int) -> None:
+    """Exit with ``code`` at once (``os._exit``) when a thread that would keep the interpreter alive
+    is still running: Python waits for every non-daemon thread before it exits."""
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if busy:
+        _exit_now(code)
+
+
+def _exit_now(code: int | None = None) -> None:
     import logging
 
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()  # the run's log file gets its last lines
-    os._exit(_exit_code)
+    os._exit(_exit_code if code is None else code)
 
 
 def request_stop(signum: int) -> None:

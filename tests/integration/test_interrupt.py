@@ -112,6 +112,37 @@ def test_sigterm_stops_fedkd_sim_in_one_line_and_leaves_no_ray_process(tmp_path)
         time.sleep(0.5)
 
 
+#: A script that runs a simulation itself, without the command line's handlers.
+SCRIPT = """
+import sys
+from fedkd.apps.simulation import simulate
+from fedkd.federated.config import compose_sim_config
+simulate(compose_sim_config(sys.argv[2:]), sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_script_calling_simulate_ends_at_an_interrupt_and_leaves_no_ray_process(tmp_path, signum):
+    """A script or a notebook (no handler of fedkd's installed): the interrupt that ends the simulation
+    engine in the main thread also ends the server's thread, which would otherwise wait for replies
+    that never come and keep the process alive for good."""
+    run, ray_dir = tmp_path / "run", Path(tempfile.mkdtemp(prefix="fedkd-t-"))
+    argv = [sys.executable, "-c", SCRIPT, str(run), "dataset=digits", "num_clients=4", "rounds=20",
+            "client_resources.num_cpus=1", f"backend.temp_dir={ray_dir}"]
+    try:
+        code, took, output = ctrl_c_when_checkpointed(argv, run / "server_state.pt", tmp_path / "script.log",
+                                                      signum=signum)
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert took < STOP_WITHIN and code != 0, output[-2000:]
+    if signum == signal.SIGTERM:
+        assert code == signal.SIGTERM, output[-2000:]  # Ray's handler: sys.exit(15), as without fedkd
+    deadline = time.monotonic() + 10
+    while (left := subprocess.run(["pgrep", "-f", str(ray_dir)], capture_output=True, text=True).stdout.split()):
+        assert time.monotonic() < deadline, f"Ray processes left: {left}"
+        time.sleep(0.5)
+
+
 def test_ctrl_c_stops_fedkd_train_after_its_last_epoch_and_names_the_command_that_resumes(tmp_path):
     run = tmp_path / "run"
     argv = [str(BIN / "fedkd-train"), "dataset=digits", "epochs=4", "device=cpu", f"hydra.run.dir={run}"]
