@@ -116,6 +116,9 @@ ROWS: dict[str, list[str]] = {
     # the average included -- these clients share 9,500 images
     "feddf_validated": [*FEDDF, "strategy.teacher_memory_rounds=1", *VALIDATED],
     "feddf_memory_validated": [*FEDDF, "strategy.teacher_memory_rounds=10", *VALIDATED],
+    # FedAvg whose clients hold what feddf_validated's hold (the server's 2,500 images kept from them): its
+    # data-matched baseline
+    "fedavg_feddf_clients": ["strategy=fedavg", "proxy_size=2000", "validation_size=500"],
     # FedDF with fedftg_memory's teacher: each class's logit from the remembered clients weighted by their
     # shares of it (label counts only; the proxy's labels stay unread), the real-data reference matched to it
     "feddf_memory_lc": [*FEDDF, "strategy.teacher_memory_rounds=10", "strategy.class_weighting=label_counts",
