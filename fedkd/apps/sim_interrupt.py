@@ -17,7 +17,11 @@ their interrupted work (client tasks cancelled, actors gone) off the console.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fedkd.federated.stoppable_grid import SERVER_RUNNING
 from fedkd.utils import interrupt
@@ -47,3 +51,34 @@ def wind_down(grace: float = GRACE_SECONDS) -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@contextmanager
+def script_stops_at_first_interrupt() -> Iterator[None]:
+    """A script's or a notebook's Ctrl-C (no handler of fedkd's installed): the first one sets
+    :data:`~fedkd.utils.interrupt.STOP`, the server ends after its last complete round, the engine
+    after its clients' tasks in flight, and :class:`KeyboardInterrupt` is raised once the simulation
+    has ended; a second Ctrl-C raises it at once.
+
+    Python's own handler raises in the main thread at once; the engine then shuts Ray down while its
+    worker threads still wait in ``ray.get`` for client tasks, a wait that never ends, and the
+    interpreter waits for those threads at exit. (The command line's handler ends the process
+    instead, which a notebook's kernel must not.) A handler the caller installed is left alone.
+    """
+    if (interrupt.armed() or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def first_stops(signum: int, frame: object) -> None:
+        if interrupt.STOP.is_set():
+            raise KeyboardInterrupt
+        interrupt.STOP.set()
+
+    signal.signal(signal.SIGINT, first_stops)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupt.STOP.is_set():
+        raise KeyboardInterrupt

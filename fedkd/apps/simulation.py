@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from fedkd.apps.client_app import make_client_app
 from fedkd.apps.ray_setup import local_system_config, probe_address
 from fedkd.apps.server_app import make_server_app, quiet_flower
-from fedkd.apps.sim_interrupt import QuietAfterStop, wind_down
+from fedkd.apps.sim_interrupt import QuietAfterStop, script_stops_at_first_interrupt, wind_down
 from fedkd.config import check_sim
 from fedkd.errors import ConfigError
 from fedkd.federated.client_errors import ClientTracebacks
@@ -147,12 +147,13 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     propagate, flwr_logger.propagate = flwr_logger.propagate, False
     terminated = False
     try:
-        run_simulation(
-            server_app=make_server_app(cfg, out_dir, result=summary),
-            client_app=make_client_app(cfg),
-            num_supernodes=int(cfg.num_clients),
-            backend_config=backend_config(cfg, temp_dir),
-        )
+        with script_stops_at_first_interrupt():
+            run_simulation(
+                server_app=make_server_app(cfg, out_dir, result=summary),
+                client_app=make_client_app(cfg),
+                num_supernodes=int(cfg.num_clients),
+                backend_config=backend_config(cfg, temp_dir),
+            )
     except KeyboardInterrupt:  # Ctrl-C left the engine; the ServerApp's thread follows (fedkd.apps.sim_interrupt)
         interrupt.STOP.set()  # set already by the command line's handler; a script's Ctrl-C sets it here
         wind_down()
