@@ -16,7 +16,6 @@ Subclass of Flower's message-API :class:`flwr.serverapp.strategy.FedAvg`; Flower
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Annotated, Any
@@ -36,9 +35,9 @@ from fedkd.federated.server_run import ServerRun
 from fedkd.strategies.messages import build_messages, split_replies
 from fedkd.strategies.partition_directory import PartitionDirectory
 from fedkd.strategies.round_loop import EvaluateFn, run_rounds
-from fedkd.strategies.round_stats import RoundStats, client_stats, metrics_row
+from fedkd.strategies.round_stats import RoundStats, check_not_diverged, client_stats, metrics_row
 from fedkd.strategies.sampling import EVALUATE_STREAM, TRAIN_STREAM, sample_partitions
-from fedkd.strategies.screening import screen_replies
+from fedkd.strategies.screening import enough_replies, group_reference, screen_replies
 from fedkd.strategies.updates import ClientUpdate, weighted_client_metrics
 from fedkd.utils.option_types import NonNegativeInt, PositiveFloat, PositiveInt, Range, Supplied, UnitFloat
 
@@ -227,19 +226,12 @@ class FedAvg(FlowerFedAvg):
         screened = screen_replies(
             server_round, valid, failed, len(self._round.sampled), self.reference_arrays, self.weighted_by_key
         )
-        usable, counts = screened.usable, screened.counts
-        self._round.replies = counts
-        if len(usable) < self.min_replies:
-            log.warning(
-                "round %d skipped: %d usable replies, fewer than strategy.min_replies=%d (failed %d, late %d, "
-                "non-finite %d, malformed %d); the global model stays as it was",
-                server_round, len(usable), self.min_replies, counts["failed"], counts["late"], counts["nonfinite"],
-                counts["malformed"],
-            )
+        self._round.replies = screened.counts
+        if not enough_replies(server_round, screened, self.min_replies):
             self._round.skipped = True
             self._round.train_done = time.perf_counter()
             return None, None
-        updates = sorted((ClientUpdate.from_reply(m) for m in usable), key=lambda u: u.partition_id)
+        updates = sorted((ClientUpdate.from_reply(m) for m in screened.usable), key=lambda u: u.partition_id)
         for update in updates:
             self.client_label_counts[update.partition_id] = update.label_counts
         self._round.bytes_received += sum(R.payload_bytes(u.content) for u in updates)
@@ -265,15 +257,7 @@ class FedAvg(FlowerFedAvg):
         return self._reference(pid)
 
     def _reference(self, partition_id: int | None) -> ArrayRecord | None:
-        reference = self._round.global_arrays
-        if reference is None or not R.is_packed(reference):
-            return reference
-        if self.server_run is None or partition_id is None:
-            return None
-        try:
-            return R.unpack_group(reference, self.server_run.group_of(partition_id))
-        except IndexError:
-            return None
+        return group_reference(self._round.global_arrays, self.server_run, partition_id)
 
     def average(self, updates: list[ClientUpdate], reference: ArrayRecord | None = None) -> ArrayRecord:
         """Combine the updates' weights with ``strategy.aggregation`` after clipping each update's
@@ -329,12 +313,7 @@ class FedAvg(FlowerFedAvg):
         row = metrics_row(self._round, dict(result or {}), end - start, end)
         if self.recorder is not None:
             self.recorder.record(server_round, row)
-        diverged = sorted(k for k, v in (result or {}).items() if k.endswith("_loss") and not math.isfinite(float(v)))
-        if diverged:  # every later round would report chance accuracy as if it were a result
-            raise FedkdError(
-                f"round {server_round}: the global model's {diverged[0]} is {float(result[diverged[0]])} (the run "
-                "diverged); lower optim.lr (or the strategy's server step) and start a new run"
-            )
+        check_not_diverged(server_round, dict(result or {}))
         if self.checkpointer is not None:  # after the row: the checkpoint holds every row up to this round
             self.checkpointer(server_round, arrays)
         return result

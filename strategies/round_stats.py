@@ -1,7 +1,9 @@
-"""One round's measurements, from sampling to the central evaluation, and the metrics row they make."""
+"""One round's measurements, from sampling to the central evaluation, the metrics row they make,
+and the check that the run has not diverged."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord
 
+from fedkd.errors import FedkdError
 from fedkd.federated import records as R
 from fedkd.strategies.updates import ClientUpdate
 
@@ -89,3 +92,14 @@ def metrics_row(stats: RoundStats, central: dict[str, float], eval_seconds: floa
         }
     )
     return {k: v for k, v in row.items() if v is not None}
+
+
+def check_not_diverged(server_round: int, central: dict[str, float]) -> None:
+    """Raise when a central evaluation loss is NaN or infinite: every later round would report
+    chance accuracy as if it were a result."""
+    diverged = sorted(k for k, v in central.items() if k.endswith("_loss") and not math.isfinite(float(v)))
+    if diverged:
+        raise FedkdError(
+            f"round {server_round}: the global model's {diverged[0]} is {float(central[diverged[0]])} (the run "
+            "diverged); lower optim.lr (or the strategy's server step) and start a new run"
+        )

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from flwr.app import ArrayRecord, Message
 
 from fedkd.errors import FedkdError
+from fedkd.federated import records as R
 from fedkd.federated.client_errors import client_exception, where_tracebacks_are
 from fedkd.federated.faults import INJECTED
 from fedkd.federated.robust import screen_reply
+from fedkd.federated.server_run import ServerRun
 
 log = logging.getLogger("fedkd.sim")
 
@@ -70,3 +72,32 @@ def screen_replies(
     if counts["late"]:
         log.warning("round %d: %d client(s) did not reply within round_timeout", server_round, counts["late"])
     return Screened(usable, counts)
+
+
+def enough_replies(server_round: int, screened: Screened, min_replies: int) -> bool:
+    """Whether the round has ``strategy.min_replies`` usable replies; if not, say why it is skipped."""
+    if len(screened.usable) >= min_replies:
+        return True
+    counts = screened.counts
+    log.warning(
+        "round %d skipped: %d usable replies, fewer than strategy.min_replies=%d (failed %d, late %d, "
+        "non-finite %d, malformed %d); the global model stays as it was",
+        server_round, len(screened.usable), min_replies, counts["failed"], counts["late"], counts["nonfinite"],
+        counts["malformed"],
+    )
+    return False
+
+
+def group_reference(
+    global_arrays: ArrayRecord | None, run: ServerRun | None, partition_id: int | None
+) -> ArrayRecord | None:
+    """The weights a reply of client ``partition_id`` must match: the round's global model, or with
+    mixed architectures (a packed global record) the client's group in it; ``None`` when unknown."""
+    if global_arrays is None or not R.is_packed(global_arrays):
+        return global_arrays
+    if run is None or partition_id is None:
+        return None
+    try:
+        return R.unpack_group(global_arrays, run.group_of(partition_id))
+    except IndexError:
+        return None
