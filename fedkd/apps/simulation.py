@@ -155,7 +155,7 @@ def simulate(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                 backend_config=backend_config(cfg, temp_dir),
             )
     except KeyboardInterrupt:  # Ctrl-C left the engine; the ServerApp's thread follows (fedkd.apps.sim_interrupt)
-        interrupt.STOP.set()  # set already by the command line's handler; a script's Ctrl-C sets it here
+        interrupt.STOP.set()  # set already by the handler (the command line's, or a script's first Ctrl-C)
         wind_down()
         raise
     except SystemExit as ended:  # SIGTERM once Ray runs: ray.init put sys.exit(15) in the place of our handler
